@@ -1,0 +1,161 @@
+"""Frozen records that cross from the loop thread to whoever watches it.
+
+Everything here is immutable and built from plain values, so a snapshot can be handed to another
+thread without a lock, and GUI tests can build one by hand with no loop at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Upper bounds (seconds) of the loop-lag histogram buckets; the last bucket is open-ended.
+LAG_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LagHistogram:
+    """Counts of probe-timer lateness; ``counts[i]`` holds samples <= ``LAG_BUCKETS[i]``,
+    the extra last slot those above the largest bound."""
+
+    counts: tuple[int, ...] = (0,) * (len(LAG_BUCKETS) + 1)
+    max_s: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+    def quantile(self, q: float) -> float:
+        """Upper bound of the bucket holding quantile ``q`` (0..1); 0.0 with no samples.
+        Samples past the last bound report the largest lateness seen."""
+        total = self.total
+        if total == 0:
+            return 0.0
+        rank = q * total
+        seen = 0
+        for i, n in enumerate(self.counts):
+            seen += n
+            if seen >= rank and n:
+                return LAG_BUCKETS[i] if i < len(LAG_BUCKETS) else self.max_s
+        return self.max_s
+
+    def minus(self, earlier: LagHistogram) -> LagHistogram:
+        """The samples taken since ``earlier`` (max is the running max, not the interval's)."""
+        return LagHistogram(
+            tuple(a - b for a, b in zip(self.counts, earlier.counts, strict=True)), self.max_s
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LoopFigures:
+    """What the loop did over a span of time (an interval between snapshots, or since start)."""
+
+    span_s: float = 0.0  # wall time covered
+    iterations: int = 0
+    events: int = 0  # (fd, mask) pairs dispatched to handlers
+    callbacks: int = 0
+    timers: int = 0
+    busy_s: float = 0.0  # time not blocked in poll
+    poll_s: float = 0.0  # time blocked in poll
+    lag: LagHistogram = field(default_factory=LagHistogram)
+
+    def _rate(self, n: float) -> float:
+        return n / self.span_s if self.span_s > 0 else 0.0
+
+    @property
+    def iterations_per_s(self) -> float:
+        return self._rate(self.iterations)
+
+    @property
+    def events_per_s(self) -> float:
+        return self._rate(self.events)
+
+    @property
+    def callbacks_per_s(self) -> float:
+        return self._rate(self.callbacks)
+
+    @property
+    def utilization(self) -> float:
+        """Fraction of measured time the loop was busy rather than waiting in poll (0..1)."""
+        measured = self.busy_s + self.poll_s
+        return self.busy_s / measured if measured > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerRow:
+    id: int
+    host: str
+    port: int
+    state: str  # "listening" | "stopped" | "failed"
+    accepted: int = 0
+    refused: int = 0  # closed at once: over max_connections
+    errors: int = 0  # accept() failures (EMFILE, ...)
+    connections: int = 0  # open now
+    error: str = ""  # last error text
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRow:
+    fd: int
+    peer: str
+    listener_id: int
+    state: str  # "open" | "paused" (backpressure) | "draining" (peer sent EOF) | "closed"
+    mask: int  # events registered now (loopmon.events bits)
+    read_fraction: float  # share of the last interval with READ registered (0..1)
+    write_fraction: float  # share of the last interval with WRITE registered (0..1)
+    ready_read: int = 0  # readiness counts, cumulative
+    ready_write: int = 0
+    ready_error: int = 0
+    queue_bytes: int = 0
+    queue_chunks: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    messages: int = 0  # successful reads
+    age_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class LoopEvent:
+    """Something that happened on the loop thread, for the event log."""
+
+    at: float  # loop clock (monotonic seconds)
+    kind: str  # see KINDS
+    text: str
+    fd: int = -1
+    detail: str = ""  # e.g. a stall's stack or an exception's traceback
+
+
+KINDS: tuple[str, ...] = (
+    "connect",
+    "close",
+    "listener_started",
+    "listener_stopped",
+    "listener_failed",
+    "stall",
+    "exception",
+    "loop",  # loop started, stopped, died, restarted on another backend
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    seq: int
+    taken_at: float  # loop clock (monotonic seconds)
+    backend: str
+    strategy: str  # "seed" | "direct"
+    uptime_s: float = 0.0
+    interval: LoopFigures = field(default_factory=LoopFigures)
+    totals: LoopFigures = field(default_factory=LoopFigures)
+    listeners: tuple[ListenerRow, ...] = ()
+    connections: tuple[ConnectionRow, ...] = ()
+    events: tuple[LoopEvent, ...] = ()  # since the previous snapshot
+    queue_bytes: int = 0  # sum over connections
+    bytes_in: int = 0  # totals over the server's life
+    bytes_out: int = 0
+    alive: bool = True  # False once the loop thread has died
+    error: str = ""  # why it died
