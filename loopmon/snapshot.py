@@ -7,6 +7,7 @@ thread without a lock, and GUI tests can build one by hand with no loop at all.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 # Upper bounds (seconds) of the loop-lag histogram buckets; the last bucket is open-ended.
 LAG_BUCKETS: tuple[float, ...] = (
@@ -99,8 +100,16 @@ class ListenerRow:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionRow:
+class ConnectionRow(NamedTuple):
+    """One connection as of a snapshot.
+
+    A NamedTuple rather than a frozen dataclass, against the house style, because telemetry
+    builds up to 10,000 of these 25 times a second: a frozen dataclass costs ~4 us to construct
+    (one object.__setattr__ per field), a NamedTuple ~0.8 us. It is just as immutable, and is
+    built with the same keywords. Nothing in it changes with the mere passing of time (it holds
+    ``created_at``, not an age), so telemetry reuses the row of a connection that did nothing.
+    """
+
     fd: int
     peer: str
     listener_id: int
@@ -116,7 +125,7 @@ class ConnectionRow:
     bytes_in: int = 0
     bytes_out: int = 0
     messages: int = 0  # successful reads
-    age_s: float = 0.0
+    created_at: float = 0.0  # loop clock; age = Snapshot.taken_at - created_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,3 +168,7 @@ class Snapshot:
     bytes_out: int = 0
     alive: bool = True  # False once the loop thread has died
     error: str = ""  # why it died
+
+    def age_of(self, row: ConnectionRow) -> float:
+        """How old a connection was when this snapshot was taken."""
+        return max(self.taken_at - row.created_at, 0.0)
