@@ -1,0 +1,254 @@
+"""The connections table: a QAbstractTableModel over one snapshot's rows.
+
+It sorts and filters itself. A QSortFilterProxyModel asks the source for ``data()`` once per
+comparison, through Python: measured here it took 0.2 s to sort 1,000 rows and 2.7 s for 10,000,
+every snapshot. Here a sort is one ``sorted()`` with an ``itemgetter`` key (C speed) and the
+text filter one pass over the rows, and only cells a view actually paints are formatted, once
+per snapshot.
+
+When a snapshot keeps the same fds in the same order the model emits one ``dataChanged`` over
+the whole table; otherwise it resets, and the view re-selects by fd (``ConnectionTable``).
+"""
+
+from __future__ import annotations
+
+from operator import itemgetter
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    Qt,
+)
+from PySide6.QtGui import QColor
+
+from loopmon.events import mask_names
+from loopmon.gui import units
+from loopmon.snapshot import ConnectionRow, ListenerRow, Snapshot
+
+Index = QModelIndex | QPersistentModelIndex
+_ROOT = QModelIndex()
+
+MASK_ROLE = Qt.ItemDataRole.UserRole + 1  # the raw mask int, for the chip delegate
+FD_ROLE = Qt.ItemDataRole.UserRole + 2
+
+# (title, ConnectionRow field index used for sorting)
+COLUMNS: tuple[tuple[str, int], ...] = (
+    ("fd", 0),
+    ("Peer", 1),
+    ("Listener", 2),
+    ("State", 3),
+    ("Mask", 4),
+    ("Queue", 10),
+    ("Bytes in", 12),
+    ("Bytes out", 13),
+    ("Age", 15),
+)
+FD, PEER, LISTENER, STATE, MASK, QUEUE, BYTES_IN, BYTES_OUT, AGE = range(len(COLUMNS))
+_NUMERIC = {FD, QUEUE, BYTES_IN, BYTES_OUT, AGE}
+_RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+_LEFT = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
+_STATE_COLOURS = {"paused": QColor(230, 140, 20), "draining": QColor(120, 120, 200)}
+
+
+class ConnectionModel(QAbstractTableModel):
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._all: tuple[ConnectionRow, ...] = ()
+        self._rows: list[ConnectionRow] = []
+        self._fds: list[int] = []
+        self._row_of: dict[int, int] | None = None
+        self._taken_at = 0.0
+        self._listeners: dict[int, str] = {}
+        self._listener_rows: tuple[ListenerRow, ...] = ()
+        self._cache: dict[int, str] = {}
+        self._filter = ""
+        self._sort_column = -1
+        self._sort_order = Qt.SortOrder.AscendingOrder
+
+    # -- the Qt model interface --------------------------------------------------------------
+    def rowCount(self, parent: Index = _ROOT) -> int:
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: Index = _ROOT) -> int:
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if orientation == Qt.Orientation.Horizontal and 0 <= section < len(COLUMNS):
+            if role == Qt.ItemDataRole.DisplayRole:
+                return COLUMNS[section][0]
+            if role == Qt.ItemDataRole.TextAlignmentRole:
+                return _RIGHT if section in _NUMERIC else _LEFT
+        return None
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        row, col = index.row(), index.column()
+        if not (0 <= row < len(self._rows) and 0 <= col < len(COLUMNS)):
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
+            key = row * 16 + col
+            text = self._cache.get(key)
+            if text is None:
+                text = self._cache[key] = self._text(self._rows[row], col)
+            return text
+        if role == MASK_ROLE:
+            return self._rows[row].mask
+        if role == FD_ROLE:
+            return self._rows[row].fd
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            return _RIGHT if col in _NUMERIC else _LEFT
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._tooltip(self._rows[row], col)
+        if role == Qt.ItemDataRole.ForegroundRole and col == STATE:
+            return _STATE_COLOURS.get(self._rows[row].state)
+        return None
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        self._sort_column = column
+        self._sort_order = order
+        old_fds = self._fds
+        self.layoutAboutToBeChanged.emit()
+        self._rows = self._arrange(self._all)
+        self._fds = [r.fd for r in self._rows]
+        self._row_of = None
+        self._cache.clear()
+        persistent = self.persistentIndexList()
+        if persistent:
+            row_of = self.row_of_map()
+            new = []
+            for idx in persistent:
+                old_row = idx.row()
+                fd = old_fds[old_row] if 0 <= old_row < len(old_fds) else None
+                r = row_of.get(fd) if fd is not None else None
+                new.append(self.index(r, idx.column()) if r is not None else QModelIndex())
+            self.changePersistentIndexList(persistent, new)
+        self.layoutChanged.emit()
+
+    # -- feeding it --------------------------------------------------------------------------
+    def set_snapshot(self, snapshot: Snapshot) -> None:
+        self._taken_at = snapshot.taken_at
+        if snapshot.listeners is not self._listener_rows:
+            self._listener_rows = snapshot.listeners
+            self._listeners = {lr.id: lr.address for lr in snapshot.listeners}
+        self._all = snapshot.connections
+        self._refresh()
+
+    def set_filter(self, text: str) -> None:
+        """Keep rows whose peer, state, mask names or listener address contain ``text``
+        (case-insensitive) or whose fd is ``text``; ``fd:N`` keeps only fd N."""
+        text = text.strip().lower()
+        if text != self._filter:
+            self._filter = text
+            self._refresh()
+
+    @property
+    def filter_text(self) -> str:
+        return self._filter
+
+    def _refresh(self) -> None:
+        rows = self._arrange(self._all)
+        fds = [r.fd for r in rows]
+        if fds == self._fds:
+            self._rows = rows
+            self._cache.clear()
+            if rows:
+                self.dataChanged.emit(self.index(0, 0), self.index(len(rows) - 1, len(COLUMNS) - 1))
+            return
+        self.beginResetModel()
+        self._rows = rows
+        self._fds = fds
+        self._row_of = None
+        self._cache.clear()
+        self.endResetModel()
+
+    def _arrange(self, rows: tuple[ConnectionRow, ...]) -> list[ConnectionRow]:
+        if self._filter:
+            rows = tuple(r for r in rows if self._matches(r))
+        col = self._sort_column
+        if not 0 <= col < len(COLUMNS):
+            return list(rows)
+        field = COLUMNS[col][1]
+        descending = self._sort_order == Qt.SortOrder.DescendingOrder
+        if col == AGE:  # age grows as created_at shrinks
+            descending = not descending
+        return sorted(rows, key=itemgetter(field, 0), reverse=descending)
+
+    def _matches(self, row: ConnectionRow) -> bool:
+        needle = self._filter
+        if needle.startswith("fd:"):
+            return needle[3:].strip() == str(row.fd)
+        return (
+            needle in row.peer
+            or needle in row.state
+            or needle == str(row.fd)
+            or needle in mask_names(row.mask).lower()
+            or needle in self._listeners.get(row.listener_id, "")
+        )
+
+    # -- reading it --------------------------------------------------------------------------
+    @property
+    def rows(self) -> list[ConnectionRow]:
+        """The rows as shown: filtered and sorted."""
+        return self._rows
+
+    @property
+    def taken_at(self) -> float:
+        return self._taken_at
+
+    def fd_at(self, row: int) -> int:
+        return self._fds[row]
+
+    def row_of_map(self) -> dict[int, int]:
+        if self._row_of is None:
+            self._row_of = {fd: i for i, fd in enumerate(self._fds)}
+        return self._row_of
+
+    def row_of(self, fd: int) -> int | None:
+        return self.row_of_map().get(fd)
+
+    def listener_address(self, listener_id: int) -> str:
+        return self._listeners.get(listener_id, f"#{listener_id}")
+
+    def age(self, row: ConnectionRow) -> float:
+        return max(self._taken_at - row.created_at, 0.0)
+
+    def _text(self, row: ConnectionRow, col: int) -> str:
+        if col == FD:
+            return str(row.fd)
+        if col == PEER:
+            return row.peer
+        if col == LISTENER:
+            return self.listener_address(row.listener_id)
+        if col == STATE:
+            return row.state
+        if col == MASK:
+            return mask_names(row.mask)
+        if col == QUEUE:
+            return units.byte_size(row.queue_bytes) if row.queue_bytes else "0"
+        if col == BYTES_IN:
+            return units.byte_size(row.bytes_in)
+        if col == BYTES_OUT:
+            return units.byte_size(row.bytes_out)
+        return units.duration(self.age(row))
+
+    def _tooltip(self, row: ConnectionRow, col: int) -> str | None:
+        if col == MASK:
+            return (
+                f"registered now: {mask_names(row.mask)}\n"
+                f"READ {row.read_fraction:.0%} and WRITE {row.write_fraction:.0%} of the last "
+                f"interval\nready: read {row.ready_read}, write {row.ready_write}, "
+                f"error {row.ready_error}"
+            )
+        if col == QUEUE:
+            return f"{row.queue_bytes} bytes in {row.queue_chunks} chunks waiting to be sent"
+        if col in (BYTES_IN, BYTES_OUT):
+            return f"{row.bytes_in} bytes in, {row.bytes_out} out, {row.messages} reads"
+        if col == STATE and row.state == "paused":
+            return "not reading: the queue is above the high watermark (backpressure)"
+        return None

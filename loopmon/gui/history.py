@@ -1,0 +1,329 @@
+"""What the plots remember: numpy ring buffers fed once per snapshot, read by the views.
+
+Nothing here loops over connections in Python: a snapshot's connection rows are turned into
+columns once (``ConnectionColumns``) and every per-fd update is a numpy scatter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from loopmon.snapshot import LagHistogram, Snapshot
+
+WINDOW_S = 60.0
+
+
+class SeriesRing:
+    """A fixed number of float samples per field, oldest dropped first.
+
+    Every sample is written twice (at ``i`` and ``i + capacity``) so the stored samples are
+    always one contiguous slice, and reading them copies nothing.
+    """
+
+    def __init__(self, capacity: int, fields: Sequence[str]) -> None:
+        self.capacity = capacity
+        self.fields = tuple(fields)
+        self._index = {name: i for i, name in enumerate(self.fields)}
+        self._buf = np.zeros((len(self.fields), 2 * capacity), dtype=np.float64)
+        self._head = 0
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def clear(self) -> None:
+        self._head = 0
+        self._count = 0
+
+    def append(self, values: Sequence[float]) -> None:
+        i = self._head
+        self._buf[:, i] = values
+        self._buf[:, i + self.capacity] = values
+        self._head = (i + 1) % self.capacity
+        self._count = min(self._count + 1, self.capacity)
+
+    def column(self, name: str) -> np.ndarray:
+        """The samples of one field, oldest first (a view: do not keep it past the next append)."""
+        end = self._head + self.capacity
+        return self._buf[self._index[name], end - self._count : end]
+
+    def last(self, name: str, default: float = 0.0) -> float:
+        if not self._count:
+            return default
+        return float(self._buf[self._index[name], self._head + self.capacity - 1])
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Loop health between two snapshots the window received."""
+
+    events_per_s: float = 0.0
+    iterations_per_s: float = 0.0
+    utilization: float = 0.0  # 0..1
+    lag_p50_s: float = 0.0
+    lag_p99_s: float = 0.0
+
+
+HEALTH_FIELDS = ("t", "events", "iterations", "utilization", "lag_p50", "lag_p99", "queue")
+
+
+class HealthHistory:
+    """Loop figures over time, one sample per received snapshot.
+
+    Rates come from the difference of the cumulative ``totals`` between the snapshots the window
+    actually received, so a snapshot the mailbox replaced before the window took it loses
+    nothing; after a restart (totals start again) the snapshot's own interval is used.
+    """
+
+    def __init__(self, capacity: int = 8192) -> None:
+        self.ring = SeriesRing(capacity, HEALTH_FIELDS)
+        self._previous: Snapshot | None = None
+        self.latest = Rates()
+
+    def clear(self) -> None:
+        self.ring.clear()
+        self._previous = None
+        self.latest = Rates()
+
+    def record(self, snapshot: Snapshot) -> Rates:
+        prev = self._previous
+        if prev is not None and snapshot.taken_at < prev.taken_at:
+            self.ring.clear()  # a different clock: the old samples cannot share the axis
+            prev = None
+        rates = self._rates(prev, snapshot)
+        self._previous = snapshot
+        self.latest = rates
+        self.ring.append(
+            (
+                snapshot.taken_at,
+                rates.events_per_s,
+                rates.iterations_per_s,
+                rates.utilization * 100.0,
+                rates.lag_p50_s * 1e3,
+                rates.lag_p99_s * 1e3,
+                float(snapshot.queue_bytes),
+            )
+        )
+        return rates
+
+    @staticmethod
+    def _rates(prev: Snapshot | None, snap: Snapshot) -> Rates:
+        now, then = snap.totals, prev.totals if prev is not None else None
+        if then is not None and now.span_s > then.span_s and now.iterations >= then.iterations:
+            span = now.span_s - then.span_s
+            busy = now.busy_s - then.busy_s
+            measured = busy + (now.poll_s - then.poll_s)
+            lag: LagHistogram = now.lag.minus(then.lag)
+            return Rates(
+                events_per_s=(now.events - then.events) / span,
+                iterations_per_s=(now.iterations - then.iterations) / span,
+                utilization=busy / measured if measured > 0 else 0.0,
+                lag_p50_s=lag.quantile(0.5),
+                lag_p99_s=lag.quantile(0.99),
+            )
+        interval = snap.interval
+        return Rates(
+            events_per_s=interval.events_per_s,
+            iterations_per_s=interval.iterations_per_s,
+            utilization=interval.utilization,
+            lag_p50_s=interval.lag.quantile(0.5),
+            lag_p99_s=interval.lag.quantile(0.99),
+        )
+
+
+class ConnectionColumns:
+    """A snapshot's connection rows as numpy columns (built once, shared by the views)."""
+
+    __slots__ = ("created", "fd", "messages", "queue", "read", "write")
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        rows = snapshot.connections
+        if rows:
+            cols = list(zip(*rows, strict=True))
+            # ConnectionRow field order: fd, peer, listener_id, state, mask, read_fraction,
+            # write_fraction, ready_read, ready_write, ready_error, queue_bytes, queue_chunks,
+            # bytes_in, bytes_out, messages, created_at
+            self.fd = np.array(cols[0], dtype=np.int64)
+            self.read = np.array(cols[5], dtype=np.float32)
+            self.write = np.array(cols[6], dtype=np.float32)
+            self.queue = np.array(cols[10], dtype=np.float32)
+            self.messages = np.array(cols[14], dtype=np.int64)
+            self.created = np.array(cols[15], dtype=np.float64)
+        else:
+            self.fd = np.zeros(0, dtype=np.int64)
+            self.read = self.write = self.queue = np.zeros(0, dtype=np.float32)
+            self.messages = np.zeros(0, dtype=np.int64)
+            self.created = np.zeros(0, dtype=np.float64)
+
+
+class FdHistory:
+    """Per connection, the last ``window_s`` seconds in fixed time slices.
+
+    Columns are indexed by fd. A column is wiped when its fd turns up with another
+    ``created_at`` (the OS reused the number for a new connection). Per slice it keeps the
+    time-weighted share of READ and of WRITE registration, so a flip shorter than a frame is
+    still there, and the deepest queue seen.
+    """
+
+    def __init__(self, window_s: float = WINDOW_S, slice_s: float = 0.5) -> None:
+        self.window_s = window_s
+        self.slice_s = slice_s
+        self.nslices = round(window_s / slice_s)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._capacity = 0
+        self._read = np.zeros((self.nslices, 0), dtype=np.float32)
+        self._write = np.zeros((self.nslices, 0), dtype=np.float32)
+        self._queue = np.zeros((self.nslices, 0), dtype=np.float32)
+        self._weight = np.zeros(self.nslices, dtype=np.float64)
+        self._created = np.zeros(0, dtype=np.float64)
+        self._messages = np.zeros(0, dtype=np.int64)
+        self.activity = np.zeros(0, dtype=np.float64)  # decayed recent messages per fd
+        self.peak_queue = np.zeros(0, dtype=np.float32)  # decayed deepest queue per fd
+        self._newest: int | None = None  # absolute slice number of the newest slice
+        self.live = np.zeros(0, dtype=np.int64)  # fds in the latest snapshot
+        self.live_created = np.zeros(0, dtype=np.float64)
+        self.now = 0.0
+
+    def clear(self) -> None:
+        self._reset()
+
+    def _grow(self, max_fd: int) -> None:
+        new = max(max_fd + 1, 2 * self._capacity, 64)
+        extra = new - self._capacity
+
+        def widen(a: np.ndarray) -> np.ndarray:
+            pad = [(0, 0)] * (a.ndim - 1) + [(0, extra)]
+            return np.pad(a, pad)
+
+        self._read, self._write, self._queue = (
+            widen(self._read),
+            widen(self._write),
+            widen(self._queue),
+        )
+        self._created = np.concatenate([self._created, np.full(extra, np.nan)])
+        self._messages, self.activity, self.peak_queue = (
+            widen(self._messages),
+            widen(self.activity),
+            widen(self.peak_queue),
+        )
+        self._capacity = new
+
+    def _advance(self, slice_no: int) -> None:
+        newest = self._newest
+        if newest is None or slice_no < newest or slice_no - newest >= self.nslices:
+            if newest is not None and slice_no < newest:
+                self._created[:] = np.nan  # another clock: forget everything
+                self.activity[:] = 0
+                self.peak_queue[:] = 0
+            self._read[:] = 0
+            self._write[:] = 0
+            self._queue[:] = 0
+            self._weight[:] = 0
+        else:
+            for k in range(newest + 1, slice_no + 1):
+                b = k % self.nslices
+                self._read[b] = 0
+                self._write[b] = 0
+                self._queue[b] = 0
+                self._weight[b] = 0
+        self._newest = slice_no
+
+    def record(self, snapshot: Snapshot, cols: ConnectionColumns) -> None:
+        self.now = snapshot.taken_at
+        slice_no = int(snapshot.taken_at // self.slice_s)
+        if slice_no != self._newest:
+            self._advance(slice_no)
+        b = slice_no % self.nslices
+        span = snapshot.interval.span_s
+        weight = span if span > 0 else 1e-3
+        self._weight[b] += weight
+        fds = cols.fd
+        self.live = fds
+        self.live_created = cols.created
+        if not len(fds):
+            return
+        top = int(fds.max())
+        if top >= self._capacity:
+            self._grow(top)
+        reused = self._created[fds] != cols.created  # NaN (never seen) compares unequal too
+        if reused.any():
+            fresh = fds[reused]
+            self._read[:, fresh] = 0
+            self._write[:, fresh] = 0
+            self._queue[:, fresh] = 0
+            self._created[fresh] = cols.created[reused]
+            self._messages[fresh] = cols.messages[reused]
+            self.activity[fresh] = 0
+            self.peak_queue[fresh] = 0
+        self._read[b, fds] += cols.read * weight
+        self._write[b, fds] += cols.write * weight
+        self._queue[b, fds] = np.maximum(self._queue[b, fds], cols.queue)
+        delta = cols.messages - self._messages[fds]
+        self._messages[fds] = cols.messages
+        self.activity[fds] = self.activity[fds] * 0.9 + np.maximum(delta, 0)
+        self.peak_queue[fds] = np.maximum(self.peak_queue[fds] * 0.98, cols.queue)
+
+    def slice_times(self) -> np.ndarray:
+        """Start time of each slice, oldest first (loop clock)."""
+        newest = self._newest if self._newest is not None else 0
+        first = newest - self.nslices + 1
+        return (first + np.arange(self.nslices)) * self.slice_s
+
+    def _order(self) -> np.ndarray:
+        newest = self._newest if self._newest is not None else 0
+        return (newest + 1 + np.arange(self.nslices)) % self.nslices
+
+    def fractions(self, fds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(read, write, known) for ``fds``, each shaped (slices oldest first, len(fds)).
+
+        ``known`` is False for slices with no sample or from before the connection existed.
+        """
+        order = self._order()
+        weight = self._weight[order][:, None]
+        safe = np.where(weight > 0, weight, 1.0)
+        if not len(fds):
+            empty = np.zeros((self.nslices, 0), dtype=np.float32)
+            return empty, empty, empty.astype(bool)
+        read = self._read[order][:, fds] / safe
+        write = self._write[order][:, fds] / safe
+        ends = self.slice_times() + self.slice_s
+        known = (weight > 0) & (ends[:, None] > self._created[fds][None, :])
+        return np.clip(read, 0, 1), np.clip(write, 0, 1), known
+
+    def queue_series(self, fds: np.ndarray) -> np.ndarray:
+        """Deepest queue per slice for ``fds``: shape (slices oldest first, len(fds))."""
+        if not len(fds):
+            return np.zeros((self.nslices, 0), dtype=np.float32)
+        return self._queue[self._order()][:, fds]
+
+    def busiest(self, count: int, exclude: Sequence[int] = ()) -> list[int]:
+        """Up to ``count`` live fds with the most recent echo activity (then deepest queue)."""
+        fds = self.live
+        if not len(fds) or count <= 0:
+            return []
+        if exclude:
+            fds = fds[~np.isin(fds, np.asarray(exclude, dtype=np.int64))]
+        if len(fds) <= count:
+            return sorted(int(f) for f in fds)
+        score = self.activity[fds] + self.peak_queue[fds] * 1e-6
+        top = np.argpartition(-score, count - 1)[:count]
+        return sorted(int(f) for f in fds[top])
+
+    def deepest(self, count: int) -> list[int]:
+        """Up to ``count`` live fds with the deepest recent queues (empty queues excluded)."""
+        fds = self.live
+        if not len(fds) or count <= 0:
+            return []
+        peaks = self.peak_queue[fds]
+        nonzero = peaks > 0
+        fds, peaks = fds[nonzero], peaks[nonzero]
+        if len(fds) > count:
+            top = np.argpartition(-peaks, count - 1)[:count]
+            fds, peaks = fds[top], peaks[top]
+        order = np.argsort(-peaks, kind="stable")
+        return [int(f) for f in fds[order]]

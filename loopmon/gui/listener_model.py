@@ -1,0 +1,118 @@
+"""The listeners list: address, state, accepted, open connections, refused and errors.
+
+Rows come from snapshots; a listener a Start command just returned is shown at once (before a
+snapshot carries it), and one a Stop command just removed stays gone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt
+from PySide6.QtGui import QColor
+
+from loopmon.snapshot import ListenerRow
+
+Index = QModelIndex | QPersistentModelIndex
+_ROOT = QModelIndex()
+
+COLUMNS = ("Address", "State", "Accepted", "Open", "Refused", "Errors", "")
+ADDRESS, STATE, ACCEPTED, OPEN, REFUSED, ERRORS, ACTION = range(len(COLUMNS))
+_RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+_STATE_COLOURS = {"failed": QColor(208, 48, 48), "listening": QColor(40, 160, 70)}
+ID_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+class ListenerModel(QAbstractTableModel):
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._rows: list[ListenerRow] = []
+        self._from_snapshot: tuple[ListenerRow, ...] = ()
+        self._announced: dict[int, ListenerRow] = {}  # started, not yet in a snapshot
+        self._removed: set[int] = set()  # stopped by us: never shown again
+
+    def rowCount(self, parent: Index = _ROOT) -> int:
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: Index = _ROOT) -> int:
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if (
+            orientation == Qt.Orientation.Horizontal
+            and role == Qt.ItemDataRole.DisplayRole
+            and 0 <= section < len(COLUMNS)
+        ):
+            return COLUMNS[section]
+        return None
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+            return None
+        row, col = self._rows[index.row()], index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return (
+                row.address,
+                row.state,
+                str(row.accepted),
+                str(row.connections),
+                str(row.refused),
+                str(row.errors),
+                "",
+            )[col]
+        if role == ID_ROLE:
+            return row.id
+        if role == Qt.ItemDataRole.TextAlignmentRole and ACCEPTED <= col <= ERRORS:
+            return _RIGHT
+        if role == Qt.ItemDataRole.ForegroundRole and col == STATE:
+            return _STATE_COLOURS.get(row.state)
+        if role == Qt.ItemDataRole.ToolTipRole and row.error:
+            return row.error
+        return None
+
+    # -- feeding it --------------------------------------------------------------------------
+    def set_listeners(self, rows: tuple[ListenerRow, ...]) -> None:
+        self._from_snapshot = rows
+        present = {r.id for r in rows}
+        for listener_id in list(self._announced):
+            if listener_id in present:
+                del self._announced[listener_id]
+        self._rebuild()
+
+    def announce(self, row: ListenerRow) -> None:
+        """A listener a command reported started (a snapshot will confirm it)."""
+        self._announced[row.id] = row
+        self._rebuild()
+
+    def forget(self, listener_id: int) -> None:
+        """A listener a command reported stopped."""
+        self._removed.add(listener_id)
+        self._announced.pop(listener_id, None)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        shown = [
+            r for r in self._from_snapshot if r.id not in self._removed and r.state != "stopped"
+        ]
+        known = {r.id for r in shown}
+        shown.extend(r for r in self._announced.values() if r.id not in known)
+        if [r.id for r in shown] == [r.id for r in self._rows]:
+            if shown != self._rows:
+                self._rows = shown
+                self.dataChanged.emit(
+                    self.index(0, 0), self.index(len(shown) - 1, len(COLUMNS) - 1)
+                )
+            return
+        self.beginResetModel()
+        self._rows = shown
+        self.endResetModel()
+
+    # -- reading it --------------------------------------------------------------------------
+    @property
+    def rows(self) -> list[ListenerRow]:
+        return list(self._rows)
+
+    def listener_at(self, row: int) -> ListenerRow:
+        return self._rows[row]

@@ -1,0 +1,59 @@
+"""Human-readable renderings of the numbers a snapshot carries (bytes, rates, durations)."""
+
+from __future__ import annotations
+
+import time
+
+_BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+# The loop clock is time.monotonic in the process that runs the loop (the runner's thread
+# shares this process), so a loop timestamp converts to wall time with one offset.
+_WALL_OFFSET = time.time() - time.monotonic()
+
+
+def byte_size(n: float) -> str:
+    """1536 -> '1.5 KiB'; exact below 1 KiB."""
+    value = float(n)
+    for unit in _BYTE_UNITS:
+        if abs(value) < 1024 or unit == _BYTE_UNITS[-1]:
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"  # pragma: no cover - the loop always returns
+
+
+def rate(n: float) -> str:
+    """Events per second, compact: 950 -> '950', 12_300 -> '12.3k', 4.5e6 -> '4.50M'."""
+    if n < 1000:
+        return f"{n:.0f}"
+    if n < 1_000_000:
+        return f"{n / 1000:.1f}k"
+    return f"{n / 1_000_000:.2f}M"
+
+
+def duration(seconds: float) -> str:
+    """Ages and uptimes: '0.4 s', '42 s', '3m07s', '2h05m'."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def lag(seconds: float) -> str:
+    """Loop lag, in the unit that suits it: '80 µs', '2.5 ms', '1.20 s'."""
+    if seconds < 0.001:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def clock_time(loop_time: float) -> str:
+    """A loop-clock timestamp as local wall time 'HH:MM:SS.mmm'."""
+    wall = loop_time + _WALL_OFFSET
+    stamp = time.strftime("%H:%M:%S", time.localtime(wall))
+    return f"{stamp}.{int((wall % 1) * 1000):03d}"

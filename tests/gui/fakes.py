@@ -1,0 +1,332 @@
+"""A stand-in for ``loopmon.runner.LoopRunner`` with the same surface, and snapshot builders.
+
+The fake runs commands on its own "loop" thread (one worker), completes their futures there,
+then posts a snapshot and wakes the mailbox, as the real runner does: the window must collect
+results in the GUI thread. Tests also post hand-built snapshots with ``publish``.
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from loopmon.events import ERROR, READ, WRITE
+from loopmon.snapshot import (
+    ConnectionRow,
+    LagHistogram,
+    ListenerRow,
+    LoopEvent,
+    LoopFigures,
+    Snapshot,
+)
+
+
+class FakeListenerError(OSError):
+    """Like loopmon.echo.ListenerError: str() is a one-line human reason."""
+
+
+class FakeMailbox:
+    def __init__(self, log_size: int = 10_000) -> None:
+        self._reader, self._writer = socket.socketpair()
+        self._reader.setblocking(False)
+        self._writer.setblocking(False)
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self._events: collections.deque[LoopEvent] = collections.deque()
+        self._log_size = log_size
+        self._dropped = 0
+        self._woken = False
+        self.takes = 0
+
+    def fileno(self) -> int:
+        return self._reader.fileno()
+
+    def post(self, snapshot: Snapshot | None, events: Iterable[LoopEvent] = ()) -> None:
+        with self._lock:
+            if snapshot is not None:
+                self._snapshot = snapshot
+            for event in events:
+                if len(self._events) >= self._log_size:
+                    self._events.popleft()
+                    self._dropped += 1
+                self._events.append(event)
+        self.poke()
+
+    def poke(self) -> None:
+        with self._lock:
+            if self._woken:
+                return
+            self._woken = True
+        try:
+            self._writer.send(b"x")
+        except OSError:
+            pass
+
+    def take(self) -> tuple[Snapshot | None, list[LoopEvent], int]:
+        with self._lock:
+            self._woken = False
+            try:
+                while self._reader.recv(4096):
+                    pass
+            except OSError:
+                pass
+            snapshot, self._snapshot = self._snapshot, None
+            events = list(self._events)
+            self._events.clear()
+            dropped, self._dropped = self._dropped, 0
+            self.takes += 1
+        return snapshot, events, dropped
+
+    def close(self) -> None:
+        self._reader.close()
+        self._writer.close()
+
+
+class FakeRunner:
+    def __init__(
+        self,
+        backend: str | None = None,
+        strategy: str = "direct",
+        telemetry_hz: float = 25.0,
+        event_log_size: int = 10_000,
+        available: tuple[str, ...] = ("epoll", "poll", "select"),
+    ) -> None:
+        self._available = list(available)
+        self._backend = backend or self._available[0]
+        self._strategy = strategy
+        self.mailbox = FakeMailbox(event_log_size)
+        self._executor: ThreadPoolExecutor | None = None
+        self.calls: list[tuple[Any, ...]] = []
+        self.listeners: dict[int, ListenerRow] = {}
+        self.connections: list[ConnectionRow] = []
+        self.fail_starts: dict[tuple[str, int], str] = {}  # (host, port) -> reason
+        self.fail_closes: dict[int, str] = {}
+        self.gate: threading.Event | None = None  # when set, commands wait for it
+        self._next_id = 1
+        self._next_port = 41000
+        self._seq = 0
+        self._t0 = time.monotonic()
+        self.started = False
+        self.stopped = False
+
+    # -- the LoopRunner surface ------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @property
+    def strategy(self) -> str:
+        return self._strategy
+
+    @property
+    def available_backends(self) -> list[str]:
+        return list(self._available)
+
+    def start(self) -> None:
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="fake-loop")
+        self.started = True
+        self.calls.append(("start",))
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        self.calls.append(("stop",))
+        self.stopped = True
+        if self._executor is not None:
+            if self.gate is not None:
+                self.gate.set()
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        return True
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        if self._executor is None:
+            raise RuntimeError("the loop is not running")
+
+        def run() -> Any:
+            if self.gate is not None:
+                self.gate.wait(5)
+            return fn(*args)
+
+        future = self._executor.submit(run)
+        # After completion, like the runner: publish the new state and wake the reader.
+        future.add_done_callback(lambda _f: self.publish())
+        return future
+
+    def start_listener(self, host: str, port: int) -> Future[ListenerRow]:
+        self.calls.append(("start_listener", host, port))
+        return self.submit(self._start_listener, host, port)
+
+    def stop_listener(self, listener_id: int, close_connections: bool = False) -> Future[None]:
+        self.calls.append(("stop_listener", listener_id, close_connections))
+        return self.submit(self._stop_listener, listener_id, close_connections)
+
+    def close_connection(self, fd: int) -> Future[None]:
+        self.calls.append(("close_connection", fd))
+        return self.submit(self._close_connection, fd)
+
+    def set_strategy(self, name: str) -> Future[None]:
+        self.calls.append(("set_strategy", name))
+        return self.submit(self._set_strategy, name)
+
+    def restart(self, backend: str) -> Future[None]:
+        self.calls.append(("restart", backend))
+        return self.submit(self._restart, backend)
+
+    # -- what the commands do, on the fake loop thread --------------------------------------
+    def _start_listener(self, host: str, port: int) -> ListenerRow:
+        reason = self.fail_starts.get((host, port))
+        if reason is not None:
+            raise FakeListenerError(f"{host}:{port}: {reason}")
+        if port == 0:
+            port = self._next_port
+            self._next_port += 1
+        row = ListenerRow(id=self._next_id, host=host, port=port, state="listening")
+        self._next_id += 1
+        self.listeners[row.id] = row
+        return row
+
+    def _stop_listener(self, listener_id: int, close_connections: bool) -> None:
+        if listener_id not in self.listeners:
+            raise KeyError(f"no listener {listener_id}")
+        del self.listeners[listener_id]
+        if close_connections:
+            self.connections = [c for c in self.connections if c.listener_id != listener_id]
+
+    def _close_connection(self, fd: int) -> None:
+        reason = self.fail_closes.get(fd)
+        if reason is not None:
+            raise OSError(reason)
+        before = len(self.connections)
+        self.connections = [c for c in self.connections if c.fd != fd]
+        if len(self.connections) == before:
+            raise KeyError(f"no connection on fd {fd}")
+
+    def _set_strategy(self, name: str) -> None:
+        if name not in ("seed", "direct"):
+            raise ValueError(f"unknown strategy {name!r}")
+        self._strategy = name
+
+    def _restart(self, backend: str) -> None:
+        if backend not in self._available:
+            raise ValueError(f"backend {backend!r} is not available here")
+        self._backend = backend
+
+    # -- for tests -----------------------------------------------------------------------
+    def snapshot(self, **overrides: Any) -> Snapshot:
+        self._seq += 1
+        now = time.monotonic()
+        values: dict[str, Any] = dict(
+            seq=self._seq,
+            taken_at=now,
+            backend=self._backend,
+            strategy=self._strategy,
+            uptime_s=now - self._t0,
+            interval=figures(),
+            totals=figures(span_s=now - self._t0),
+            listeners=tuple(self.listeners.values()),
+            connections=tuple(self.connections),
+            queue_bytes=sum(c.queue_bytes for c in self.connections),
+        )
+        values.update(overrides)
+        return Snapshot(**values)
+
+    def publish(self, snapshot: Snapshot | None = None, events: Iterable[LoopEvent] = ()) -> None:
+        self.mailbox.post(snapshot if snapshot is not None else self.snapshot(), events)
+
+
+def figures(span_s: float = 0.04, **overrides: Any) -> LoopFigures:
+    values: dict[str, Any] = dict(
+        span_s=span_s,
+        iterations=int(span_s * 2000),
+        events=int(span_s * 5000),
+        callbacks=int(span_s * 100),
+        busy_s=span_s * 0.3,
+        poll_s=span_s * 0.7,
+        lag=LagHistogram(counts=(0, 2, 5, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), max_s=0.0008),
+    )
+    values.update(overrides)
+    return LoopFigures(**values)
+
+
+def connection(fd: int, **overrides: Any) -> ConnectionRow:
+    values: dict[str, Any] = dict(
+        fd=fd,
+        peer=f"127.0.0.1:{50000 + fd}",
+        listener_id=1,
+        state="open",
+        mask=READ | ERROR,
+        read_fraction=1.0,
+        write_fraction=0.0,
+        queue_bytes=0,
+        bytes_in=fd * 100,
+        bytes_out=fd * 100,
+        messages=fd,
+        created_at=0.0,
+    )
+    values.update(overrides)
+    return ConnectionRow(**values)
+
+
+def busy_connections(count: int, step: int = 0, first_fd: int = 10) -> tuple[ConnectionRow, ...]:
+    """``count`` connections whose numbers move with ``step`` (one frame of a busy server)."""
+    rows = []
+    for i in range(count):
+        fd = first_fd + i
+        writing = (i + step) % 7 == 0
+        rows.append(
+            ConnectionRow(
+                fd=fd,
+                peer=f"127.0.0.1:{20000 + i}",
+                listener_id=1 + i % 2,
+                state="paused" if i % 97 == 0 else "open",
+                mask=(READ | ERROR) | (WRITE if writing else 0),
+                read_fraction=0.9 if writing else 1.0,
+                write_fraction=0.1 if writing else 0.0,
+                ready_read=step * 3 + i,
+                ready_write=step + i,
+                queue_bytes=((i * 7919 + step * 131) % 65536) if writing else 0,
+                queue_chunks=2 if writing else 0,
+                bytes_in=(step + 1) * 1024 + i,
+                bytes_out=(step + 1) * 1024 + i,
+                messages=step * 4 + i % 13,
+                created_at=100.0 + i * 0.001,
+            )
+        )
+    return tuple(rows)
+
+
+def listeners(*ports: int) -> tuple[ListenerRow, ...]:
+    return tuple(
+        ListenerRow(id=i + 1, host="127.0.0.1", port=port, state="listening", accepted=i)
+        for i, port in enumerate(ports)
+    )
+
+
+def snapshot(seq: int = 1, taken_at: float = 1000.0, **overrides: Any) -> Snapshot:
+    """A hand-built snapshot, no loop involved."""
+    values: dict[str, Any] = dict(
+        seq=seq,
+        taken_at=taken_at,
+        backend="epoll",
+        strategy="direct",
+        uptime_s=taken_at - 900.0,
+        interval=figures(),
+        totals=figures(span_s=taken_at - 900.0),
+        listeners=listeners(10000),
+        connections=(),
+    )
+    values.update(overrides)
+    snap = Snapshot(**values)
+    if "queue_bytes" not in overrides:
+        snap = Snapshot(**{**values, "queue_bytes": sum(c.queue_bytes for c in snap.connections)})
+    return snap
+
+
+def event(
+    kind: str, text: str = "", at: float = 1000.0, fd: int = -1, detail: str = ""
+) -> LoopEvent:
+    return LoopEvent(at=at, kind=kind, text=text or kind, fd=fd, detail=detail)
