@@ -198,6 +198,11 @@ class ConnectionModel(QAbstractTableModel):
         return self._rows
 
     @property
+    def total(self) -> int:
+        """Connections in the snapshot, before the filter."""
+        return len(self._all)
+
+    @property
     def taken_at(self) -> float:
         return self._taken_at
 

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from loopmon.gui.commands import Commands, describe
-from loopmon.gui.connection_model import AGE, COLUMNS, MASK, PEER, ConnectionModel
+from loopmon.gui.connection_model import AGE, COLUMNS, LISTENER, MASK, PEER, ConnectionModel
 from loopmon.gui.mask_delegate import MaskChipDelegate
 from loopmon.snapshot import Snapshot
 
@@ -38,9 +38,11 @@ class ConnectionTable(QWidget):
         self._scroll = 0
 
         self.filter_edit = QLineEdit()
-        self.filter_edit.setPlaceholderText("Filter: peer, state, mask, listener, fd (fd:N for one fd)…")
+        self.filter_edit.setPlaceholderText(
+            "Filter: peer, state, mask, listener, fd (fd:N for one fd)…"
+        )
         self.filter_edit.setClearButtonEnabled(True)
-        self.filter_edit.textChanged.connect(self.model.set_filter)
+        self.filter_edit.textChanged.connect(self._filter_changed)
         self.count_label = QLabel("no connections")
         self.close_button = QPushButton("Close selected")
         self.close_button.setEnabled(False)
@@ -63,7 +65,7 @@ class ConnectionTable(QWidget):
         header = view.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
-        for col, width in ((0, 60), (PEER, 170), (MASK, 75), (AGE, 70)):
+        for col, width in ((0, 60), (PEER, 170), (LISTENER, 130), (MASK, 75), (AGE, 70)):
             view.setColumnWidth(col, width)
         view.setItemDelegateForColumn(MASK, MaskChipDelegate(view))
         view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -88,7 +90,14 @@ class ConnectionTable(QWidget):
     # -- data in -------------------------------------------------------------------------
     def set_snapshot(self, snapshot: Snapshot) -> None:
         self.model.set_snapshot(snapshot)
-        shown, total = self.model.rowCount(), len(snapshot.connections)
+        self._count()
+
+    def _filter_changed(self, text: str) -> None:
+        self.model.set_filter(text)
+        self._count()
+
+    def _count(self) -> None:
+        shown, total = self.model.rowCount(), self.model.total
         text = f"{total} connections" if shown == total else f"{shown} of {total} connections"
         self.count_label.setText(text)
 
@@ -97,7 +106,8 @@ class ConnectionTable(QWidget):
         return list(self._selected)
 
     def select_fds(self, fds: list[int]) -> None:
-        self._apply_selection(fds, self._current_fd if self._current_fd in fds else None)
+        current = fds[0] if fds else None
+        self._apply_selection(fds, self._current_fd if self._current_fd in fds else current)
         self._on_selection()
 
     def _on_selection(self, *_: object) -> None:
@@ -119,9 +129,9 @@ class ConnectionTable(QWidget):
         wanted = self._selected
         present = [fd for fd in wanted if self.model.row_of(fd) is not None]
         self._apply_selection(present, self._current_fd)
+        self._selected = present
         self.view.verticalScrollBar().setValue(self._scroll)
         if present != wanted:  # some selected connections are gone (or filtered out)
-            self._selected = present
             self.close_button.setEnabled(bool(present) and self._commands is not None)
             self.selection_changed.emit(list(present))
 
@@ -142,7 +152,6 @@ class ConnectionTable(QWidget):
                 )
         finally:
             self._restoring = False
-        self._selected = [fd for fd in fds if self.model.row_of(fd) is not None]
 
     # -- closing connections -------------------------------------------------------------
     def close_selected(self) -> None:

@@ -1,4 +1,5 @@
-"""The listeners list: address, state, accepted, open connections, refused and errors.
+"""The listeners list: address, state, accepted, open connections (refused and accept errors
+in the tooltip).
 
 Rows come from snapshots; a listener a Start command just returned is shown at once (before a
 snapshot carries it), and one a Stop command just removed stays gone.
@@ -16,8 +17,8 @@ from loopmon.snapshot import ListenerRow
 Index = QModelIndex | QPersistentModelIndex
 _ROOT = QModelIndex()
 
-COLUMNS = ("Address", "State", "Accepted", "Open", "Refused", "Errors", "")
-ADDRESS, STATE, ACCEPTED, OPEN, REFUSED, ERRORS, ACTION = range(len(COLUMNS))
+COLUMNS = ("Address", "State", "Accepted", "Open", "")
+ADDRESS, STATE, ACCEPTED, OPEN, ACTION = range(len(COLUMNS))
 _RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
 _STATE_COLOURS = {"failed": QColor(208, 48, 48), "listening": QColor(40, 160, 70)}
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -53,23 +54,20 @@ class ListenerModel(QAbstractTableModel):
             return None
         row, col = self._rows[index.row()], index.column()
         if role == Qt.ItemDataRole.DisplayRole:
-            return (
-                row.address,
-                row.state,
-                str(row.accepted),
-                str(row.connections),
-                str(row.refused),
-                str(row.errors),
-                "",
-            )[col]
+            return (row.address, row.state, str(row.accepted), str(row.connections), "")[col]
         if role == ID_ROLE:
             return row.id
-        if role == Qt.ItemDataRole.TextAlignmentRole and ACCEPTED <= col <= ERRORS:
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (ACCEPTED, OPEN):
             return _RIGHT
         if role == Qt.ItemDataRole.ForegroundRole and col == STATE:
             return _STATE_COLOURS.get(row.state)
-        if role == Qt.ItemDataRole.ToolTipRole and row.error:
-            return row.error
+        if role == Qt.ItemDataRole.ToolTipRole:
+            tip = (
+                f"{row.address}: {row.state}\naccepted {row.accepted}, open now "
+                f"{row.connections}\nrefused {row.refused} (over max connections), "
+                f"accept errors {row.errors}"
+            )
+            return f"{tip}\nlast error: {row.error}" if row.error else tip
         return None
 
     # -- feeding it --------------------------------------------------------------------------

@@ -1,0 +1,83 @@
+"""``loopmon`` with no subcommand: the window on an embedded loop.
+
+Builds the QApplication, a LoopRunner on the chosen backend and strategy, listeners for
+``args.host`` on each of ``args.port``, shows the window and runs Qt's loop. Closing the window
+(or Ctrl+Q, or Ctrl+C in the terminal) ends the load subprocess, the runner and its thread, and
+returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Callable
+from types import FrameType
+
+from PySide6.QtCore import QTimer
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import QApplication
+
+from loopmon.gui import resources, settings
+from loopmon.gui.commands import RunnerLike
+from loopmon.gui.main_window import MainWindow
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 10000
+
+
+def application() -> QApplication:
+    """The process's QApplication, made once and named (QSettings and the desktop use it)."""
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
+    app.setOrganizationName(settings.ORGANIZATION)
+    app.setApplicationName(settings.APPLICATION)
+    app.setApplicationDisplayName("loopmon")
+    app.setDesktopFileName("loopmon")
+    icon = resources.icon_path()
+    if icon is not None:
+        app.setWindowIcon(QIcon(str(icon)))
+    return app
+
+
+def build(args: argparse.Namespace, runner: RunnerLike | None = None) -> MainWindow:
+    """The window on a started runner, with listeners requested (results show in the window)."""
+    if runner is None:
+        from loopmon.runner import LoopRunner
+
+        runner = LoopRunner(backend=getattr(args, "backend", None), strategy=args.strategy)
+    runner.start()
+    window = MainWindow(runner)
+    host = getattr(args, "host", None) or DEFAULT_HOST
+    for port in getattr(args, "port", None) or [DEFAULT_PORT]:
+        window.listener_panel.start_listener(host, port)
+    return window
+
+
+def main(args: argparse.Namespace, runner_factory: Callable[[], RunnerLike] | None = None) -> int:
+    app = application()
+    window = build(args, runner_factory() if runner_factory is not None else None)
+    window.show()
+
+    # Ctrl+C in the terminal closes the window like Ctrl+Q. Python runs signal handlers only
+    # between bytecodes; the mailbox wakes the GUI thread 25 times a second, and a slow timer
+    # covers a loop that has gone quiet.
+    def interrupted(_signum: int, _frame: FrameType | None) -> None:
+        QTimer.singleShot(0, window.close)
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    heartbeat = QTimer()
+    heartbeat.timeout.connect(lambda: None)
+    heartbeat.start(250)
+    try:
+        code = app.exec()
+    finally:
+        heartbeat.stop()
+        signal.signal(signal.SIGINT, previous)
+        stopped = window.shutdown()
+        window.deleteLater()
+        app.processEvents()
+    if not stopped:
+        print("loopmon: the loop thread did not stop within 2 s", file=sys.stderr)
+        return code or 1
+    return code

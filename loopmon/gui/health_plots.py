@@ -1,0 +1,57 @@
+"""Loop health over the last minute: events/s, iterations/s, utilization and lag p50/p99."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtWidgets import QWidget
+
+from loopmon.gui.history import HealthHistory
+from loopmon.gui.plot_panel import PlotPanel, time_axis
+
+_EMPTY = np.zeros(0)
+
+
+class HealthPlots(PlotPanel):
+    title = "Loop health"
+
+    def __init__(self, health: HealthHistory, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.health = health
+        g = self.graphics
+        self.events_plot = g.addPlot(row=0, col=0, title="events / s")
+        self.iterations_plot = g.addPlot(row=1, col=0, title="iterations / s")
+        self.util_plot = g.addPlot(row=2, col=0, title="utilization %")
+        self.lag_plot = g.addPlot(row=3, col=0, title="lag (ms)")
+        plots = (self.events_plot, self.iterations_plot, self.util_plot, self.lag_plot)
+        for i, plot in enumerate(plots):
+            time_axis(plot, label=i == len(plots) - 1)
+            if i:
+                plot.setXLink(self.events_plot)
+        self.util_plot.setYRange(0, 100, padding=0.02)
+        self.lag_plot.addLegend(offset=(-10, 5), labelTextSize="8pt")
+        self.events = self.events_plot.plot(pen=pg.mkPen("#4fb3bf", width=1.5))
+        self.iterations = self.iterations_plot.plot(pen=pg.mkPen("#b57edc", width=1.5))
+        self.utilization = self.util_plot.plot(
+            pen=pg.mkPen("#e8a33d", width=1.5), fillLevel=0, brush=(232, 163, 61, 50)
+        )
+        self.lag_p50 = self.lag_plot.plot(pen=pg.mkPen("#5fb36b", width=1.5), name="p50")
+        self.lag_p99 = self.lag_plot.plot(pen=pg.mkPen("#d96b6b", width=1.5), name="p99")
+        self.curves = {
+            "events": self.events,
+            "iterations": self.iterations,
+            "utilization": self.utilization,
+            "lag_p50": self.lag_p50,
+            "lag_p99": self.lag_p99,
+        }
+
+    def redraw(self) -> None:
+        ring = self.health.ring
+        if not len(ring):
+            for curve in self.curves.values():
+                curve.setData(_EMPTY, _EMPTY)
+            return
+        t = ring.column("t")
+        x = t - t[-1]
+        for name, curve in self.curves.items():
+            curve.setData(x, ring.column(name))

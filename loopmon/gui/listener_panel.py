@@ -1,0 +1,177 @@
+"""Listener controls: host and port fields validated in place, Start, and the listeners with a
+Stop button each. Nothing is sent to the loop unless both fields are valid; what the loop says
+back (the real port, or why it failed) shows beside the control that asked."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QGridLayout,
+    QGroupBox,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTableView,
+    QWidget,
+)
+
+from loopmon.gui.commands import Commands, describe
+from loopmon.gui.listener_model import ACTION, ListenerModel
+from loopmon.gui.validation import parse_host, parse_port
+from loopmon.snapshot import ListenerRow
+
+ERROR_STYLE = "color: #d03030;"
+OK_STYLE = "color: #2e9d4f;"
+
+
+def say(label: QLabel, text: str, error: bool = False) -> None:
+    label.setText(text)
+    label.setStyleSheet(ERROR_STYLE if error else (OK_STYLE if text else ""))
+    label.setToolTip(text)
+
+
+class ListenerPanel(QGroupBox):
+    def __init__(self, commands: Commands | None, parent: QWidget | None = None) -> None:
+        super().__init__("Listeners", parent)
+        self._commands = commands
+        self.model = ListenerModel(self)
+        self.buttons: dict[int, QPushButton] = {}
+
+        self.host_edit = QLineEdit("127.0.0.1")
+        self.host_edit.setPlaceholderText("127.0.0.1, ::1, 0.0.0.0, localhost")
+        self.host_error = QLabel()
+        self.host_error.setObjectName("hostError")
+        self.port_edit = QLineEdit("0")
+        self.port_edit.setPlaceholderText("0-65535 (0: any free port)")
+        self.port_edit.setMaximumWidth(90)
+        self.port_error = QLabel()
+        self.port_error.setObjectName("portError")
+        self.start_button = QPushButton("Start")
+        self.start_button.setToolTip("Open a listener on this address")
+        self.start_message = QLabel()
+        self.start_message.setObjectName("startMessage")
+        self.start_message.setWordWrap(True)
+        self.host_edit.textChanged.connect(self._check_host)
+        self.port_edit.textChanged.connect(self._check_port)
+        self.host_edit.returnPressed.connect(self.start)
+        self.port_edit.returnPressed.connect(self.start)
+        self.start_button.clicked.connect(self.start)
+
+        table = QTableView()
+        table.setModel(self.model)
+        table.verticalHeader().setVisible(False)
+        table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        header = table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setMinimumSectionSize(40)
+        table.setMinimumHeight(90)
+        self.table = table
+        self.close_check = QCheckBox("Stop also closes its connections")
+        self.close_check.setToolTip(
+            "Unchecked: the listening socket closes and its connections run on"
+        )
+        self.stop_message = QLabel()
+        self.stop_message.setObjectName("stopMessage")
+        self.stop_message.setWordWrap(True)
+        self.model.modelReset.connect(self._place_buttons)
+
+        grid = QGridLayout(self)
+        grid.addWidget(QLabel("Host"), 0, 0)
+        grid.addWidget(self.host_edit, 0, 1)
+        grid.addWidget(self.host_error, 0, 2, 1, 2)
+        grid.addWidget(QLabel("Port"), 1, 0)
+        grid.addWidget(self.port_edit, 1, 1)
+        grid.addWidget(self.port_error, 1, 2, 1, 2)
+        grid.addWidget(self.start_button, 2, 1)
+        grid.addWidget(self.start_message, 2, 2, 1, 2)
+        grid.addWidget(table, 3, 0, 1, 4)
+        grid.addWidget(self.close_check, 4, 0, 1, 4)
+        grid.addWidget(self.stop_message, 5, 0, 1, 4)
+        grid.setColumnStretch(2, 1)
+
+    # -- validation, in place ------------------------------------------------------------
+    def _check_host(self) -> str | None:
+        host, why = parse_host(self.host_edit.text())
+        say(self.host_error, why, error=bool(why))
+        return host
+
+    def _check_port(self) -> int | None:
+        port, why = parse_port(self.port_edit.text())
+        say(self.port_error, why, error=bool(why))
+        return port
+
+    # -- starting ------------------------------------------------------------------------
+    def start(self) -> None:
+        host, port = self._check_host(), self._check_port()
+        if host is None or port is None:
+            say(self.start_message, "fix the address first: nothing was started", error=True)
+            return
+        if self._commands is None:
+            say(self.start_message, "no loop to start it on", error=True)
+            return
+        self.start_listener(host, port)
+
+    def start_listener(self, host: str, port: int) -> None:
+        """Ask the loop for a listener; report the outcome beside Start."""
+        assert self._commands is not None
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        say(self.start_message, f"starting {shown}…")
+
+        def then(row: ListenerRow | None, error: BaseException | None) -> None:
+            if error is not None or row is None:
+                say(self.start_message, describe(error) if error else "failed", error=True)
+                return
+            self.model.announce(row)
+            say(self.start_message, f"listening on {row.address}")
+
+        self._commands.start_listener(host, port, then)
+
+    # -- the list and its Stop buttons ---------------------------------------------------
+    def set_listeners(self, rows: tuple[ListenerRow, ...]) -> None:
+        self.model.set_listeners(rows)
+
+    def _place_buttons(self) -> None:
+        self.buttons = {}
+        for r in range(self.model.rowCount()):
+            row = self.model.listener_at(r)
+            button = QPushButton("Stop")
+            button.setToolTip(f"Stop listening on {row.address}")
+            button.setEnabled(self._commands is not None)
+            button.clicked.connect(lambda _=False, lid=row.id: self.stop(lid))
+            self.table.setIndexWidget(self.model.index(r, ACTION), button)
+            self.buttons[row.id] = button
+
+    def stop(self, listener_id: int) -> None:
+        if self._commands is None:
+            return
+        rows = {r.id: r for r in self.model.rows}
+        address = rows[listener_id].address if listener_id in rows else f"#{listener_id}"
+        close = self.close_check.isChecked()
+        button = self.buttons.get(listener_id)
+        if button is not None:
+            button.setEnabled(False)
+        say(self.stop_message, f"stopping {address}…")
+
+        def then(_result: object, error: BaseException | None) -> None:
+            if error is not None:
+                if listener_id in self.buttons:
+                    self.buttons[listener_id].setEnabled(True)
+                say(self.stop_message, f"{address}: {describe(error)}", error=True)
+                return
+            self.model.forget(listener_id)
+            extra = " and closed its connections" if close else ""
+            say(self.stop_message, f"stopped {address}{extra}")
+
+        self._commands.stop_listener(listener_id, close, then)
+
+    def set_host_port(self, host: str, port: str) -> None:
+        self.host_edit.setText(host)
+        self.port_edit.setText(port)
+
+    @property
+    def alignment_hint(self) -> Qt.AlignmentFlag:
+        return Qt.AlignmentFlag.AlignTop

@@ -1,0 +1,314 @@
+"""The load panel: runs ``loopmon load`` as a subprocess (QProcess) against one of the
+listeners, shows its progress while it runs and its summary at the end, and stops it.
+
+With ``--json --progress jsonl`` the load command writes one JSON object per line to stderr
+about once a second (elapsed_s, round_trips, round_trips_per_s, mb_per_s, errors, mismatches,
+open_connections) and one JSON summary line to stdout when it ends; it exits non-zero if any
+byte came back wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from PySide6.QtCore import QProcess, QTimer
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
+
+from loopmon.gui.listener_panel import say
+from loopmon.gui.validation import client_host
+from loopmon.snapshot import ListenerRow
+
+MODES = ("rr", "flood", "slow", "idle", "churn")
+MODE_TIPS = {
+    "rr": "request and response: one message in flight per client",
+    "flood": "pipelined: a bounded number of bytes in flight per client",
+    "slow": "reads at a limited rate, to show backpressure",
+    "idle": "opens the connections and holds them",
+    "churn": "connect, one message, close, again",
+}
+KILL_AFTER_MS = 2000
+MAX_LOG_LINES = 200
+
+
+def load_command() -> list[str]:
+    """How to run ``loopmon load`` with this interpreter."""
+    return [sys.executable, "-m", "loopmon", "load"]
+
+
+class LoadPanel(QGroupBox):
+    def __init__(self, program: Sequence[str] | None = None, parent: QWidget | None = None) -> None:
+        super().__init__("Load", parent)
+        self._program = list(program) if program is not None else load_command()
+        self.process: QProcess | None = None
+        self._stderr_tail = b""
+        self._stdout = b""
+        self._duration = 0.0
+        self._stopping = False
+        self.progress: dict[str, Any] = {}
+        self.summary: dict[str, Any] | None = None
+
+        self.target_combo = QComboBox()
+        self.target_combo.setToolTip("Which listener to load")
+        self.clients_spin = QSpinBox()
+        self.clients_spin.setRange(1, 20_000)
+        self.clients_spin.setValue(10)
+        self.size_spin = QSpinBox()
+        self.size_spin.setRange(1, 16 * 1024 * 1024)
+        self.size_spin.setValue(1024)
+        self.size_spin.setSuffix(" B")
+        self.mode_combo = QComboBox()
+        for i, name in enumerate(MODES):
+            self.mode_combo.addItem(name)
+            self.mode_combo.setItemData(i, MODE_TIPS[name])
+        self.duration_spin = QDoubleSpinBox()
+        self.duration_spin.setRange(0.5, 24 * 3600)
+        self.duration_spin.setValue(10)
+        self.duration_spin.setSuffix(" s")
+        self.start_button = QPushButton("Run load")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.start_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.stop)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setTextVisible(False)
+        self.live_label = QLabel("not running")
+        self.live_label.setObjectName("loadProgress")
+        self.live_label.setWordWrap(True)
+        self.result_label = QLabel()
+        self.result_label.setObjectName("loadResult")
+        self.result_label.setWordWrap(True)
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(MAX_LOG_LINES)
+        self.log_view.setMaximumHeight(70)
+        self.log_view.setPlaceholderText("messages from the load process")
+
+        grid = QGridLayout(self)
+        grid.addWidget(QLabel("Target"), 0, 0)
+        grid.addWidget(self.target_combo, 0, 1, 1, 3)
+        grid.addWidget(QLabel("Clients"), 1, 0)
+        grid.addWidget(self.clients_spin, 1, 1)
+        grid.addWidget(QLabel("Size"), 1, 2)
+        grid.addWidget(self.size_spin, 1, 3)
+        grid.addWidget(QLabel("Mode"), 2, 0)
+        grid.addWidget(self.mode_combo, 2, 1)
+        grid.addWidget(QLabel("Duration"), 2, 2)
+        grid.addWidget(self.duration_spin, 2, 3)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.stop_button)
+        grid.addLayout(buttons, 3, 0, 1, 4)
+        grid.addWidget(self.progress_bar, 4, 0, 1, 4)
+        grid.addWidget(self.live_label, 5, 0, 1, 4)
+        grid.addWidget(self.result_label, 6, 0, 1, 4)
+        grid.addWidget(self.log_view, 7, 0, 1, 4)
+
+    # -- targets -------------------------------------------------------------------------
+    def set_targets(self, listeners: Sequence[ListenerRow]) -> None:
+        addresses = [
+            f"[{client_host(r.host)}]:{r.port}"
+            if ":" in client_host(r.host)
+            else f"{client_host(r.host)}:{r.port}"
+            for r in listeners
+            if r.state == "listening"
+        ]
+        current = [self.target_combo.itemText(i) for i in range(self.target_combo.count())]
+        if addresses == current:
+            return
+        chosen = self.target_combo.currentText()
+        self.target_combo.clear()
+        self.target_combo.addItems(addresses)
+        if chosen in addresses:
+            self.target_combo.setCurrentText(chosen)
+
+    @staticmethod
+    def split_address(text: str) -> tuple[str, int]:
+        host, _, port = text.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def arguments(self) -> list[str]:
+        host, port = self.split_address(self.target_combo.currentText())
+        return [
+            *self._program[1:],
+            "--host", host,
+            "--port", str(port),
+            "--clients", str(self.clients_spin.value()),
+            "--size", str(self.size_spin.value()),
+            "--mode", self.mode_combo.currentText(),
+            "--duration", f"{self.duration_spin.value():g}",
+            "--json",
+            "--progress", "jsonl",
+        ]  # fmt: skip
+
+    # -- running -------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.process is not None
+
+    def start(self) -> None:
+        if self.running:
+            return
+        if not self.target_combo.currentText():
+            say(self.result_label, "no listener to load: start one first", error=True)
+            return
+        process = QProcess(self)
+        process.setProgram(self._program[0])
+        process.setArguments(self.arguments())
+        process.readyReadStandardError.connect(self._on_stderr)
+        process.readyReadStandardOutput.connect(self._on_stdout)
+        process.finished.connect(self._on_finished)
+        process.errorOccurred.connect(self._on_error)
+        self.process = process
+        self._stderr_tail = b""
+        self._stdout = b""
+        self._duration = self.duration_spin.value()
+        self._stopping = False
+        self.progress = {}
+        self.summary = None
+        self.progress_bar.setValue(0)
+        self.log_view.clear()
+        say(self.result_label, "")
+        self.live_label.setText(
+            f"starting {self.clients_spin.value()} {self.mode_combo.currentText()} clients…"
+        )
+        self.start_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        process.start()
+
+    def stop(self) -> None:
+        """Ask the load process to end (SIGTERM); kill it if it has not within 2 s."""
+        process = self.process
+        if process is None:
+            return
+        self._stopping = True
+        self.live_label.setText("stopping…")
+        process.terminate()
+        QTimer.singleShot(KILL_AFTER_MS, lambda: self._kill_if_running(process))
+
+    def _kill_if_running(self, process: QProcess) -> None:
+        if self.process is process and process.state() != QProcess.ProcessState.NotRunning:
+            process.kill()
+
+    def shutdown(self, timeout_ms: int = 1000) -> None:
+        """End the process now and wait for it (the window is closing)."""
+        process = self.process
+        if process is None:
+            return
+        self._stopping = True
+        process.terminate()
+        if not process.waitForFinished(timeout_ms):
+            process.kill()
+            process.waitForFinished(timeout_ms)
+
+    # -- what it says ----------------------------------------------------------------------
+    def _on_stderr(self) -> None:
+        if self.process is None:
+            return
+        data = self._stderr_tail + bytes(self.process.readAllStandardError().data())
+        *lines, self._stderr_tail = data.split(b"\n")
+        for raw in lines:
+            self._stderr_line(raw.decode("utf-8", "replace").strip())
+
+    def _stderr_line(self, line: str) -> None:
+        if not line:
+            return
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and "elapsed_s" in record:
+            self._show_progress(record)
+        else:
+            self.log_view.appendPlainText(line)
+
+    def _show_progress(self, record: dict[str, Any]) -> None:
+        self.progress = record
+        elapsed = float(record.get("elapsed_s", 0.0))
+        if self._duration > 0:
+            self.progress_bar.setValue(min(int(elapsed / self._duration * 1000), 1000))
+        problems = int(record.get("errors", 0)) + int(record.get("mismatches", 0))
+        self.live_label.setText(
+            f"{elapsed:.0f}/{self._duration:g} s · "
+            f"{float(record.get('round_trips_per_s', 0)):,.0f} round trips/s · "
+            f"{float(record.get('mb_per_s', 0)):.1f} MB/s · "
+            f"{record.get('open_connections', 0)} open · "
+            f"{record.get('errors', 0)} errors · {record.get('mismatches', 0)} mismatches"
+        )
+        self.live_label.setStyleSheet("color: #d03030;" if problems else "")
+
+    def _on_stdout(self) -> None:
+        if self.process is not None:
+            self._stdout += bytes(self.process.readAllStandardOutput().data())
+
+    def _on_error(self, error: QProcess.ProcessError) -> None:
+        if error == QProcess.ProcessError.FailedToStart:
+            say(self.result_label, f"could not start the load process: {self._program[0]}", True)
+            self._finish()
+
+    def _on_finished(self, code: int, status: QProcess.ExitStatus) -> None:
+        self._on_stderr()
+        self._on_stdout()
+        if self._stderr_tail.strip():
+            self._stderr_line(self._stderr_tail.decode("utf-8", "replace").strip())
+            self._stderr_tail = b""
+        summary = None
+        for line in reversed(self._stdout.decode("utf-8", "replace").splitlines()):
+            try:
+                candidate = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(candidate, dict):
+                summary = candidate
+                break
+        self.summary = summary
+        crashed = status == QProcess.ExitStatus.CrashExit
+        if summary is not None:
+            self.progress_bar.setValue(1000)
+            bad = int(summary.get("mismatches", 0)) > 0 or int(summary.get("errors", 0)) > 0
+            say(self.result_label, self.describe_summary(summary), error=bad or code != 0)
+        elif self._stopping:
+            say(self.result_label, "stopped")
+        elif crashed:
+            say(self.result_label, "the load process crashed", error=True)
+        else:
+            say(self.result_label, f"the load process exited with status {code}", error=code != 0)
+        self.live_label.setText("not running")
+        self._finish()
+
+    @staticmethod
+    def describe_summary(s: dict[str, Any]) -> str:
+        return (
+            f"{s.get('mode', '?')} · {s.get('clients', '?')} clients x "
+            f"{s.get('size', '?')} B for {float(s.get('duration_s', 0)):.1f} s: "
+            f"{int(s.get('round_trips', 0)):,} round trips "
+            f"({float(s.get('round_trips_per_s', 0)):,.0f}/s), "
+            f"{float(s.get('mb_per_s', 0)):.1f} MB/s; latency p50 "
+            f"{float(s.get('latency_p50_ms', 0)):.2f} ms, p99 "
+            f"{float(s.get('latency_p99_ms', 0)):.2f} ms, max "
+            f"{float(s.get('latency_max_ms', 0)):.2f} ms; "
+            f"{s.get('errors', 0)} errors, {s.get('mismatches', 0)} mismatches"
+        )
+
+    def _finish(self) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            process.deleteLater()
+        self.start_button.setEnabled(True)
+        self.stop_button.setEnabled(False)

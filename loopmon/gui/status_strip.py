@@ -1,0 +1,103 @@
+"""The status strip: backend, uptime, connections, events/s, utilization, lag, snapshot age.
+
+The age is checked by a timer, not on arrival: a hung loop sends nothing, and the strip has to
+say so by itself. It turns red once the last snapshot is older than ``STALE_AFTER_S``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QWidget
+
+from loopmon.gui import units
+from loopmon.gui.history import Rates
+from loopmon.snapshot import Snapshot
+
+STALE_AFTER_S = 1.0
+CHECK_MS = 250
+RED = "color: white; background: #c62828; border-radius: 3px; padding: 0 4px;"
+
+
+class StatusStrip(QWidget):
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self._clock = clock
+        self._received_at: float | None = None
+        self.stale = False
+        self.labels: dict[str, QLabel] = {}
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(6, 2, 6, 2)
+        layout.setSpacing(14)
+        for name, tip in (
+            ("backend", "poller backend and echo strategy"),
+            ("uptime", "time since the loop started"),
+            ("connections", "open connections"),
+            ("events", "events dispatched per second"),
+            ("utilization", "share of time the loop was busy rather than waiting in poll"),
+            ("lag", "lateness of the loop's probe timer, median and 99th percentile"),
+            ("age", "how old the last snapshot from the loop is"),
+            ("paused", "the views are frozen; the loop runs on"),
+        ):
+            label = QLabel("-")
+            label.setToolTip(tip)
+            label.setObjectName(f"status_{name}")
+            self.labels[name] = label
+            layout.addWidget(label)
+        layout.addStretch(1)
+        self.labels["paused"].setText("")
+        self.timer = QTimer(self)
+        self.timer.setInterval(CHECK_MS)
+        self.timer.timeout.connect(self.check_age)
+        self.timer.start()
+        self.check_age()
+
+    def show_snapshot(self, snapshot: Snapshot, rates: Rates) -> None:
+        self._received_at = self._clock()
+        lb = self.labels
+        lb["backend"].setText(f"{snapshot.backend} · {snapshot.strategy}")
+        lb["uptime"].setText(f"up {units.duration(snapshot.uptime_s)}")
+        lb["connections"].setText(f"{len(snapshot.connections)} conn")
+        lb["events"].setText(f"{units.rate(rates.events_per_s)} ev/s")
+        lb["utilization"].setText(f"util {rates.utilization:.0%}")
+        lb["lag"].setText(
+            f"lag p50 {units.lag(rates.lag_p50_s)} / p99 {units.lag(rates.lag_p99_s)}"
+        )
+        if not snapshot.alive:
+            lb["backend"].setText(f"loop died: {snapshot.error or 'unknown reason'}")
+            lb["backend"].setStyleSheet(RED)
+        else:
+            lb["backend"].setStyleSheet("")
+        self.check_age()
+
+    def set_paused(self, paused: bool) -> None:
+        label = self.labels["paused"]
+        label.setText("PAUSED" if paused else "")
+        label.setStyleSheet("color: #ffb74d; font-weight: bold;" if paused else "")
+
+    def age(self) -> float | None:
+        if self._received_at is None:
+            return None
+        return max(self._clock() - self._received_at, 0.0)
+
+    def check_age(self) -> None:
+        age = self.age()
+        label = self.labels["age"]
+        if age is None:
+            label.setText("no snapshot yet")
+            stale = True
+        else:
+            label.setText(f"snapshot {units.duration(age)} old" if age >= 0.1 else "live")
+            stale = age > STALE_AFTER_S
+        if stale != self.stale:
+            label.setStyleSheet(RED if stale else "")
+            label.setToolTip(
+                "the loop has sent nothing for a while: it may be blocked or dead"
+                if stale
+                else "how old the last snapshot from the loop is"
+            )
+        self.stale = stale

@@ -1,0 +1,401 @@
+"""The window driven with qtbot against the fake runner and hand-built snapshots: no loop."""
+
+from __future__ import annotations
+
+import csv
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fakes import FakeRunner, busy_connections, connection, event, figures, listeners, snapshot
+from PySide6.QtCore import Qt
+
+from loopmon.gui.bridge import Batch
+from loopmon.gui.export import CSV_COLUMNS
+from loopmon.gui.main_window import MainWindow
+from loopmon.gui.settings import open_settings
+
+pytestmark = pytest.mark.gui
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def runner() -> Iterator[FakeRunner]:
+    fake = FakeRunner()
+    fake.start()
+    yield fake
+    fake.stop()
+    fake.mailbox.close()
+
+
+@pytest.fixture
+def window(qtbot, runner: FakeRunner, tmp_path: Path) -> MainWindow:
+    win = MainWindow(
+        runner,
+        settings=open_settings(tmp_path / "settings.ini"),
+        load_program=[sys.executable, str(HERE / "fake_load.py")],
+    )
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    return win
+
+
+def feed(win: MainWindow, snap, events=(), dropped: int = 0) -> None:  # type: ignore[no-untyped-def]
+    win.on_batch(Batch(snap, list(events), dropped))
+
+
+def table_fds(win: MainWindow) -> list[int]:
+    model = win.table.model
+    return [model.fd_at(r) for r in range(model.rowCount())]
+
+
+# -- listeners ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("host", "port", "complaint"),
+    [
+        ("127.0.0.1", "70000", "out of range"),
+        ("127.0.0.1", "-1", "not a port"),
+        ("127.0.0.1", "http", "not a port"),
+        ("127.0.0.1", "", "enter a port"),
+        ("300.1.1.1", "8000", "not an IPv4/IPv6"),
+        ("example.com", "8000", "not an IPv4/IPv6"),
+    ],
+)
+def test_start_with_bad_input_shows_why_and_sends_nothing(
+    qtbot, window: MainWindow, runner: FakeRunner, host: str, port: str, complaint: str
+) -> None:
+    panel = window.listener_panel
+    panel.set_host_port(host, port)
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    shown = panel.host_error.text() + panel.port_error.text()
+    assert complaint in shown
+    assert "nothing was started" in panel.start_message.text()
+    assert "d03030" in panel.start_message.styleSheet()
+    assert not [c for c in runner.calls if c[0] == "start_listener"]
+
+
+def test_fields_are_validated_while_typing(qtbot, window: MainWindow) -> None:
+    panel = window.listener_panel
+    panel.port_edit.clear()
+    qtbot.keyClicks(panel.port_edit, "99999")
+    assert "out of range" in panel.port_error.text()
+    panel.port_edit.setText("8080")
+    assert panel.port_error.text() == ""
+    panel.host_edit.setText("[::1]")
+    assert panel.host_error.text() == ""
+
+
+def test_start_on_port_zero_adds_a_row_with_the_real_port(
+    qtbot, window: MainWindow, runner: FakeRunner
+) -> None:
+    panel = window.listener_panel
+    panel.set_host_port("127.0.0.1", "0")
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: [r.port for r in panel.model.rows] == [41000], timeout=2000)
+    assert ("start_listener", "127.0.0.1", 0) in runner.calls
+    assert panel.start_message.text() == "listening on 127.0.0.1:41000"
+    # the load panel can now aim at it
+    assert window.load_panel.target_combo.currentText() == "127.0.0.1:41000"
+
+
+def test_a_failure_from_the_loop_shows_beside_start(
+    qtbot, window: MainWindow, runner: FakeRunner
+) -> None:
+    runner.fail_starts[("127.0.0.1", 10000)] = "address already in use"
+    panel = window.listener_panel
+    panel.set_host_port("127.0.0.1", "10000")
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "address already in use" in panel.start_message.text(), timeout=2000)
+    assert panel.start_message.text() == "127.0.0.1:10000: address already in use"
+    assert "d03030" in panel.start_message.styleSheet()
+    assert panel.model.rows == []
+
+
+@pytest.mark.parametrize("close_connections", [False, True])
+def test_stop_removes_the_listener(
+    qtbot, window: MainWindow, runner: FakeRunner, close_connections: bool
+) -> None:
+    panel = window.listener_panel
+    panel.start_listener("::1", 0)
+    qtbot.waitUntil(lambda: len(panel.model.rows) == 1, timeout=2000)
+    listener_id = panel.model.rows[0].id
+    panel.close_check.setChecked(close_connections)
+    qtbot.mouseClick(panel.buttons[listener_id], Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.model.rows == [], timeout=2000)
+    assert ("stop_listener", listener_id, close_connections) in runner.calls
+    assert panel.stop_message.text().startswith("stopped [::1]:41000")
+
+
+def test_command_results_are_handled_in_the_gui_thread(
+    qtbot, window: MainWindow, runner: FakeRunner
+) -> None:
+    assert window.commands is not None
+    seen: list[str] = []
+    window.commands.set_strategy(
+        "seed", lambda _r, _e: seen.append(threading.current_thread().name)
+    )
+    qtbot.waitUntil(lambda: bool(seen), timeout=2000)
+    assert seen == [threading.main_thread().name]
+
+
+# -- connections table ------------------------------------------------------------------------
+def test_selection_is_kept_across_updates_by_fd(window: MainWindow) -> None:
+    rows = tuple(connection(fd) for fd in range(10, 20))
+    feed(window, snapshot(seq=1, connections=rows))
+    window.table.select_fds([15, 17])
+    assert window.table.selected_fds() == [15, 17]
+    # same fds, new numbers
+    feed(
+        window,
+        snapshot(seq=2, connections=tuple(connection(fd, bytes_in=9) for fd in range(10, 20))),
+    )
+    assert window.table.selected_fds() == [15, 17]
+    # a connection before them closes, new ones arrive: rows move, the selection follows
+    moved = tuple(connection(fd) for fd in [*range(12, 20), 30, 31])
+    feed(window, snapshot(seq=3, connections=moved))
+    assert window.table.selected_fds() == [15, 17]
+    view_rows = sorted(i.row() for i in window.table.view.selectionModel().selectedRows())
+    assert [window.table.model.fd_at(r) for r in view_rows] == [15, 17]
+    # sorted the other way
+    window.table.view.sortByColumn(0, Qt.SortOrder.DescendingOrder)
+    assert table_fds(window)[0] == 31
+    assert window.table.selected_fds() == [15, 17]
+    # one of them closes
+    feed(window, snapshot(seq=4, connections=tuple(c for c in moved if c.fd != 15)))
+    assert window.table.selected_fds() == [17]
+    assert window.raster._selected == [17]
+
+
+def test_filter_narrows_the_table(qtbot, window: MainWindow) -> None:
+    rows = (
+        connection(5, peer="10.0.0.5:1"),
+        connection(6, peer="10.0.0.6:1"),
+        connection(7, peer="192.168.0.7:1"),
+    )
+    feed(window, snapshot(connections=rows))
+    qtbot.keyClicks(window.table.filter_edit, "192.168")
+    assert table_fds(window) == [7]
+    assert window.table.count_label.text() == "1 of 3 connections"
+    # the filter holds for the next snapshot
+    feed(window, snapshot(seq=2, connections=(*rows, connection(8, peer="192.168.0.8:1"))))
+    assert table_fds(window) == [7, 8]
+    window.table.filter_edit.clear()
+    assert table_fds(window) == [5, 6, 7, 8]
+
+
+def test_close_selected_sends_close_and_reports(
+    qtbot, window: MainWindow, runner: FakeRunner
+) -> None:
+    runner.connections = [connection(fd) for fd in (21, 22, 23)]
+    feed(window, runner.snapshot())
+    window.table.select_fds([22])
+    assert window.table.close_button.isEnabled()
+    qtbot.mouseClick(window.table.close_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.table.message.text() == "closed fd 22", timeout=2000)
+    assert ("close_connection", 22) in runner.calls
+    qtbot.waitUntil(lambda: table_fds(window) == [21, 23], timeout=2000)
+
+    runner.fail_closes[23] = "Bad file descriptor"
+    window.table.select_fds([23])
+    window.table.close_selected()
+    qtbot.waitUntil(lambda: "Bad file descriptor" in window.table.message.text(), timeout=2000)
+    assert "d03030" in window.table.message.styleSheet()
+
+
+def test_csv_export_holds_the_rows_shown(tmp_path: Path, window: MainWindow) -> None:
+    rows = (
+        connection(5, peer="10.0.0.5:1", queue_bytes=300, bytes_in=1000, created_at=990.0),
+        connection(6, peer="10.0.0.6:1", write_fraction=0.25, created_at=995.5),
+    )
+    feed(window, snapshot(taken_at=1000.0, connections=rows))
+    path = tmp_path / "conns.csv"
+    assert window.export_connections(str(path)) == 2
+    with path.open(newline="") as f:
+        got = list(csv.DictReader(f))
+    assert list(got[0]) == list(CSV_COLUMNS)
+    assert [r["fd"] for r in got] == ["5", "6"]
+    assert got[0]["peer"] == "10.0.0.5:1"
+    assert got[0]["listener"] == "127.0.0.1:10000"
+    assert got[0]["mask"] == "READ|ERROR"
+    assert got[0]["queue_bytes"] == "300"
+    assert got[0]["bytes_in"] == "1000"
+    assert got[0]["age_s"] == "10.000"
+    assert got[1]["write_fraction"] == "0.2500"
+    window.table.filter_edit.setText("10.0.0.6")
+    assert window.export_connections(str(path)) == 1
+
+
+# -- pause, log, status ------------------------------------------------------------------------
+def test_pause_freezes_the_views_while_the_status_runs_on(qtbot, window: MainWindow) -> None:
+    feed(window, snapshot(seq=1, connections=(connection(1),)), [event("connect", fd=1)])
+    window.pause_action.trigger()
+    assert window.paused
+    assert window.status.labels["paused"].text() == "PAUSED"
+    feed(
+        window,
+        snapshot(seq=2, taken_at=1001.0, connections=(connection(1), connection(2))),
+        [event("connect", fd=2)],
+    )
+    assert table_fds(window) == [1]
+    assert window.event_log.model.rowCount() == 1
+    assert window.status.labels["connections"].text() == "2 conn"  # the strip is live
+    window.pause_action.trigger()
+    assert not window.paused
+    assert table_fds(window) == [1, 2]
+    assert window.event_log.model.rowCount() == 2
+
+
+def test_event_log_is_bounded_and_counts_drops(window: MainWindow) -> None:
+    log = window.event_log
+    log.model.max_entries = 100
+    feed(window, None, [event("connect", text=f"c{i}", fd=i) for i in range(150)], dropped=12)
+    assert log.model.rowCount() == 100
+    assert log.model.event_at(0).text == "c50"
+    assert "12 dropped" in log.dropped_label.text()
+    assert "50 oldest trimmed" in log.dropped_label.text()
+
+
+def test_event_log_filters_by_kind_and_expands_a_stall(qtbot, window: MainWindow) -> None:
+    log = window.event_log
+    feed(
+        window,
+        None,
+        [
+            event("connect", fd=3),
+            event("stall", text="loop blocked 250 ms", detail="File x\n  sleep(0.25)"),
+            event("close", fd=3, text="closed: peer reset"),
+        ],
+    )
+    qtbot.mouseClick(log.kind_buttons["connect"], Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(log.kind_buttons["close"], Qt.MouseButton.LeftButton)
+    assert log.model.rowCount() == 1
+    stall = log.model.index(0, 0)
+    log.tree.expand(stall)
+    assert log.tree.isExpanded(stall)
+    assert log.model.rowCount(stall) == 2
+
+
+def test_status_age_turns_red_when_snapshots_stop(qtbot, runner: FakeRunner, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    now = [500.0]
+    win = MainWindow(runner, settings=open_settings(tmp_path / "s.ini"), clock=lambda: now[0])
+    qtbot.addWidget(win)
+    age = win.status.labels["age"]
+    assert win.status.stale  # nothing received yet
+    feed(win, snapshot())
+    assert not win.status.stale
+    assert age.styleSheet() == ""
+    now[0] += 0.6
+    win.status.check_age()
+    assert not win.status.stale
+    now[0] += 1.0  # the loop sends nothing: only the timer notices
+    qtbot.waitUntil(lambda: win.status.stale, timeout=2000)
+    assert "c62828" in age.styleSheet()
+    assert "1.6 s old" in age.text()
+    feed(win, snapshot(seq=2))
+    assert not win.status.stale
+
+
+def test_status_strip_shows_rates_between_received_snapshots(window: MainWindow) -> None:
+    feed(window, snapshot(seq=1, taken_at=1000.0, totals=figures(span_s=100.0, events=1000)))
+    later = figures(span_s=102.0, events=21000, iterations=400_000)  # 20k events in 2 s
+    feed(window, snapshot(seq=9, taken_at=1002.0, totals=later))
+    assert window.status.labels["events"].text() == "10.0k ev/s"
+    assert window.status.labels["backend"].text() == "epoll · direct"
+
+
+def test_a_dead_loop_is_shown(window: MainWindow) -> None:
+    feed(window, snapshot(alive=False, error="RuntimeError: boom"))
+    assert "loop died: RuntimeError: boom" in window.status.labels["backend"].text()
+
+
+# -- loop controls -----------------------------------------------------------------------------
+def test_backend_switch_asks_first(qtbot, window: MainWindow, runner: FakeRunner) -> None:
+    panel = window.loop_panel
+    questions: list[str] = []
+    panel.confirm = lambda q: questions.append(q) is not None  # declines
+    panel.choose_backend("poll")
+    assert questions and "Restart the loop on poll" in questions[0]
+    assert not [c for c in runner.calls if c[0] == "restart"]
+    assert panel.backend_combo.currentText() == "epoll"
+    panel.confirm = lambda q: True
+    panel.choose_backend("poll")
+    qtbot.waitUntil(lambda: panel.backend_message.text() == "running on poll", timeout=2000)
+    assert ("restart", "poll") in runner.calls
+
+
+def test_strategy_switch(qtbot, window: MainWindow, runner: FakeRunner) -> None:
+    panel = window.loop_panel
+    panel.choose_strategy("seed")
+    qtbot.waitUntil(
+        lambda: panel.strategy_message.text().startswith("echoing with seed"), timeout=2000
+    )
+    assert ("set_strategy", "seed") in runner.calls
+    assert runner.strategy == "seed"
+
+
+# -- plots ---------------------------------------------------------------------------------
+def test_plot_items_are_made_once(window: MainWindow) -> None:
+    counts = None
+    for step in range(40):
+        conns = busy_connections(30 + step % 5, step)
+        feed(window, snapshot(seq=step + 1, taken_at=1000 + step * 0.04, connections=conns))
+        window.apply_views(window.latest, every_plot=True)
+        now = [len(p.graphics.scene().items()) for p in window.plots.values()]
+        counts = counts or now
+        assert now == counts
+
+
+def test_raster_puts_selected_fds_first_and_caps_rows(window: MainWindow) -> None:
+    conns = busy_connections(200)
+    feed(window, snapshot(connections=conns))
+    window.table.select_fds([150, 40])
+    window.raster.refresh()
+    assert window.raster.rows[:2] == [40, 150]
+    assert len(window.raster.rows) == 64
+
+
+def test_png_export(tmp_path: Path, window: MainWindow) -> None:
+    feed(window, snapshot(connections=busy_connections(20)))
+    for key in window.plots:
+        path = tmp_path / f"{key}.png"
+        window.export_plot(key, str(path))
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- window-wide ------------------------------------------------------------------------------
+def test_ctrl_q_closes_the_window_and_stops_the_runner(
+    qtbot, window: MainWindow, runner: FakeRunner
+) -> None:
+    window.activateWindow()
+    assert window.quit_action.shortcut().toString() == "Ctrl+Q"
+    with qtbot.waitSignal(window.closed, timeout=2000):
+        qtbot.keyClick(window, Qt.Key.Key_Q, Qt.KeyboardModifier.ControlModifier)
+    assert runner.stopped
+
+
+def test_settings_are_remembered(qtbot, runner: FakeRunner, tmp_path: Path) -> None:
+    path = tmp_path / "remember.ini"
+    first = MainWindow(runner, settings=open_settings(path))
+    qtbot.addWidget(first)
+    first.listener_panel.set_host_port("::1", "12345")
+    first.load_panel.clients_spin.setValue(77)
+    first.load_panel.mode_combo.setCurrentText("flood")
+    first.event_log.set_kinds({"stall", "exception"})
+    first.close()
+    second = MainWindow(FakeRunner(), settings=open_settings(path))
+    qtbot.addWidget(second)
+    assert second.listener_panel.host_edit.text() == "::1"
+    assert second.listener_panel.port_edit.text() == "12345"
+    assert second.load_panel.clients_spin.value() == 77
+    assert second.load_panel.mode_combo.currentText() == "flood"
+    assert second.event_log.model.kinds == {"stall", "exception"}
+
+
+def test_listeners_from_snapshots_appear(window: MainWindow) -> None:
+    feed(window, snapshot(listeners=listeners(10000, 10001)))
+    assert [r.port for r in window.listener_panel.model.rows] == [10000, 10001]
+    assert set(window.listener_panel.buttons) == {1, 2}
+    assert "10000" in window.windowTitle()
