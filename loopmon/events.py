@@ -18,5 +18,7 @@ ALL: Final = READ | WRITE | ERROR
 
 def mask_names(mask: int) -> str:
     """Render a mask as ``READ|WRITE|ERROR`` (``NONE`` for 0), for logs and tables."""
-    parts = [name for bit, name in ((READ, "READ"), (WRITE, "WRITE"), (ERROR, "ERROR")) if mask & bit]
+    parts = [
+        name for bit, name in ((READ, "READ"), (WRITE, "WRITE"), (ERROR, "ERROR")) if mask & bit
+    ]
     return "|".join(parts) if parts else "NONE"

@@ -1,0 +1,5 @@
+import sys
+
+from loopmon.cli import main
+
+sys.exit(main())

@@ -1,0 +1,105 @@
+"""The ``loopmon`` command: the window by default, ``serve``, ``load`` and ``bench`` headless.
+
+Subcommands own their options (``add_arguments``) and their work (``run``); this module only
+routes, and imports the GUI lazily so the headless commands never load Qt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from loopmon import __version__
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 10000
+NO_DISPLAY = (
+    "loopmon: no display found (DISPLAY and WAYLAND_DISPLAY are unset). Run the window under a "
+    "virtual display with `xvfb-run -a loopmon`, or run headless with `loopmon serve`."
+)
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by the window and ``serve``: what to listen on and how to echo."""
+    from loopmon.pollers import BACKENDS
+
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (%(default)s)")
+    parser.add_argument(
+        "--port",
+        type=port_number,
+        action="append",
+        help=f"port to listen on; repeat for several listeners (default {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default=None, help="poller (default: best available)"
+    )
+    parser.add_argument(
+        "--strategy", choices=("seed", "direct"), default="direct", help="echo strategy"
+    )
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {port}")
+    return port
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from loopmon import bench, loadgen, serve
+
+    parser = argparse.ArgumentParser(
+        prog="loopmon",
+        description="Watch a readiness-based event loop work. With no subcommand, opens the "
+        "monitor window on an embedded echo server (127.0.0.1:10000).",
+    )
+    parser.add_argument("--version", action="version", version=f"loopmon {__version__}")
+    add_server_arguments(parser)
+    subs = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve.add_arguments(
+        subs.add_parser("serve", help="run the echo server headless, with a status line")
+    )
+    loadgen.add_arguments(subs.add_parser("load", help="drive an echo server with checked load"))
+    bench.add_arguments(
+        subs.add_parser("bench", help="benchmark loopmon against asyncio and friends")
+    )
+    subs.add_parser("gui", help="open the monitor window (the default)")
+    return parser
+
+
+def has_display() -> bool:
+    if os.environ.get("QT_QPA_PLATFORM", "").split(":")[0] in ("offscreen", "minimal", "vnc"):
+        return True
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.port is None:
+        args.port = [DEFAULT_PORT]
+    if args.command == "serve":
+        from loopmon import serve
+
+        return serve.run(args)
+    if args.command == "load":
+        from loopmon import loadgen
+
+        return loadgen.run(args)
+    if args.command == "bench":
+        from loopmon import bench
+
+        return bench.run(args)
+    if not has_display():
+        print(NO_DISPLAY, file=sys.stderr)
+        return 2
+    from loopmon.gui import app
+
+    return app.main(args)

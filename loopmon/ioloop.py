@@ -1,0 +1,776 @@
+"""A readiness-based event loop in the classic Tornado style, measuring itself as it runs.
+
+One pass of ``start()``, in this order (Tornado 4.5's, for the same reasons):
+1. take the number of callbacks queued now: only those run this pass, so a callback that
+   schedules another cannot starve I/O;
+2. collect the timers due now, before running anything, so a callback cannot make more due;
+3. run those callbacks, then those timers (a timer cancelled by an earlier one does not run);
+4. poll: not at all if callbacks are waiting, else until the next timer (or a wake);
+5. dispatch each (fd, events) to its handler. A handler may remove or replace another fd in the
+   same pass: an fd registered after the poll never receives that poll's events.
+
+The loop thread is the only one that touches anything here, except ``add_callback`` (a deque
+append, then a coalesced wake of the poll through a ``Waker``) and ``stop``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import datetime
+import functools
+import logging
+import math
+import os
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from typing import Any, ClassVar, TypeVar
+
+from loopmon import events as _ev
+from loopmon import pollers
+from loopmon.loopstats import (
+    FdStat,
+    HandlerError,
+    LagRecorder,
+    LoopStats,
+    PassStats,
+    Stall,
+)
+from loopmon.snapshot import LoopFigures
+from loopmon.timers import Timeout, TimerQueue
+from loopmon.waker import Waker
+from loopmon.watchdog import Heartbeat, Watchdog, describe
+
+__all__ = ["IOLoop", "PeriodicCallback", "Timeout"]
+
+log = logging.getLogger("loopmon")
+
+_T = TypeVar("_T")
+Handler = Callable[[Any, int], object]
+
+# How long a poll may sleep with nothing scheduled; a wake ends it sooner.
+_MAX_WAIT = 3600.0
+# The lag probe: a timer whose lateness is the loop's lag.
+_LAG_PROBE_S = 0.1
+_KEEP_STALLS = 100
+_KEEP_ERRORS = 100
+
+
+class IOLoop:
+    NONE: ClassVar[int] = _ev.NONE
+    READ: ClassVar[int] = _ev.READ
+    WRITE: ClassVar[int] = _ev.WRITE
+    ERROR: ClassVar[int] = _ev.ERROR
+
+    _instance: ClassVar[IOLoop | None] = None
+    _instance_lock: ClassVar[threading.Lock] = threading.Lock()
+    _current: ClassVar[threading.local] = threading.local()
+
+    # -- the process-wide and the thread's current loop -------------------------------------
+
+    @staticmethod
+    def instance() -> IOLoop:
+        """The process-wide loop (the seed's demo uses it), created on first use."""
+        if IOLoop._instance is None:
+            with IOLoop._instance_lock:
+                if IOLoop._instance is None:
+                    IOLoop._instance = IOLoop(make_current=False)
+        return IOLoop._instance
+
+    @staticmethod
+    def initialized() -> bool:
+        return IOLoop._instance is not None
+
+    def install(self) -> None:
+        """Make this loop the process-wide one; ``RuntimeError`` if there already is one."""
+        with IOLoop._instance_lock:
+            if IOLoop._instance is not None:
+                raise RuntimeError("the process-wide IOLoop already exists")
+            IOLoop._instance = self
+
+    @staticmethod
+    def clear_instance() -> None:
+        with IOLoop._instance_lock:
+            IOLoop._instance = None
+
+    @staticmethod
+    def current(instance: bool = True) -> IOLoop | None:
+        """The loop running (or made current) on this thread; else the process-wide one,
+        or None when ``instance`` is false."""
+        loop: IOLoop | None = getattr(IOLoop._current, "instance", None)
+        if loop is None and instance:
+            return IOLoop.instance()
+        return loop
+
+    def make_current(self) -> None:
+        IOLoop._current.instance = self
+
+    @staticmethod
+    def clear_current() -> None:
+        IOLoop._current.instance = None
+
+    # -- construction ---------------------------------------------------------------------
+
+    def __init__(
+        self,
+        backend: str | None = None,
+        *,
+        make_current: bool | None = None,
+        time_func: Callable[[], float] | None = None,
+    ) -> None:
+        if backend is None:
+            # The environment may choose, so a program that only calls IOLoop.instance() (the
+            # seed's demo) can still be run on any backend.
+            backend = os.environ.get("LOOPMON_BACKEND") or None
+        if backend is None:
+            names = pollers.available()
+            if not names:
+                raise RuntimeError("no poller works on this machine")
+            backend = names[0]
+        self._poller = pollers.create(backend)
+        self.backend: str = self._poller.name
+        self.time: Callable[[], float] = time_func or time.monotonic
+        self._created = self.time()
+        # fd -> (object handed back, handler, live stats, poll count when registered)
+        self._handlers: dict[int, tuple[Any, Handler, FdStat, int]] = {}
+        self._callbacks: collections.deque[
+            tuple[contextvars.Context, Callable[..., Any], tuple[Any, ...]]
+        ] = collections.deque()
+        self._timers = TimerQueue()
+        self._running = False
+        self._stopped = False
+        self._closing = False
+        self._closed = False
+        self._thread_ident: int | None = None
+        self._signal_pipe: tuple[int, int] | None = None
+        self._old_wakeup_fd: int | None = None
+        # Instrumentation, always on.
+        self._polls = 0  # poll() calls so far; an fd registered after poll n is skipped in n
+        self._iterations = 0
+        self._events_total = 0
+        self._callbacks_total = 0
+        self._timers_total = 0
+        self._busy = 0.0
+        self._poll_time = 0.0
+        self._last_pass = PassStats()
+        self._lag = LagRecorder()
+        self._lag_timeout: Timeout | None = None
+        self._touched: set[int] = set()
+        self._stalls: collections.deque[Stall] = collections.deque(maxlen=_KEEP_STALLS)
+        self._errors: collections.deque[HandlerError] = collections.deque(maxlen=_KEEP_ERRORS)
+        self._stall_count = 0
+        self._error_count = 0
+        self._heartbeat = Heartbeat()
+        self._stall_threshold = math.inf
+        self._watchdog: Watchdog | None = None
+        self._on_stall: Callable[[Stall], None] | None = None
+        self._on_error: Callable[[HandlerError], None] | None = None
+
+        self._waker = Waker()
+        self.add_handler(self._waker.fileno(), self._read_waker, self.READ)
+
+        if make_current is None:
+            if IOLoop.current(instance=False) is None:
+                self.make_current()
+        elif make_current:
+            if IOLoop.current(instance=False) is not None:
+                raise RuntimeError("current IOLoop already exists")
+            self.make_current()
+
+    def _read_waker(self, fd: int, events: int) -> None:
+        self._waker.consume()
+
+    def __repr__(self) -> str:
+        return f"<IOLoop backend={self.backend} handlers={len(self._handlers)}>"
+
+    # -- file descriptors -----------------------------------------------------------------
+
+    @staticmethod
+    def split_fd(fd: Any) -> tuple[int, Any]:
+        """(fd number, the object to hand back to the handler) for an int or a file object."""
+        try:
+            return fd.fileno(), fd
+        except AttributeError:
+            return fd, fd
+
+    def add_handler(self, fd: Any, handler: Handler, events: int) -> None:
+        """Call ``handler(fd, events)`` whenever ``fd`` is ready for ``events`` (ERROR is
+        always watched). Registering an fd twice raises ``FileExistsError``."""
+        fdno, obj = self.split_fd(fd)
+        if fdno in self._handlers:
+            raise FileExistsError(f"fd {fdno} is already registered with this IOLoop")
+        mask = events | self.ERROR
+        self._poller.register(fdno, mask)
+        stat = FdStat(fdno, mask, self.time())
+        self._handlers[fdno] = (obj, handler, stat, self._polls)
+        self._touched.add(fdno)
+
+    def update_handler(self, fd: Any, events: int) -> None:
+        fdno, _ = self.split_fd(fd)
+        mask = events | self.ERROR
+        stat = self._handlers[fdno][2]
+        if stat.mask == mask:
+            return
+        self._poller.modify(fdno, mask)
+        stat.set_mask(mask, self.time())
+        self._touched.add(fdno)
+
+    def remove_handler(self, fd: Any) -> None:
+        """Stop watching ``fd``; its events not yet dispatched this pass are dropped. An
+        unknown fd is ignored."""
+        fdno, _ = self.split_fd(fd)
+        entry = self._handlers.pop(fdno, None)
+        if entry is None:
+            return
+        entry[2].set_mask(self.NONE, self.time())
+        self._touched.add(fdno)
+        try:
+            self._poller.unregister(fdno)
+        except (OSError, KeyError, ValueError):
+            # The fd may already be closed: the kernel forgot it before we did.
+            log.debug("error unregistering fd %d", fdno, exc_info=True)
+
+    def close_fd(self, fd: Any) -> None:
+        try:
+            try:
+                fd.close()
+            except AttributeError:
+                os.close(fd)
+        except OSError:
+            pass
+
+    # -- callbacks ------------------------------------------------------------------------
+
+    def add_callback(self, callback: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run ``callback(*args, **kwargs)`` on the next pass, in the caller's context.
+        The only method safe to call from another thread; after close it does nothing."""
+        if self._closing:
+            return
+        if kwargs:
+            callback = functools.partial(callback, **kwargs)
+        self._callbacks.append((contextvars.copy_context(), callback, args))
+        if self._thread_ident != threading.get_ident():
+            self._waker.wake()
+
+    def add_callback_from_signal(
+        self, callback: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> None:
+        """``add_callback`` for a signal handler: when the loop runs on the main thread the
+        C-level handler has already written to the loop's wakeup fd, so only append."""
+        if self._closing:
+            return
+        if kwargs:
+            callback = functools.partial(callback, **kwargs)
+        self._callbacks.append((contextvars.copy_context(), callback, args))
+        if self._signal_pipe is None:
+            self._waker.wake()
+
+    def spawn_callback(self, callback: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """``add_callback`` without the caller's context: the callback starts in a fresh one."""
+        if self._closing:
+            return
+        if kwargs:
+            callback = functools.partial(callback, **kwargs)
+        self._callbacks.append((contextvars.Context(), callback, args))
+        if self._thread_ident != threading.get_ident():
+            self._waker.wake()
+
+    def add_future(self, future: Future[_T], callback: Callable[[Future[_T]], Any]) -> None:
+        """Call ``callback(future)`` on this loop once ``future`` is done."""
+        if not callable(getattr(future, "add_done_callback", None)):
+            raise TypeError(f"not a future: {future!r}")
+        future.add_done_callback(lambda f: self.add_callback(callback, f))
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def add_timeout(
+        self,
+        deadline: float | datetime.timedelta,
+        callback: Callable[..., Any],
+        *args: Any,
+        **kwargs: Any,
+    ) -> Timeout:
+        """Run ``callback`` at ``deadline`` (on ``self.time()``'s clock) or after a timedelta."""
+        if isinstance(deadline, datetime.timedelta):
+            when = self.time() + deadline.total_seconds()
+        elif isinstance(deadline, (int, float)) and not isinstance(deadline, bool):
+            when = float(deadline)
+        else:
+            raise TypeError(f"Unsupported deadline {deadline!r}")
+        if kwargs:
+            callback = functools.partial(callback, **kwargs)
+        return self._timers.add(when, callback, args, contextvars.copy_context())
+
+    def call_later(
+        self, delay: float, callback: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Timeout:
+        return self.add_timeout(self.time() + delay, callback, *args, **kwargs)
+
+    def call_at(
+        self, when: float, callback: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Timeout:
+        return self.add_timeout(when, callback, *args, **kwargs)
+
+    def remove_timeout(self, timeout: Timeout) -> None:
+        self._timers.cancel(timeout)
+
+    # -- running --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._closed:
+            raise RuntimeError("IOLoop is closed")
+        if self._running:
+            raise RuntimeError("IOLoop is already running")
+        if self._stopped:
+            self._stopped = False
+            return
+        old_current = getattr(IOLoop._current, "instance", None)
+        IOLoop._current.instance = self
+        self._thread_ident = threading.get_ident()
+        self._running = True
+        self._install_signal_wakeup()
+        self._arm_lag_probe()
+        if self._watchdog is None and self._stall_threshold < math.inf:
+            self._start_watchdog()
+        try:
+            self._run()
+        finally:
+            self._running = False
+            self._stopped = False
+            self._thread_ident = None
+            if self._lag_timeout is not None:
+                self._timers.cancel(self._lag_timeout)
+                self._lag_timeout = None
+            self._stop_watchdog()
+            self._uninstall_signal_wakeup()
+            IOLoop._current.instance = old_current
+
+    def _run(self) -> None:
+        # Locals for the hot path: every attribute lookup here runs per event.
+        clock = self.time
+        handlers = self._handlers
+        callbacks = self._callbacks
+        popleft = callbacks.popleft
+        timers = self._timers
+        poll = self._poller.poll
+        touched_add = self._touched.add
+        hb = self._heartbeat
+        t = clock()
+        while True:
+            pass_start = t
+            ncallbacks = len(callbacks)
+            due = timers.pop_due(t) if timers._heap else ()
+            for _ in range(ncallbacks):
+                ctx, callback, args = popleft()
+                hb.started = t
+                hb.what = callback
+                try:
+                    ret = ctx.run(callback, *args)
+                    if ret is not None and isinstance(ret, Future):
+                        self.add_future(ret, _surface_result)
+                except Exception:
+                    self._callback_failed(callback, args, t)
+                t2 = clock()
+                if t2 - t > self._stall_threshold:
+                    self._stalled(callback, -1, t, t2)
+                t = t2
+            for timeout in due:
+                callback = timeout.callback  # type: ignore[assignment]
+                if callback is None:
+                    continue  # cancelled by an earlier one this pass
+                hb.started = t
+                hb.what = callback
+                try:
+                    timeout.context.run(callback, *timeout.args)
+                except Exception:
+                    self._callback_failed(callback, timeout.args, t)
+                t2 = clock()
+                if t2 - t > self._stall_threshold:
+                    self._stalled(callback, -1, t, t2)
+                t = t2
+            ntimers = len(due)
+
+            if callbacks:
+                timeout_s: float | None = 0.0
+            else:
+                deadline = timers.next_deadline()
+                timeout_s = (
+                    _MAX_WAIT if deadline is None else min(max(deadline - t, 0.0), _MAX_WAIT)
+                )
+            if not self._running:
+                self._busy += t - pass_start
+                break
+            hb.what = None
+            t_poll = t
+            event_pairs = poll(timeout_s)
+            t = clock()
+            polls = self._polls = self._polls + 1
+            poll_s = t - t_poll
+            t_dispatch = t
+            for fd, events in event_pairs:
+                entry = handlers.get(fd)
+                if entry is None:
+                    continue  # removed earlier in this pass
+                obj, handler, stat, registered = entry
+                if registered == polls:
+                    continue  # a new registration made after this poll: not its event
+                stat.ready[events & 31] += 1
+                touched_add(fd)
+                hb.started = t
+                hb.what = fd
+                try:
+                    handler(obj, events)
+                except Exception:
+                    self._handler_failed(fd, entry, t)
+                t2 = clock()
+                stat.handler_time += t2 - t
+                if t2 - t > self._stall_threshold:
+                    self._stalled(fd, fd, t, t2)
+                t = t2
+            busy = (t_poll - pass_start) + (t - t_dispatch)
+            self._busy += busy
+            self._poll_time += poll_s
+            nevents = len(event_pairs)
+            self._events_total += nevents
+            self._callbacks_total += ncallbacks
+            self._timers_total += ntimers
+            self._iterations += 1
+            self._last_pass = PassStats(poll_s, busy, nevents, ncallbacks, ntimers)
+
+    def stop(self) -> None:
+        """Make ``start()`` return after the current pass; before ``start()``, the next
+        ``start()`` returns at once. Safe from another thread."""
+        self._running = False
+        self._stopped = True
+        self._waker.wake()
+
+    def is_running(self) -> bool:
+        return self._running
+
+    def run_sync(self, func: Callable[[], Any], timeout: float | None = None) -> Any:
+        """Start the loop, run ``func`` on it, stop when its result (a value, a
+        ``concurrent.futures.Future`` or a coroutine) is ready, and return or raise it.
+        ``TimeoutError`` if that takes longer than ``timeout`` seconds."""
+        cell: list[Future[Any]] = []
+
+        def run() -> None:
+            future: Future[Any]
+            try:
+                result = func()
+                if isinstance(result, Coroutine):
+                    future = self._drive(result)
+                elif isinstance(result, Future):
+                    future = result
+                else:
+                    future = Future()
+                    future.set_result(result)
+            except BaseException as exc:
+                future = Future()
+                future.set_exception(exc)
+            cell.append(future)
+            self.add_future(future, lambda _: self.stop())
+
+        self.add_callback(run)
+        handle = self.call_later(timeout, self.stop) if timeout is not None else None
+        self.start()
+        if handle is not None:
+            self.remove_timeout(handle)
+        if not cell or not cell[0].done():
+            raise TimeoutError(f"Operation timed out after {timeout} seconds")
+        return cell[0].result()
+
+    def _drive(self, coro: Coroutine[Any, Any, Any]) -> Future[Any]:
+        """Run a coroutine that awaits futures (anything with ``add_done_callback``)."""
+        future: Future[Any] = Future()
+
+        def step(value: Any = None) -> None:
+            try:
+                yielded = coro.send(value)
+            except StopIteration as stop:
+                future.set_result(stop.value)
+                return
+            except BaseException as exc:
+                future.set_exception(exc)
+                return
+            if yielded is None:
+                self.add_callback(step)
+            elif callable(getattr(yielded, "add_done_callback", None)):
+                self.add_future(yielded, lambda _: step())
+            else:
+                coro.throw(TypeError(f"cannot wait for {yielded!r} on an IOLoop"))
+
+        step()
+        return future
+
+    def close(self, all_fds: bool = False) -> None:
+        """Release the poller and the waker; with ``all_fds`` close every registered fd too.
+        Further ``add_callback`` calls do nothing."""
+        if self._closed:
+            return
+        if self._running:
+            raise RuntimeError("cannot close a running IOLoop; stop it first")
+        self._closing = True
+        self.remove_handler(self._waker.fileno())
+        if all_fds:
+            for entry in list(self._handlers.values()):
+                self.close_fd(entry[0])
+        self._handlers.clear()
+        self._stop_watchdog()
+        self._waker.close()
+        self._poller.close()
+        self._callbacks.clear()
+        self._timers.clear()
+        self._closed = True
+        if IOLoop.current(instance=False) is self:
+            IOLoop.clear_current()
+        if IOLoop._instance is self:
+            IOLoop.clear_instance()
+
+    # -- failures and stalls --------------------------------------------------------------
+
+    def handle_callback_exception(self, callback: Any) -> None:
+        """Called with the exception live in ``sys.exc_info()``; the default logs it."""
+        if isinstance(callback, tuple) and len(callback) == 2:
+            fdno, _ = self.split_fd(callback[0])
+            log.error("Exception in handler for fd %s: %r", fdno, callback[1], exc_info=True)
+        else:
+            log.error("Exception in callback %r", callback, exc_info=True)
+
+    def _callback_failed(
+        self, callback: Callable[..., Any], args: tuple[Any, ...], at: float
+    ) -> None:
+        self._record_error(describe(callback), -1, at)
+        self.handle_callback_exception(functools.partial(callback, *args) if args else callback)
+
+    def _handler_failed(self, fd: int, entry: tuple[Any, Handler, FdStat, int], at: float) -> None:
+        self._record_error(f"handler for fd {fd}", fd, at)
+        self.handle_callback_exception((entry[0], entry[1]))
+
+    def _record_error(self, what: str, fd: int, at: float) -> None:
+        record = HandlerError(at, what, fd, traceback.format_exc())
+        self._errors.append(record)
+        self._error_count += 1
+        if self._on_error is not None:
+            self._on_error(record)
+
+    def _stalled(self, what: object, fd: int, started: float, ended: float) -> None:
+        stall = Stall(
+            started, ended - started, describe(what), fd, self._heartbeat.stack_of(started)
+        )
+        self._stalls.append(stall)
+        self._stall_count += 1
+        if self._on_stall is not None:
+            self._on_stall(stall)
+
+    def set_blocking_log_threshold(self, seconds: float | None) -> None:
+        """Log (with the loop thread's stack) and record any callback or handler that runs
+        longer than ``seconds``; None or 0 turns it off."""
+        self._stop_watchdog()
+        if not seconds or seconds <= 0:
+            self._stall_threshold = math.inf
+            return
+        self._stall_threshold = float(seconds)
+        if self._running:
+            self._start_watchdog()
+
+    set_blocking_signal_threshold = set_blocking_log_threshold
+
+    def set_observers(
+        self,
+        on_stall: Callable[[Stall], None] | None = None,
+        on_error: Callable[[HandlerError], None] | None = None,
+    ) -> None:
+        """Be told (on the loop thread) of each stall and each failing handler or callback."""
+        self._on_stall = on_stall
+        self._on_error = on_error
+
+    def _start_watchdog(self) -> None:
+        assert self._thread_ident is not None
+        self._watchdog = Watchdog(
+            self._heartbeat, self._thread_ident, self._stall_threshold, clock=self.time
+        )
+        self._watchdog.start()
+
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
+
+    # -- signals --------------------------------------------------------------------------
+
+    def _install_signal_wakeup(self) -> None:
+        # A signal arriving while we sleep in poll must end the sleep: CPython's C handler
+        # writes the signal number to this pipe. eventfd won't do (it takes 8-byte writes).
+        if threading.current_thread() is not threading.main_thread():
+            return
+        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC) if hasattr(os, "pipe2") else os.pipe()
+        for fd in (rfd, wfd):
+            os.set_blocking(fd, False)
+        try:
+            self._old_wakeup_fd = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+        except ValueError:
+            os.close(rfd)
+            os.close(wfd)
+            return
+        self._signal_pipe = (rfd, wfd)
+        self.add_handler(rfd, self._drain_signal_pipe, self.READ)
+
+    def _drain_signal_pipe(self, fd: int, events: int) -> None:
+        try:
+            while os.read(fd, 4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def _uninstall_signal_wakeup(self) -> None:
+        if self._signal_pipe is None:
+            return
+        rfd, wfd = self._signal_pipe
+        try:
+            signal.set_wakeup_fd(self._old_wakeup_fd if self._old_wakeup_fd is not None else -1)
+        except ValueError:
+            pass
+        self._signal_pipe = None
+        self.remove_handler(rfd)
+        os.close(rfd)
+        os.close(wfd)
+
+    # -- self-measurement -----------------------------------------------------------------
+
+    def _arm_lag_probe(self) -> None:
+        deadline = self.time() + _LAG_PROBE_S
+        self._lag_timeout = self._timers.add(
+            deadline, self._lag_probe, (deadline,), contextvars.Context()
+        )
+
+    def _lag_probe(self, deadline: float) -> None:
+        self._lag.record(self.time() - deadline)
+        self._arm_lag_probe()
+
+    def stats(self) -> LoopStats:
+        """A frozen record of everything the loop has measured, as of now."""
+        now = self.time()
+        return LoopStats(
+            backend=self.backend,
+            running=self._running,
+            taken_at=now,
+            iterations=self._iterations,
+            events=self._events_total,
+            callbacks=self._callbacks_total,
+            timers=self._timers_total,
+            busy_s=self._busy,
+            poll_s=self._poll_time,
+            last_pass=self._last_pass,
+            lag=self._lag.freeze(),
+            fds=tuple(entry[2].freeze(now) for entry in self._handlers.values()),
+            stalls=tuple(self._stalls),
+            errors=tuple(self._errors),
+            stall_count=self._stall_count,
+            error_count=self._error_count,
+        )
+
+    def figures(self) -> LoopFigures:
+        """The running totals since construction, cheaply (no per-fd work)."""
+        return LoopFigures(
+            span_s=self.time() - self._created,
+            iterations=self._iterations,
+            events=self._events_total,
+            callbacks=self._callbacks_total,
+            timers=self._timers_total,
+            busy_s=self._busy,
+            poll_s=self._poll_time,
+            lag=self._lag.freeze(),
+        )
+
+    def fd_stat(self, fd: int) -> FdStat | None:
+        """The live counters of a registered fd (loop thread only: they change under you)."""
+        entry = self._handlers.get(fd)
+        return entry[2] if entry is not None else None
+
+    def take_touched(self) -> set[int]:
+        """The fds that saw an event or a mask change since the last call (loop thread)."""
+        touched = self._touched
+        self._touched = set()
+        return touched
+
+    @property
+    def internal_fds(self) -> frozenset[int]:
+        """fds the loop registered for itself (its waker, its signal pipe)."""
+        fds = {self._waker.fileno()}
+        if self._signal_pipe is not None:
+            fds.add(self._signal_pipe[0])
+        return frozenset(fds)
+
+
+def _surface_result(future: Future[Any]) -> None:
+    # Runs as a callback so a failed future returned by a callback reaches
+    # handle_callback_exception instead of vanishing.
+    future.result()
+
+
+class PeriodicCallback:
+    """Call ``callback`` every ``callback_time`` milliseconds while started.
+
+    Calls stay on the grid laid from ``start()``: if the loop is late, the missed ticks are
+    skipped rather than run in a burst.
+    """
+
+    def __init__(
+        self,
+        callback: Callable[[], Any],
+        callback_time: float,
+        io_loop: IOLoop | None = None,
+    ) -> None:
+        if callback_time <= 0:
+            raise ValueError("Periodic callback must have a positive callback_time")
+        self.callback = callback
+        self.callback_time = callback_time
+        self.io_loop = io_loop
+        self._running = False
+        self._timeout: Timeout | None = None
+        self._next_timeout = 0.0
+
+    def _loop(self) -> IOLoop:
+        if self.io_loop is None:
+            loop = IOLoop.current()
+            assert loop is not None
+            self.io_loop = loop
+        return self.io_loop
+
+    def start(self) -> None:
+        self._running = True
+        self._next_timeout = self._loop().time()
+        self._schedule_next()
+
+    def stop(self) -> None:
+        self._running = False
+        if self._timeout is not None:
+            self._loop().remove_timeout(self._timeout)
+            self._timeout = None
+
+    def is_running(self) -> bool:
+        return self._running
+
+    def _run(self) -> None:
+        if not self._running:
+            return
+        try:
+            self.callback()
+        except Exception:
+            self._loop().handle_callback_exception(self.callback)
+        finally:
+            self._schedule_next()
+
+    def _schedule_next(self) -> None:
+        if not self._running:
+            return
+        loop = self._loop()
+        now = loop.time()
+        if self._next_timeout <= now:
+            period = self.callback_time / 1000.0
+            self._next_timeout += (math.floor((now - self._next_timeout) / period) + 1) * period
+        self._timeout = loop.add_timeout(self._next_timeout, self._run)
