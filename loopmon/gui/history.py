@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 import numpy as np
 
@@ -141,31 +142,24 @@ class ConnectionColumns:
 
     def __init__(self, snapshot: Snapshot) -> None:
         rows = snapshot.connections
-        if rows:
-            cols = list(zip(*rows, strict=True))
-            # ConnectionRow field order: fd, peer, listener_id, state, mask, read_fraction,
-            # write_fraction, ready_read, ready_write, ready_error, queue_bytes, queue_chunks,
-            # bytes_in, bytes_out, messages, created_at
-            self.fd = np.array(cols[0], dtype=np.int64)
-            self.read = np.array(cols[5], dtype=np.float32)
-            self.write = np.array(cols[6], dtype=np.float32)
-            self.queue = np.array(cols[10], dtype=np.float32)
-            self.messages = np.array(cols[14], dtype=np.int64)
-            self.created = np.array(cols[15], dtype=np.float64)
-        else:
-            self.fd = np.zeros(0, dtype=np.int64)
-            self.read = self.write = self.queue = np.zeros(0, dtype=np.float32)
-            self.messages = np.zeros(0, dtype=np.int64)
-            self.created = np.zeros(0, dtype=np.float64)
+        n = len(rows)
+        # One C-level pass per column (np.fromiter over an itemgetter map): about half the
+        # time of transposing every field with zip(*rows). Field numbers of ConnectionRow.
+        self.fd = np.fromiter(map(itemgetter(0), rows), np.int64, n)
+        self.read = np.fromiter(map(itemgetter(5), rows), np.float32, n)
+        self.write = np.fromiter(map(itemgetter(6), rows), np.float32, n)
+        self.queue = np.fromiter(map(itemgetter(10), rows), np.float32, n)
+        self.messages = np.fromiter(map(itemgetter(14), rows), np.int64, n)
+        self.created = np.fromiter(map(itemgetter(15), rows), np.float64, n)
 
 
 class FdHistory:
     """Per connection, the last ``window_s`` seconds in fixed time slices.
 
-    Columns are indexed by fd. A column is wiped when its fd turns up with another
-    ``created_at`` (the OS reused the number for a new connection). Per slice it keeps the
-    time-weighted share of READ and of WRITE registration, so a flip shorter than a frame is
-    still there, and the deepest queue seen.
+    Rows are indexed by fd (fd-major, so wiping one connection's history is one contiguous
+    block). A row is wiped when its fd turns up with another ``created_at`` (the OS reused the
+    number for a new connection). Per slice it keeps the time-weighted share of READ and of
+    WRITE registration, so a flip shorter than a frame is still there, and the deepest queue.
     """
 
     def __init__(self, window_s: float = WINDOW_S, slice_s: float = 0.5) -> None:
@@ -176,9 +170,10 @@ class FdHistory:
 
     def _reset(self) -> None:
         self._capacity = 0
-        self._read = np.zeros((self.nslices, 0), dtype=np.float32)
-        self._write = np.zeros((self.nslices, 0), dtype=np.float32)
-        self._queue = np.zeros((self.nslices, 0), dtype=np.float32)
+        shape = (0, self.nslices)
+        self._read = np.zeros(shape, dtype=np.float32)
+        self._write = np.zeros(shape, dtype=np.float32)
+        self._queue = np.zeros(shape, dtype=np.float32)
         self._weight = np.zeros(self.nslices, dtype=np.float64)
         self._created = np.zeros(0, dtype=np.float64)
         self._messages = np.zeros(0, dtype=np.int64)
@@ -186,7 +181,6 @@ class FdHistory:
         self.peak_queue = np.zeros(0, dtype=np.float32)  # decayed deepest queue per fd
         self._newest: int | None = None  # absolute slice number of the newest slice
         self.live = np.zeros(0, dtype=np.int64)  # fds in the latest snapshot
-        self.live_created = np.zeros(0, dtype=np.float64)
         self.now = 0.0
 
     def clear(self) -> None:
@@ -196,21 +190,16 @@ class FdHistory:
         new = max(max_fd + 1, 2 * self._capacity, 64)
         extra = new - self._capacity
 
-        def widen(a: np.ndarray) -> np.ndarray:
-            pad = [(0, 0)] * (a.ndim - 1) + [(0, extra)]
-            return np.pad(a, pad)
+        def taller(a: np.ndarray) -> np.ndarray:
+            return np.concatenate([a, np.zeros((extra, *a.shape[1:]), dtype=a.dtype)])
 
-        self._read, self._write, self._queue = (
-            widen(self._read),
-            widen(self._write),
-            widen(self._queue),
-        )
+        self._read = taller(self._read)
+        self._write = taller(self._write)
+        self._queue = taller(self._queue)
+        self._messages = taller(self._messages)
+        self.activity = taller(self.activity)
+        self.peak_queue = taller(self.peak_queue)
         self._created = np.concatenate([self._created, np.full(extra, np.nan)])
-        self._messages, self.activity, self.peak_queue = (
-            widen(self._messages),
-            widen(self.activity),
-            widen(self.peak_queue),
-        )
         self._capacity = new
 
     def _advance(self, slice_no: int) -> None:
@@ -220,17 +209,13 @@ class FdHistory:
                 self._created[:] = np.nan  # another clock: forget everything
                 self.activity[:] = 0
                 self.peak_queue[:] = 0
-            self._read[:] = 0
-            self._write[:] = 0
-            self._queue[:] = 0
-            self._weight[:] = 0
+            cleared: slice | list[int] = slice(None)
         else:
-            for k in range(newest + 1, slice_no + 1):
-                b = k % self.nslices
-                self._read[b] = 0
-                self._write[b] = 0
-                self._queue[b] = 0
-                self._weight[b] = 0
+            cleared = [k % self.nslices for k in range(newest + 1, slice_no + 1)]
+        self._read[:, cleared] = 0
+        self._write[:, cleared] = 0
+        self._queue[:, cleared] = 0
+        self._weight[cleared] = 0
         self._newest = slice_no
 
     def record(self, snapshot: Snapshot, cols: ConnectionColumns) -> None:
@@ -244,7 +229,6 @@ class FdHistory:
         self._weight[b] += weight
         fds = cols.fd
         self.live = fds
-        self.live_created = cols.created
         if not len(fds):
             return
         top = int(fds.max())
@@ -253,16 +237,16 @@ class FdHistory:
         reused = self._created[fds] != cols.created  # NaN (never seen) compares unequal too
         if reused.any():
             fresh = fds[reused]
-            self._read[:, fresh] = 0
-            self._write[:, fresh] = 0
-            self._queue[:, fresh] = 0
+            self._read[fresh] = 0
+            self._write[fresh] = 0
+            self._queue[fresh] = 0
             self._created[fresh] = cols.created[reused]
             self._messages[fresh] = cols.messages[reused]
             self.activity[fresh] = 0
             self.peak_queue[fresh] = 0
-        self._read[b, fds] += cols.read * weight
-        self._write[b, fds] += cols.write * weight
-        self._queue[b, fds] = np.maximum(self._queue[b, fds], cols.queue)
+        self._read[fds, b] += cols.read * weight
+        self._write[fds, b] += cols.write * weight
+        self._queue[fds, b] = np.maximum(self._queue[fds, b], cols.queue)
         delta = cols.messages - self._messages[fds]
         self._messages[fds] = cols.messages
         self.activity[fds] = self.activity[fds] * 0.9 + np.maximum(delta, 0)
@@ -283,14 +267,14 @@ class FdHistory:
 
         ``known`` is False for slices with no sample or from before the connection existed.
         """
-        order = self._order()
-        weight = self._weight[order][:, None]
-        safe = np.where(weight > 0, weight, 1.0)
         if not len(fds):
             empty = np.zeros((self.nslices, 0), dtype=np.float32)
             return empty, empty, empty.astype(bool)
-        read = self._read[order][:, fds] / safe
-        write = self._write[order][:, fds] / safe
+        order = self._order()
+        weight = self._weight[order][:, None]
+        safe = np.where(weight > 0, weight, 1.0)
+        read = self._read[fds][:, order].T / safe
+        write = self._write[fds][:, order].T / safe
         ends = self.slice_times() + self.slice_s
         known = (weight > 0) & (ends[:, None] > self._created[fds][None, :])
         return np.clip(read, 0, 1), np.clip(write, 0, 1), known
@@ -299,7 +283,7 @@ class FdHistory:
         """Deepest queue per slice for ``fds``: shape (slices oldest first, len(fds))."""
         if not len(fds):
             return np.zeros((self.nslices, 0), dtype=np.float32)
-        return self._queue[self._order()][:, fds]
+        return self._queue[fds][:, self._order()].T
 
     def busiest(self, count: int, exclude: Sequence[int] = ()) -> list[int]:
         """Up to ``count`` live fds with the most recent echo activity (then deepest queue)."""

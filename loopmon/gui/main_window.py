@@ -13,7 +13,7 @@ import collections
 import time
 from collections.abc import Callable, Sequence
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -45,6 +45,10 @@ from loopmon.gui.status_strip import StatusStrip
 from loopmon.snapshot import KINDS, LoopEvent, Snapshot
 
 EVENT_LOG_SIZE = 5000
+# Views refresh at most this often. Histories and the status strip take every snapshot
+# (25 a second); repainting plots and the table that often costs the loop thread GIL time
+# and shows nothing a reader could follow.
+VIEW_INTERVAL_S = 0.1
 
 
 class MainWindow(QMainWindow):
@@ -56,6 +60,7 @@ class MainWindow(QMainWindow):
         settings: QSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
         load_program: Sequence[str] | None = None,
+        view_interval_s: float = VIEW_INTERVAL_S,
     ) -> None:
         super().__init__()
         self.runner = runner
@@ -70,9 +75,16 @@ class MainWindow(QMainWindow):
         self.fd_history = FdHistory()
         self.latest: Snapshot | None = None
         self.paused = False
-        self._held_snapshot: Snapshot | None = None
-        self._held_events: collections.deque[LoopEvent] = collections.deque(maxlen=EVENT_LOG_SIZE)
-        self._held_dropped = 0
+        # What the views have not shown yet: the latest snapshot and the events since.
+        self._due_snapshot: Snapshot | None = None
+        self._due_events: collections.deque[LoopEvent] = collections.deque(maxlen=EVENT_LOG_SIZE)
+        self._due_dropped = 0
+        self.view_interval_s = view_interval_s
+        self._last_frame = -1e9
+        self._frame_timer = QTimer(self)
+        self._frame_timer.setSingleShot(True)
+        self._frame_timer.timeout.connect(self._frame)
+        self.frames = 0
         self._shut_down = False
 
         self.setWindowTitle("loopmon")
@@ -173,16 +185,37 @@ class MainWindow(QMainWindow):
 
     # -- data in ---------------------------------------------------------------------------
     def on_batch(self, batch: Batch) -> None:
+        """Every batch is recorded at once (histories, status, controls); the views are
+        refreshed at most once per ``view_interval_s``, with the latest snapshot."""
         snapshot = batch.snapshot
         if snapshot is not None:
             self.record(snapshot)
-        if self.paused:
-            if snapshot is not None:
-                self._held_snapshot = snapshot
-            self._held_events.extend(batch.events)
-            self._held_dropped += batch.dropped
+            self._due_snapshot = snapshot
+        self._due_events.extend(batch.events)
+        self._due_dropped += batch.dropped
+        if not self.paused:
+            self._request_frame()
+
+    def _request_frame(self) -> None:
+        if self._frame_timer.isActive():
             return
-        self.apply_views(snapshot, batch.events, batch.dropped)
+        wait = self._last_frame + self.view_interval_s - time.monotonic()
+        if wait <= 0:
+            self._frame()
+        else:
+            self._frame_timer.start(max(1, round(wait * 1000)))
+
+    def _frame(self) -> None:
+        if self.paused:
+            return
+        self._last_frame = time.monotonic()
+        snapshot, self._due_snapshot = self._due_snapshot, None
+        events = list(self._due_events)
+        self._due_events.clear()
+        dropped, self._due_dropped = self._due_dropped, 0
+        if snapshot is not None or events or dropped:
+            self.frames += 1
+            self.apply_views(snapshot, events, dropped)
 
     def record(self, snapshot: Snapshot) -> None:
         """What happens to every snapshot, paused or not: histories, status, controls."""
@@ -219,11 +252,7 @@ class MainWindow(QMainWindow):
             self.pause_action.setChecked(paused)
         self.status.set_paused(paused)
         if not paused:
-            held, self._held_snapshot = self._held_snapshot, None
-            events = list(self._held_events)
-            self._held_events.clear()
-            dropped, self._held_dropped = self._held_dropped, 0
-            self.apply_views(held, events, dropped)
+            self._frame()
 
     def _selection_changed(self, fds: list[int]) -> None:
         self.raster.set_selected(fds)
@@ -318,6 +347,7 @@ class MainWindow(QMainWindow):
             return True
         self._shut_down = True
         self.status.timer.stop()
+        self._frame_timer.stop()
         self.load_panel.shutdown()
         if self.bridge is not None:
             self.bridge.close()

@@ -272,7 +272,9 @@ def connection(fd: int, **overrides: Any) -> ConnectionRow:
 
 
 def busy_connections(count: int, step: int = 0, first_fd: int = 10) -> tuple[ConnectionRow, ...]:
-    """``count`` connections whose numbers move with ``step`` (one frame of a busy server)."""
+    """``count`` connections whose numbers move with ``step`` (one frame of a busy server).
+    A connection is known by its fd: raising ``first_fd`` closes the lowest ones and opens as
+    many new ones above."""
     rows = []
     for i in range(count):
         fd = first_fd + i
@@ -280,7 +282,7 @@ def busy_connections(count: int, step: int = 0, first_fd: int = 10) -> tuple[Con
         rows.append(
             ConnectionRow(
                 fd=fd,
-                peer=f"127.0.0.1:{20000 + i}",
+                peer=f"127.0.0.1:{20000 + fd % 40000}",
                 listener_id=1 + i % 2,
                 state="paused" if i % 97 == 0 else "open",
                 mask=(READ | ERROR) | (WRITE if writing else 0),
@@ -293,7 +295,7 @@ def busy_connections(count: int, step: int = 0, first_fd: int = 10) -> tuple[Con
                 bytes_in=(step + 1) * 1024 + i,
                 bytes_out=(step + 1) * 1024 + i,
                 messages=step * 4 + i % 13,
-                created_at=100.0 + i * 0.001,
+                created_at=100.0 + fd * 0.001,
             )
         )
     return tuple(rows)

@@ -36,6 +36,7 @@ def window(qtbot, runner: FakeRunner, tmp_path: Path) -> MainWindow:
         runner,
         settings=open_settings(tmp_path / "settings.ini"),
         load_program=[sys.executable, str(HERE / "fake_load.py")],
+        view_interval_s=0.0,  # views follow every snapshot: tests need no waiting
     )
     qtbot.addWidget(win)
     win.show()
@@ -248,6 +249,19 @@ def test_pause_freezes_the_views_while_the_status_runs_on(qtbot, window: MainWin
     assert window.event_log.model.rowCount() == 2
 
 
+def test_views_refresh_at_most_once_per_interval(qtbot, runner: FakeRunner, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    win = MainWindow(runner, settings=open_settings(tmp_path / "s.ini"), view_interval_s=0.2)
+    qtbot.addWidget(win)
+    for seq in range(1, 6):
+        conns = tuple(connection(fd) for fd in range(seq))
+        feed(win, snapshot(seq=seq, connections=conns), [event("connect", fd=seq)])
+    assert table_fds(win) == [0]  # the first was shown at once, the rest wait for the frame
+    assert win.status.labels["connections"].text() == "5 conn"  # the strip took every one
+    qtbot.waitUntil(lambda: table_fds(win) == [0, 1, 2, 3, 4], timeout=2000)
+    assert win.frames == 2
+    assert win.event_log.model.rowCount() == 5
+
+
 def test_event_log_is_bounded_and_counts_drops(window: MainWindow) -> None:
     log = window.event_log
     log.model.max_entries = 100
@@ -280,7 +294,9 @@ def test_event_log_filters_by_kind_and_expands_a_stall(qtbot, window: MainWindow
 
 def test_status_age_turns_red_when_snapshots_stop(qtbot, runner: FakeRunner, tmp_path) -> None:  # type: ignore[no-untyped-def]
     now = [500.0]
-    win = MainWindow(runner, settings=open_settings(tmp_path / "s.ini"), clock=lambda: now[0])
+    win = MainWindow(
+        runner, settings=open_settings(tmp_path / "s.ini"), clock=lambda: now[0], view_interval_s=0
+    )
     qtbot.addWidget(win)
     age = win.status.labels["age"]
     assert win.status.stale  # nothing received yet

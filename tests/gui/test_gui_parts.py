@@ -1,0 +1,292 @@
+"""The pieces under the window: the bridge, histories, raster colours, load panel, validation,
+resources."""
+
+from __future__ import annotations
+
+import configparser
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fakes import FakeMailbox, connection, event, figures, listeners, snapshot
+
+from loopmon.gui import resources, validation
+from loopmon.gui.bridge import Batch, MailboxBridge
+from loopmon.gui.history import ConnectionColumns, FdHistory, HealthHistory, SeriesRing
+from loopmon.gui.load_panel import LoadPanel
+from loopmon.gui.raster import NO_DATA_RGB, READ_RGB, mask_colours
+from loopmon.gui.settings import ENV_VAR, open_settings
+
+pytestmark = pytest.mark.gui
+HERE = Path(__file__).resolve().parent
+
+
+# -- bridge -------------------------------------------------------------------------------
+def test_bridge_emits_one_batch_per_wake_not_per_event(qtbot) -> None:
+    mailbox = FakeMailbox()
+    bridge = MailboxBridge(mailbox)
+    batches: list[Batch] = []
+    bridge.batch.connect(batches.append)
+    snap = snapshot()
+
+    def producer() -> None:  # the loop thread: many posts before the GUI looks
+        for i in range(500):
+            mailbox.post(snap if i == 499 else None, [event("connect", fd=i)])
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    thread.join()
+    qtbot.waitUntil(lambda: bool(batches), timeout=2000)
+    assert len(batches) == 1
+    assert len(batches[0].events) == 500
+    assert batches[0].snapshot is snap
+    bridge.close()
+    mailbox.close()
+
+
+def test_bridge_reports_drops_and_ignores_empty_wakes(qtbot) -> None:
+    mailbox = FakeMailbox(log_size=10)
+    bridge = MailboxBridge(mailbox)
+    batches: list[Batch] = []
+    bridge.batch.connect(batches.append)
+    mailbox.poke()  # a command finished, nothing to show
+    qtbot.waitUntil(lambda: mailbox.takes == 1, timeout=2000)
+    assert batches == []
+    mailbox.post(None, [event("close", fd=i) for i in range(25)])
+    qtbot.waitUntil(lambda: bool(batches), timeout=2000)
+    assert (len(batches[0].events), batches[0].dropped) == (10, 15)
+    bridge.close()
+    mailbox.close()
+
+
+def test_bridge_answers_a_command_in_the_gui_thread(qtbot) -> None:
+    from concurrent.futures import Future
+
+    mailbox = FakeMailbox()
+    bridge = MailboxBridge(mailbox)
+    answers: list[tuple[object, object, str]] = []
+    ok: Future[int] = Future()
+    bad: Future[int] = Future()
+    bridge.track(ok, lambda r, e: answers.append((r, e, threading.current_thread().name)))
+    bridge.track(bad, lambda r, e: answers.append((r, str(e), threading.current_thread().name)))
+
+    def loop_thread() -> None:
+        ok.set_result(7)
+        bad.set_exception(OSError("address already in use"))
+        mailbox.poke()
+
+    threading.Thread(target=loop_thread).start()
+    qtbot.waitUntil(lambda: len(answers) == 2, timeout=2000)
+    main = threading.main_thread().name
+    assert answers == [(7, None, main), (None, "address already in use", main)]
+    assert bridge.pending == 0
+    bridge.close()
+    mailbox.close()
+
+
+# -- histories ------------------------------------------------------------------------------
+def test_series_ring_keeps_the_newest_in_order() -> None:
+    ring = SeriesRing(4, ("t", "v"))
+    for i in range(10):
+        ring.append((i, i * 10))
+    assert ring.column("t").tolist() == [6, 7, 8, 9]
+    assert ring.column("v").tolist() == [60, 70, 80, 90]
+    assert ring.last("v") == 90
+
+
+def test_health_rates_come_from_totals_between_received_snapshots() -> None:
+    health = HealthHistory()
+    health.record(snapshot(seq=1, taken_at=10.0, totals=figures(span_s=10.0, events=100)))
+    # seq 2..4 were replaced in the mailbox before the window took them: nothing is lost
+    rates = health.record(
+        snapshot(
+            seq=5, taken_at=12.0, totals=figures(span_s=12.0, events=4100, busy_s=3.0, poll_s=9.0)
+        )
+    )
+    assert rates.events_per_s == pytest.approx(2000.0)
+    assert health.ring.column("events")[-1] == pytest.approx(2000.0)
+
+
+def test_fd_history_keeps_a_flip_shorter_than_a_frame() -> None:
+    fds = FdHistory(window_s=60, slice_s=0.5)
+    rows = (connection(5, write_fraction=0.001, read_fraction=0.999), connection(6))
+    fds.record(
+        snapshot(taken_at=100.0, connections=rows), ConnectionColumns(snapshot(connections=rows))
+    )
+    read, write, known = fds.fractions(np.array([5, 6]))
+    assert known[-1].all()
+    assert write[-1, 0] == pytest.approx(0.001)
+    assert write[-1, 1] == 0
+    colours = mask_colours(read[-1], write[-1], known[-1])
+    assert colours[0, 0] > colours[1, 0]  # the brief WRITE tints fd 5's cell orange
+    assert colours[0, 0] - colours[1, 0] >= 0.3 * 245
+
+
+def test_fd_history_wipes_a_reused_fd_and_marks_unknown_time() -> None:
+    fds = FdHistory(window_s=10, slice_s=1.0)
+    old = (connection(7, created_at=0.0, write_fraction=1.0, read_fraction=0.0),)
+    for t in range(5):
+        snap = snapshot(taken_at=100.0 + t, connections=old)
+        fds.record(snap, ConnectionColumns(snap))
+    new = (connection(7, created_at=104.5, write_fraction=0.0, read_fraction=1.0),)
+    snap = snapshot(taken_at=105.0, connections=new)
+    fds.record(snap, ConnectionColumns(snap))
+    read, write, known = fds.fractions(np.array([7]))
+    assert not write[:, 0].any()  # the old connection's WRITE history is gone
+    assert known[-1, 0] and not known[-3, 0]
+    colours = mask_colours(read, write, known)
+    assert (colours[-3, 0] == NO_DATA_RGB.astype(np.uint8)).all()
+    assert colours[-1, 0, 2] >= READ_RGB[2]
+
+
+def test_fd_history_ranks_busiest_and_deepest() -> None:
+    fds = FdHistory()
+    for step in range(3):
+        rows = (
+            connection(3, messages=step * 100),
+            connection(4, messages=step, queue_bytes=5000),
+            connection(5, messages=0),
+        )
+        snap = snapshot(taken_at=100.0 + step, connections=rows)
+        fds.record(snap, ConnectionColumns(snap))
+    assert fds.busiest(1) == [3]
+    assert fds.deepest(5) == [4]
+
+
+# -- load panel -----------------------------------------------------------------------------
+def fake_load_panel(qtbot) -> LoadPanel:  # type: ignore[no-untyped-def]
+    panel = LoadPanel(program=[sys.executable, str(HERE / "fake_load.py")])
+    qtbot.addWidget(panel)
+    panel.set_targets(listeners(10000))
+    return panel
+
+
+def test_load_panel_builds_the_command(qtbot) -> None:
+    panel = fake_load_panel(qtbot)
+    panel.clients_spin.setValue(50)
+    panel.size_spin.setValue(4096)
+    panel.mode_combo.setCurrentText("churn")
+    panel.duration_spin.setValue(2.5)
+    args = panel.arguments()
+    assert args[1:] == [
+        "--host", "127.0.0.1", "--port", "10000", "--clients", "50", "--size", "4096",
+        "--mode", "churn", "--duration", "2.5", "--json", "--progress", "jsonl",
+    ]  # fmt: skip
+
+
+def test_load_panel_default_command_is_loopmon_load() -> None:
+    from loopmon.gui.load_panel import load_command
+
+    assert load_command() == [sys.executable, "-m", "loopmon", "load"]
+
+
+def test_load_panel_shows_progress_and_summary(qtbot) -> None:
+    panel = fake_load_panel(qtbot)
+    panel.duration_spin.setValue(0.5)
+    panel.start()
+    assert panel.running and not panel.start_button.isEnabled()
+    qtbot.waitUntil(lambda: "round trips/s" in panel.live_label.text(), timeout=5000)
+    qtbot.waitUntil(lambda: not panel.running, timeout=10000)
+    assert panel.summary is not None and panel.summary["mismatches"] == 0
+    assert "round trips" in panel.result_label.text()
+    assert "0 mismatches" in panel.result_label.text()
+    assert "d03030" not in panel.result_label.styleSheet()
+    assert "fake load: starting" in panel.log_view.toPlainText()  # non-JSON stderr
+    assert panel.start_button.isEnabled()
+
+
+def test_load_panel_marks_mismatches(qtbot, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_LOAD_MISMATCHES", "3")
+    panel = fake_load_panel(qtbot)
+    panel.duration_spin.setValue(0.5)
+    panel.start()
+    qtbot.waitUntil(lambda: not panel.running, timeout=10000)
+    assert "3 mismatches" in panel.result_label.text()
+    assert "d03030" in panel.result_label.styleSheet()
+
+
+def test_load_panel_stop_ends_the_process(qtbot) -> None:
+    panel = fake_load_panel(qtbot)
+    panel.duration_spin.setValue(600)
+    panel.start()
+    qtbot.waitUntil(lambda: bool(panel.progress), timeout=5000)
+    panel.stop()
+    qtbot.waitUntil(lambda: not panel.running, timeout=5000)
+    assert panel.result_label.text() == "stopped"
+
+
+def test_load_panel_without_a_target_refuses(qtbot) -> None:
+    panel = LoadPanel(program=[sys.executable, str(HERE / "fake_load.py")])
+    qtbot.addWidget(panel)
+    panel.start()
+    assert not panel.running
+    assert "start one first" in panel.result_label.text()
+
+
+# -- small things --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "host"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        (" 0.0.0.0 ", "0.0.0.0"),
+        ("::1", "::1"),
+        ("[::1]", "::1"),
+        ("fe80::1", "fe80::1"),
+        ("LOCALHOST", "localhost"),
+        ("256.0.0.1", None),
+        ("1.2.3", None),
+        ("", None),
+        ("example.com", None),
+    ],
+)
+def test_parse_host(text: str, host: str | None) -> None:
+    assert validation.parse_host(text)[0] == host
+
+
+@pytest.mark.parametrize(
+    ("text", "port"),
+    [("0", 0), ("65535", 65535), ("80", 80), ("65536", None), ("-1", None), ("1e3", None)],
+)
+def test_parse_port(text: str, port: int | None) -> None:
+    assert validation.parse_port(text)[0] == port
+
+
+def test_settings_follow_the_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "env.ini"
+    monkeypatch.setenv(ENV_VAR, str(path))
+    s = open_settings()
+    s.setValue("listener/port", "4242")
+    s.sync()
+    assert path.exists() and "4242" in path.read_text()
+
+
+def test_resources_are_found_from_the_checkout() -> None:
+    icon, desktop = resources.icon_path(), resources.desktop_entry_path()
+    assert icon is not None and icon.read_text().lstrip().startswith("<?xml")
+    assert desktop is not None
+    entry = configparser.ConfigParser(interpolation=None)
+    entry.optionxform = str  # type: ignore[assignment,method-assign]
+    entry.read(desktop)
+    section = entry["Desktop Entry"]
+    assert section["Type"] == "Application"
+    assert section["Exec"] == "loopmon"
+    assert section["Icon"] == "loopmon"
+
+
+def test_resources_are_found_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    installed = tmp_path / "loopmon"
+    (installed / "_resources").mkdir(parents=True)
+    (installed / "_resources" / "loopmon.svg").write_text("<svg/>")
+    monkeypatch.setattr(resources, "_PACKAGE", installed)
+    assert resources.icon_path() == installed / "_resources" / "loopmon.svg"
+    assert resources.desktop_entry_path() is None  # not in this fake install
+
+
+def test_the_icon_renders(qtbot) -> None:
+    from PySide6.QtGui import QIcon
+
+    path = resources.icon_path()
+    assert path is not None
+    assert not QIcon(str(path)).pixmap(64, 64).isNull()
