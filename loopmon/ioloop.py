@@ -379,18 +379,18 @@ class IOLoop:
                     self._stalled(callback, -1, t, t2)
                 t = t2
             for timeout in due:
-                callback = timeout.callback  # type: ignore[assignment]
-                if callback is None:
+                timer_cb = timeout.callback
+                if timer_cb is None:
                     continue  # cancelled by an earlier one this pass
                 hb.started = t
-                hb.what = callback
+                hb.what = timer_cb
                 try:
-                    timeout.context.run(callback, *timeout.args)
+                    timeout.context.run(timer_cb, *timeout.args)
                 except Exception:
-                    self._callback_failed(callback, timeout.args, t)
+                    self._callback_failed(timer_cb, timeout.args, t)
                 t2 = clock()
                 if t2 - t > self._stall_threshold:
-                    self._stalled(callback, -1, t, t2)
+                    self._stalled(timer_cb, -1, t, t2)
                 t = t2
             ntimers = len(due)
 

@@ -144,6 +144,8 @@ def test_write_readiness_and_update(
 def test_error_is_always_registered(
     loop: IOLoop, pair: tuple[socket.socket, socket.socket]
 ) -> None:
+    if loop.backend == "select":
+        pytest.skip("select() reports a hang-up only as readability, never unasked")
     a, b = pair
     seen: list[int] = []
 
@@ -424,7 +426,7 @@ def test_periodic_callback_skips_missed_ticks_and_keeps_its_grid() -> None:
     assert calls == [0.1]
     clock.advance(0.35)  # now 0.45: ticks at 0.2, 0.3, 0.4 were missed
     run_one_pass(loop)
-    assert calls == [0.1, 0.45]
+    assert calls == pytest.approx([0.1, 0.45])
     assert pc._timeout is not None
     assert pc._timeout.deadline == pytest.approx(0.5)  # back on the 100 ms grid
     pc.stop()

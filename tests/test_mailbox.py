@@ -1,0 +1,89 @@
+"""The mailbox: latest snapshot replaces the unread one, events are bounded, one wake."""
+
+from __future__ import annotations
+
+import select
+import threading
+import tracemalloc
+
+from loopmon.mailbox import Mailbox
+from loopmon.snapshot import LoopEvent, Snapshot
+
+
+def snap(seq: int) -> Snapshot:
+    return Snapshot(seq=seq, taken_at=float(seq), backend="epoll", strategy="direct")
+
+
+def readable(mailbox: Mailbox) -> bool:
+    return bool(select.select([mailbox.fileno()], [], [], 0)[0])
+
+
+def test_unread_snapshot_is_replaced_not_queued() -> None:
+    box = Mailbox()
+    for i in range(1, 101):
+        box.post(snap(i))
+    assert readable(box)
+    snapshot, events, dropped = box.take()
+    assert snapshot is not None and snapshot.seq == 100
+    assert (events, dropped) == ([], 0)
+    assert not readable(box)
+    assert box.take() == (None, [], 0)
+    box.close()
+
+
+def test_event_log_is_bounded_and_counts_what_it_dropped() -> None:
+    box = Mailbox(log_size=10)
+    box.post(None, [LoopEvent(float(i), "connect", f"c{i}") for i in range(25)])
+    _, events, dropped = box.take()
+    assert [e.text for e in events] == [f"c{i}" for i in range(15, 25)]
+    assert dropped == 15
+    box.close()
+
+
+def test_poke_wakes_with_nothing_new() -> None:
+    box = Mailbox()
+    box.poke()
+    assert readable(box)
+    assert box.take() == (None, [], 0)
+    assert not readable(box)
+    box.close()
+
+
+def test_reader_thread_sees_every_final_state() -> None:
+    box = Mailbox()
+    last_seen: list[int] = []
+    events_seen: list[str] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        while not done.is_set() or readable(box):
+            if box.wait(0.5):
+                snapshot, events, _ = box.take()
+                if snapshot is not None:
+                    last_seen.append(snapshot.seq)
+                events_seen.extend(e.text for e in events)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for i in range(1, 5001):
+        box.post(snap(i), [LoopEvent(float(i), "connect", str(i))])
+    done.set()
+    thread.join(10)
+    assert last_seen[-1] == 5000
+    assert last_seen == sorted(last_seen)
+    assert events_seen == [str(i) for i in range(1, 5001)]
+    box.close()
+
+
+def test_a_reader_that_never_reads_leaves_memory_flat() -> None:
+    box = Mailbox(log_size=1000)
+    for i in range(2000):  # warm up to the bound
+        box.post(snap(i), [LoopEvent(float(i), "connect", "x")])
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(20000):
+        box.post(snap(i), [LoopEvent(float(i), "connect", "x")])
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert after - before < 200_000, after - before
+    box.close()
