@@ -77,6 +77,9 @@ def main(args: argparse.Namespace, runner_factory: Callable[[], RunnerLike] | No
         stopped = window.shutdown()
         window.deleteLater()
         app.processEvents()
+        mailbox = getattr(window.runner, "mailbox", None)
+        if stopped and mailbox is not None and hasattr(mailbox, "close"):
+            mailbox.close()  # the runner's stop() leaves its mailbox open: ours to close
     if not stopped:
         print("loopmon: the loop thread did not stop within 2 s", file=sys.stderr)
         return code or 1

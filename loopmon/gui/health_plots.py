@@ -6,8 +6,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QWidget
 
-from loopmon.gui.history import HealthHistory
-from loopmon.gui.plot_panel import PlotPanel, time_axis
+from loopmon.gui.history import WINDOW_S, HealthHistory
+from loopmon.gui.plot_panel import PlotPanel, fit_y, time_axis
 
 _EMPTY = np.zeros(0)
 
@@ -29,6 +29,7 @@ class HealthPlots(PlotPanel):
             if i:
                 plot.setXLink(self.events_plot)
         self.util_plot.setYRange(0, 100, padding=0.02)
+        self.lag_plot.setYRange(0, 0.1, padding=0)
         self.lag_plot.addLegend(offset=(-10, 5), labelTextSize="8pt")
         self.events = self.events_plot.plot(pen=pg.mkPen("#4fb3bf", width=1.5))
         self.iterations = self.iterations_plot.plot(pen=pg.mkPen("#b57edc", width=1.5))
@@ -53,5 +54,11 @@ class HealthPlots(PlotPanel):
             return
         t = ring.column("t")
         x = t - t[-1]
+        first = int(np.searchsorted(x, -WINDOW_S))  # only what the window shows
+        x = x[first:]
+        columns = {name: ring.column(name)[first:] for name in self.curves}
         for name, curve in self.curves.items():
-            curve.setData(x, ring.column(name))
+            curve.setData(x, columns[name])
+        fit_y(self.events_plot, columns["events"])
+        fit_y(self.iterations_plot, columns["iterations"])
+        fit_y(self.lag_plot, columns["lag_p50"], columns["lag_p99"], floor=0.1)

@@ -3,6 +3,7 @@ no types, so nothing here subclasses it), redraw only while visible, and PNG exp
 
 from __future__ import annotations
 
+import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.exporters
 from PySide6.QtGui import QShowEvent
@@ -57,11 +58,21 @@ class PlotPanel(QWidget):
 
 
 def time_axis(plot: pg.PlotItem, label: bool = True) -> None:
-    """The last minute, newest at the right."""
+    """The last minute, newest at the right; y ranges are set by the panel (``fit_y``), which
+    is cheaper than pyqtgraph's auto-range and keeps zero on the axis."""
     plot.setXRange(-WINDOW_S, 0, padding=0)
     plot.getViewBox().setLimits(xMin=-WINDOW_S, xMax=0)
     plot.setMouseEnabled(x=False, y=False)
     plot.hideButtons()
     plot.showGrid(x=True, y=True, alpha=0.15)
+    plot.disableAutoRange()
+    plot.setYRange(0, 1, padding=0)
+    plot.getAxis("left").setWidth(62)
     if label:
         plot.setLabel("bottom", "seconds ago")
+
+
+def fit_y(plot: pg.PlotItem, *series: np.ndarray, floor: float = 1.0) -> None:
+    """Show 0 .. a little above the largest value (at least ``floor``)."""
+    top = max((float(np.nanmax(s)) for s in series if len(s)), default=0.0)
+    plot.setYRange(0, max(top * 1.12, floor), padding=0)

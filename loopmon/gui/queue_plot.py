@@ -9,8 +9,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QWidget
 
-from loopmon.gui.history import FdHistory, HealthHistory
-from loopmon.gui.plot_panel import PlotPanel, time_axis
+from loopmon.gui.history import WINDOW_S, FdHistory, HealthHistory
+from loopmon.gui.plot_panel import PlotPanel, fit_y, time_axis
 
 DEEPEST = 5
 SELECTED_MAX = 4
@@ -62,9 +62,13 @@ class QueuePlot(PlotPanel):
 
     def redraw(self) -> None:
         ring = self.health.ring
+        total = _EMPTY
         if len(ring):
             t = ring.column("t")
-            self.total.setData(t - t[-1], ring.column("queue"))
+            x_total = t - t[-1]
+            first = int(np.searchsorted(x_total, -WINDOW_S))
+            total = ring.column("queue")[first:]
+            self.total.setData(x_total[first:], total)
         else:
             self.total.setData(_EMPTY, _EMPTY)
         now = self.fds.now
@@ -81,6 +85,7 @@ class QueuePlot(PlotPanel):
                     item.setData(x, series[:, i])
                 else:
                     item.setData(_EMPTY, _EMPTY)
+        fit_y(self.plot, total, floor=1024.0)
         for i, item in enumerate(self.deep):
             self._label(item, f"fd {deepest[i]}" if i < len(deepest) else "")
         names = ", ".join(f"fd {fd}" for fd in chosen)

@@ -60,6 +60,7 @@ class MaskRaster(PlotPanel):
         self.plot = self.graphics.addPlot(row=0, col=0)
         time_axis(self.plot)
         self.plot.showGrid(x=False, y=False)
+        self.plot.getAxis("left").setWidth(48)
         self.plot.invertY(True)
         self.plot.setLabel("left", "fd")
         self.image = pg.ImageItem(axisOrder="col-major")
