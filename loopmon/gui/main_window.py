@@ -251,6 +251,8 @@ class MainWindow(QMainWindow):
         if self.pause_action.isChecked() != paused:
             self.pause_action.setChecked(paused)
         self.status.set_paused(paused)
+        for panel in self.plots.values():
+            panel.set_frozen(paused)
         if not paused:
             self._frame()
 

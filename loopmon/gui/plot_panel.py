@@ -27,13 +27,19 @@ class PlotPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.graphics)
         self._dirty = False
+        self.frozen = False  # paused: keep showing what is shown, whatever changes
         self.refreshes = 0
 
     def changed(self) -> None:
-        if self.isVisible():
+        if self.isVisible() and not self.frozen:
             self.refresh()
         else:
             self._dirty = True
+
+    def set_frozen(self, frozen: bool) -> None:
+        self.frozen = frozen
+        if not frozen and self._dirty and self.isVisible():
+            self.refresh()
 
     def refresh(self) -> None:
         self._dirty = False
@@ -45,12 +51,12 @@ class PlotPanel(QWidget):
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
-        if self._dirty:
+        if self._dirty and not self.frozen:
             self.refresh()
 
     def export_png(self, path: str, width: int = 1200) -> None:
-        """Write the panel (plots and legend) as a PNG image."""
-        if self._dirty:
+        """Write the panel (plots and legend) as a PNG image, as the window would show it."""
+        if self._dirty and not self.frozen:
             self.refresh()
         exporter = pyqtgraph.exporters.ImageExporter(self.graphics.scene())
         exporter.parameters()["width"] = width

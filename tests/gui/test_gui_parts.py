@@ -46,6 +46,29 @@ def test_bridge_emits_one_batch_per_wake_not_per_event(qtbot) -> None:
     mailbox.close()
 
 
+def test_bridge_works_with_the_real_mailbox(qtbot) -> None:
+    from loopmon.mailbox import Mailbox
+
+    mailbox = Mailbox(log_size=100)
+    bridge = MailboxBridge(mailbox)
+    batches: list[Batch] = []
+    bridge.batch.connect(batches.append)
+    snaps = [snapshot(seq=i) for i in range(1, 51)]
+
+    def producer() -> None:
+        for snap in snaps:
+            mailbox.post(snap, [event("connect", fd=snap.seq)])
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    thread.join()
+    qtbot.waitUntil(lambda: bool(batches) and batches[-1].snapshot is snaps[-1], timeout=2000)
+    assert sum(len(b.events) for b in batches) == 50  # nothing lost, in few batches
+    assert len(batches) <= 2
+    bridge.close()
+    mailbox.close()
+
+
 def test_bridge_reports_drops_and_ignores_empty_wakes(qtbot) -> None:
     mailbox = FakeMailbox(log_size=10)
     bridge = MailboxBridge(mailbox)

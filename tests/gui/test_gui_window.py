@@ -243,9 +243,14 @@ def test_pause_freezes_the_views_while_the_status_runs_on(qtbot, window: MainWin
     assert table_fds(window) == [1]
     assert window.event_log.model.rowCount() == 1
     assert window.status.labels["connections"].text() == "2 conn"  # the strip is live
+    drawn = {key: panel.refreshes for key, panel in window.plots.items()}
+    window.table.select_fds([1])  # selecting, or showing another tab, redraws nothing
+    window.tabs.setCurrentIndex(2)
+    assert {key: panel.refreshes for key, panel in window.plots.items()} == drawn
     window.pause_action.trigger()
     assert not window.paused
     assert table_fds(window) == [1, 2]
+    assert window.plots["health"].refreshes > drawn["health"]
     assert window.event_log.model.rowCount() == 2
 
 
