@@ -1,0 +1,198 @@
+"""Telemetry's numbers are exact: a scripted scenario on a fake clock, with real fds."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from loopmon.events import ERROR, READ, WRITE
+from loopmon.ioloop import IOLoop
+from loopmon.mailbox import Mailbox
+from loopmon.snapshot import ListenerRow
+from loopmon.telemetry import Telemetry
+from tests.loop_helpers import FakeClock, run_one_pass
+
+
+@dataclass
+class FakeConn:
+    fd: int
+    peer: str = "127.0.0.1:5000"
+    listener_id: int = 1
+    state: str = "open"
+    queue_bytes: int = 0
+    queue_chunks: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    messages: int = 0
+    created: float = 0.0
+
+
+@dataclass
+class FakeServer:
+    strategy: str = "seed"
+    bytes_in: int = 0
+    bytes_out: int = 0
+    connections: dict[int, FakeConn] = field(default_factory=dict)
+
+    def listener_rows(self) -> tuple[ListenerRow, ...]:
+        return (ListenerRow(1, "127.0.0.1", 10000, "listening", accepted=len(self.connections)),)
+
+
+@pytest.fixture
+def world() -> Iterator[tuple[IOLoop, FakeClock, FakeServer, Telemetry, list[socket.socket]]]:
+    clock = FakeClock(0.0)
+    loop = IOLoop(make_current=False, time_func=clock)
+    server = FakeServer()
+    box = Mailbox()
+    telemetry = Telemetry(loop, server, box, hz=1.0)
+    socks: list[socket.socket] = []
+    yield loop, clock, server, telemetry, socks
+    loop.close()
+    box.close()
+    for s in socks:
+        s.close()
+
+
+def connect(
+    loop: IOLoop, clock: FakeClock, server: FakeServer, socks: list[socket.socket], mask: int
+) -> int:
+    a, b = socket.socketpair()
+    socks += [a, b]
+    loop.add_handler(a.fileno(), lambda fd, ev: None, mask)
+    server.connections[a.fileno()] = FakeConn(a.fileno(), created=clock.now)
+    return a.fileno()
+
+
+def test_time_in_mask_fractions_are_exact(world) -> None:  # type: ignore[no-untyped-def]
+    loop, clock, server, telemetry, socks = world
+    fd = connect(loop, clock, server, socks, READ)
+    clock.advance(0.25)
+    loop.update_handler(fd, READ | WRITE)
+    clock.advance(0.5)
+    loop.update_handler(fd, READ)
+    clock.advance(0.25)
+    snap = telemetry.build()
+    (row,) = snap.connections
+    assert row.read_fraction == pytest.approx(1.0)
+    assert row.write_fraction == pytest.approx(0.5)
+    assert row.mask == READ | ERROR
+
+    # A quiet interval: constant mask, exact 1 and 0.
+    clock.advance(1.0)
+    (row2,) = telemetry.build().connections
+    assert (row2.read_fraction, row2.write_fraction) == (pytest.approx(1.0), 0.0)
+
+    # Another quiet one: the very same row object is reused.
+    clock.advance(1.0)
+    (row3,) = telemetry.build().connections
+    assert row3 is row2
+
+    # Quiet for several intervals, then a flip: the base carried over the quiet ones is right.
+    clock.advance(3.0)
+    telemetry.build()
+    clock.advance(0.1)
+    loop.update_handler(fd, WRITE)
+    clock.advance(0.9)
+    (row4,) = telemetry.build().connections
+    assert row4.read_fraction == pytest.approx(0.1)
+    assert row4.write_fraction == pytest.approx(0.9)
+
+
+def test_a_50_microsecond_flip_still_counts(world) -> None:  # type: ignore[no-untyped-def]
+    loop, clock, server, telemetry, socks = world
+    fd = connect(loop, clock, server, socks, READ)
+    clock.advance(0.5)
+    loop.update_handler(fd, READ | WRITE)
+    clock.advance(50e-6)
+    loop.update_handler(fd, READ)
+    clock.advance(0.5 - 50e-6)
+    (row,) = telemetry.build().connections
+    assert row.write_fraction == pytest.approx(50e-6)
+
+
+def test_a_connection_born_mid_interval_counts_only_its_life(world) -> None:  # type: ignore[no-untyped-def]
+    loop, clock, server, telemetry, socks = world
+    clock.advance(0.5)
+    connect(loop, clock, server, socks, READ)
+    clock.advance(0.5)
+    (row,) = telemetry.build().connections
+    assert row.read_fraction == pytest.approx(0.5)
+    assert telemetry.last is not None
+    assert telemetry.last.age_of(row) == pytest.approx(0.5)
+
+
+def test_closed_connections_leave_and_fd_reuse_is_not_confused(world) -> None:  # type: ignore[no-untyped-def]
+    loop, clock, server, telemetry, socks = world
+    fd = connect(loop, clock, server, socks, READ)
+    clock.advance(1)
+    telemetry.build()
+    clock.advance(1)
+    telemetry.build()
+    loop.remove_handler(fd)
+    del server.connections[fd]
+    assert telemetry.build().connections == ()
+    # A new connection object on the same fd number gets a fresh row.
+    loop.add_handler(fd, lambda fd, ev: None, WRITE)
+    server.connections[fd] = FakeConn(fd, peer="127.0.0.1:6000", created=clock.now)
+    clock.advance(1)
+    (row,) = telemetry.build().connections
+    assert row.peer == "127.0.0.1:6000"
+    assert row.write_fraction == pytest.approx(1.0)
+
+
+def test_readiness_counts_and_loop_figures(world) -> None:  # type: ignore[no-untyped-def]
+    loop, clock, server, telemetry, socks = world
+    got: list[int] = []
+    a, b = socket.socketpair()
+    socks += [a, b]
+
+    def on_read(fd: int, events: int) -> None:
+        got.append(events)
+        a.recv(100)
+        loop.stop()
+
+    loop.add_handler(a.fileno(), on_read, READ)
+    server.connections[a.fileno()] = FakeConn(a.fileno())
+    for _ in range(3):
+        b.send(b"x")
+        loop.start()
+    assert len(got) == 3
+    clock.advance(1.0)
+    snap = telemetry.build()
+    (row,) = snap.connections
+    assert (row.ready_read, row.ready_write, row.ready_error) == (3, 0, 0)
+    assert snap.interval.events >= 3
+    assert snap.interval.span_s == pytest.approx(1.0)
+    assert snap.totals.events == snap.interval.events
+    assert snap.listeners[0].port == 10000
+
+
+def test_tick_posts_snapshot_and_events(world) -> None:  # type: ignore[no-untyped-def]
+    loop, clock, server, telemetry, socks = world
+    telemetry.record("connect", "hello", 7)
+    telemetry.tick()
+    snap, events, dropped = telemetry.mailbox.take()
+    assert snap is not None and snap.seq == 1
+    assert [e.text for e in events] == ["hello"]
+    assert snap.events[0].text == "hello"
+    assert dropped == 0
+    telemetry.tick()
+    snap, events, _ = telemetry.mailbox.take()
+    assert snap is not None and snap.seq == 2 and events == []
+
+
+def test_periodic_cadence_on_the_fake_clock(world) -> None:  # type: ignore[no-untyped-def]
+    loop, clock, server, telemetry, socks = world
+    telemetry.start()
+    for _ in range(5):
+        clock.advance(1.0)
+        run_one_pass(loop)
+    telemetry.stop()
+    seqs = []
+    snap, _, _ = telemetry.mailbox.take()
+    assert snap is not None
+    seqs.append(snap.seq)
+    assert seqs == [5]
