@@ -1,0 +1,663 @@
+"""The echo server that runs on the IOLoop: the article's demo grown into one you can trust.
+
+Listeners accept in batches; each connection echoes every byte it receives, in order, or is
+closed with its reason recorded. Two strategies, switchable while running:
+
+- ``direct`` (the default): a readable event does one ``recv_into`` a preallocated buffer and one
+  ``send`` of what came in. Only what the kernel would not take is copied, queued, and WRITE
+  registered until the queue drains, so a connection whose peer keeps up never has WRITE in
+  its mask.
+- ``seed``: the article's dance. Every read queues the data and switches the fd to WRITE; once
+  the queue drains it switches back to READ. Every message flips the mask, which makes the
+  monitor's mask raster worth watching.
+
+Backpressure: once a connection's queue reaches ``high_water`` bytes its READ is dropped (it is
+"paused"); it is resumed when the queue falls to ``low_water``. A queue therefore never holds
+more than ``high_water`` plus one read (``RECV_SIZE``), whatever the peer does.
+
+After the peer's EOF the connection is "draining": what is queued is flushed, then it is closed.
+A reset, EPIPE or any other socket error closes that one connection with the OS's reason.
+
+Everything here runs on the loop thread; nothing is locked. The per-fd mask, time in each mask
+and readiness counts are the loop's own accounting (``IOLoop.fd_stat``), not repeated here.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import ipaddress
+import itertools
+import logging
+import os
+import socket
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Final
+
+from loopmon.events import ERROR, NONE, READ, WRITE
+from loopmon.ioloop import IOLoop
+from loopmon.snapshot import ListenerRow
+from loopmon.timers import Timeout
+
+__all__ = [
+    "STRATEGIES",
+    "Connection",
+    "EchoServer",
+    "Listener",
+    "ListenerError",
+    "format_address",
+]
+
+log = logging.getLogger("loopmon")
+
+STRATEGIES: Final = ("seed", "direct")
+RECV_SIZE: Final = 65536  # one read at most; also the most a queue can overshoot high_water
+ACCEPT_BATCH: Final = 64  # accepts per readiness event, so one busy listener cannot hog a pass
+ACCEPT_BACKOFF_S: Final = 0.1  # pause after EMFILE/ENFILE before accepting again
+BACKLOG: Final = 1024  # the kernel caps it at net.core.somaxconn
+MAX_IOV: Final = 64  # chunks handed to one sendmsg()
+KEEP_STOPPED: Final = 32  # stopped listeners still shown in listener_rows()
+# accept() failures that mean "out of descriptors or memory": back off rather than spin.
+_RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+OnEvent = Callable[[str, str, int], None]
+
+
+def format_address(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def describe_error(exc: BaseException) -> str:
+    """An OS error's reason in lower case ("connection reset by peer")."""
+    if isinstance(exc, OSError) and exc.errno and exc.errno > 0:
+        text = os.strerror(exc.errno)
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class ListenerError(OSError):
+    """A listener could not be started: the one exception type for every such failure.
+
+    ``str()`` is one line naming the address and the OS's reason
+    (``127.0.0.1:10000: address already in use``); ``errno`` is the OS's (or getaddrinfo's).
+    """
+
+    def __init__(self, host: str, port: int, err: int | None, reason: str) -> None:
+        super().__init__(err if err is not None else 0, reason)
+        self.host = host
+        self.port = port
+        self.reason = reason
+
+    @property
+    def address(self) -> str:
+        return format_address(self.host, self.port)
+
+    def __str__(self) -> str:
+        return f"{self.address}: {self.reason}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.host, self.port, self.errno, self.reason))
+
+
+class Listener:
+    """One listening socket. ``host`` and ``port`` are what it really bound (port 0 resolved)."""
+
+    __slots__ = (
+        "_backoff",
+        "accepted",
+        "connections",
+        "error",
+        "errors",
+        "family",
+        "fd",
+        "host",
+        "id",
+        "port",
+        "refused",
+        "sock",
+        "state",
+    )
+
+    def __init__(self, listener_id: int, sock: socket.socket) -> None:
+        bound = sock.getsockname()
+        self.id = listener_id
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.family = sock.family
+        self.host: str = bound[0]
+        self.port: int = bound[1]
+        self.state = "listening"  # | "stopped"
+        self.accepted = 0
+        self.refused = 0  # accepted and closed at once: over max_connections
+        self.errors = 0  # accept() failures
+        self.connections = 0  # open now
+        self.error = ""  # the last accept() failure
+        self._backoff: Timeout | None = None
+
+    @property
+    def address(self) -> str:
+        return format_address(self.host, self.port)
+
+    def row(self) -> ListenerRow:
+        return ListenerRow(
+            id=self.id,
+            host=self.host,
+            port=self.port,
+            state=self.state,
+            accepted=self.accepted,
+            refused=self.refused,
+            errors=self.errors,
+            connections=self.connections,
+            error=self.error,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Listener {self.id} {self.address} {self.state}>"
+
+
+class Connection:
+    """One accepted connection and its pending output (a deque of bytes/memoryview chunks)."""
+
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "close_reason",
+        "created",
+        "eof",
+        "fd",
+        "listener",
+        "listener_id",
+        "mask",
+        "messages",
+        "paused",
+        "peer",
+        "queue",
+        "queue_bytes",
+        "recv",
+        "recv_into",
+        "send",
+        "sendmsg",
+        "sock",
+        "state",
+    )
+
+    def __init__(self, sock: socket.socket, peer: str, listener: Listener, created: float) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.listener = listener
+        self.listener_id = listener.id
+        self.state = "open"  # | "paused" | "draining" | "closed"
+        self.queue: collections.deque[bytes | memoryview] = collections.deque()
+        self.queue_bytes = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.messages = 0  # reads that returned data
+        self.created = created
+        self.mask = READ  # what we registered (without the implicit ERROR)
+        self.paused = False  # READ dropped for backpressure
+        self.eof = False  # the peer has sent FIN
+        self.close_reason = ""
+        # Bound once: the hot path calls these per event.
+        self.recv_into = sock.recv_into
+        self.recv = sock.recv
+        self.send = sock.send
+        self.sendmsg = sock.sendmsg
+
+    @property
+    def queue_chunks(self) -> int:
+        return len(self.queue)
+
+    def __repr__(self) -> str:
+        return f"<Connection fd={self.fd} {self.peer} {self.state} queued={self.queue_bytes}>"
+
+
+class EchoServer:
+    """Echo servers on ``loop``: any number of listeners, one strategy for all connections.
+
+    Every method must be called on the loop's thread (from another thread, go through
+    ``loop.add_callback``).
+    """
+
+    def __init__(
+        self,
+        loop: IOLoop,
+        strategy: str = "direct",
+        max_connections: int = 10_000,
+        high_water: int = 1 << 20,
+        low_water: int = 256 << 10,
+        on_event: OnEvent | None = None,
+    ) -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+        if max_connections < 0:
+            raise ValueError("max_connections must be >= 0")
+        if high_water <= 0 or low_water < 0 or low_water > high_water:
+            raise ValueError("need 0 <= low_water <= high_water and high_water > 0")
+        self.loop = loop
+        self.strategy = strategy
+        self._direct = strategy == "direct"
+        self.max_connections = max_connections
+        self.high_water = high_water
+        self.low_water = low_water
+        self.on_event = on_event
+        self.bytes_in = 0  # over the server's life
+        self.bytes_out = 0
+        self.closed_connections = 0
+        self._ids = itertools.count(1)
+        self._listeners: dict[int, Listener] = {}
+        self._by_fd: dict[int, Listener] = {}
+        self._stopped: collections.deque[Listener] = collections.deque(maxlen=KEEP_STOPPED)
+        self._connections: dict[int, Connection] = {}
+        self._rows: tuple[ListenerRow, ...] | None = None
+        self._buffer = bytearray(RECV_SIZE)
+        self._on_connection = self._make_connection_handler()
+
+    # -- views ----------------------------------------------------------------------------
+
+    @property
+    def listeners(self) -> Mapping[int, Listener]:
+        """Listening now, by id."""
+        return MappingProxyType(self._listeners)
+
+    @property
+    def connections(self) -> Mapping[int, Connection]:
+        """Open now, by fd."""
+        return MappingProxyType(self._connections)
+
+    def listener_rows(self) -> tuple[ListenerRow, ...]:
+        """The listening and the recently stopped listeners, by id. The same tuple object is
+        returned until something in it changes."""
+        rows = self._rows
+        if rows is None:
+            listeners = sorted(
+                itertools.chain(self._listeners.values(), self._stopped), key=lambda lst: lst.id
+            )
+            rows = self._rows = tuple(lst.row() for lst in listeners)
+        return rows
+
+    @property
+    def queue_bytes(self) -> int:
+        return sum(conn.queue_bytes for conn in self._connections.values())
+
+    # -- listeners ------------------------------------------------------------------------
+
+    def start_listener(self, host: str = "127.0.0.1", port: int = 0) -> Listener:
+        """Listen on ``host:port`` (port 0: an ephemeral one) and return the Listener with its
+        real address. Raises ``ListenerError`` and leaves nothing behind if it cannot."""
+        if not 0 <= port <= 65535:
+            raise self._failed(host, port, errno.EINVAL, f"port out of range 0-65535: {port}")
+        try:
+            infos = socket.getaddrinfo(
+                host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+            )
+        except socket.gaierror as exc:
+            raise self._failed(host, port, exc.errno, f"unknown host ({exc.strerror})") from None
+        except UnicodeError as exc:
+            raise self._failed(host, port, errno.EINVAL, f"bad host name ({exc})") from None
+        family, _, proto, _, sockaddr = infos[0]
+        sock = None
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM, proto)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(sockaddr)
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+            listener = Listener(next(self._ids), sock)
+            self.loop.add_handler(listener.fd, self._on_accept, READ)
+        except (OSError, ValueError) as exc:
+            if sock is not None:
+                sock.close()
+            err = exc.errno if isinstance(exc, OSError) else errno.EINVAL
+            raise self._failed(host, port, err, describe_error(exc)) from None
+        self._listeners[listener.id] = listener
+        self._by_fd[listener.fd] = listener
+        self._rows = None
+        if not is_loopback(listener.host):
+            log.warning(
+                "listening on %s, which is not a loopback address: other machines can connect",
+                listener.address,
+            )
+        self._emit("listener_started", f"listening on {listener.address}", listener.fd)
+        return listener
+
+    def _failed(self, host: str, port: int, err: int | None, reason: str) -> ListenerError:
+        error = ListenerError(host, port, err, reason)
+        self._emit("listener_failed", str(error), -1)
+        return error
+
+    def stop_listener(self, listener_id: int, close_connections: bool = False) -> None:
+        """Close the listening socket now; its connections keep running unless
+        ``close_connections``. ``KeyError`` for an id that is not listening."""
+        listener = self._listeners.pop(listener_id, None)
+        if listener is None:
+            raise KeyError(f"no listener with id {listener_id}")
+        del self._by_fd[listener.fd]
+        if listener._backoff is not None:
+            self.loop.remove_timeout(listener._backoff)
+            listener._backoff = None
+        self.loop.remove_handler(listener.fd)
+        listener.sock.close()
+        listener.state = "stopped"
+        self._stopped.append(listener)
+        self._rows = None
+        closed = 0
+        if close_connections:
+            for conn in [c for c in self._connections.values() if c.listener is listener]:
+                self._close(conn, "listener stopped")
+                closed += 1
+        text = f"stopped listening on {listener.address}"
+        if close_connections:
+            text += f", closed {closed} connection{'' if closed == 1 else 's'}"
+        self._emit("listener_stopped", text, listener.fd)
+
+    def close_connection(self, fd: int, reason: str = "closed by user") -> None:
+        """Close one connection now (queued output is dropped). ``KeyError`` if none is open
+        on ``fd``."""
+        conn = self._connections.get(fd)
+        if conn is None:
+            raise KeyError(f"no connection on fd {fd}")
+        self._close(conn, reason)
+
+    def close_all(self, reason: str = "server closing") -> None:
+        """Stop every listener and close every connection."""
+        for listener_id in list(self._listeners):
+            self.stop_listener(listener_id, close_connections=False)
+        for conn in list(self._connections.values()):
+            self._close(conn, reason)
+
+    def set_strategy(self, name: str) -> None:
+        """Switch every connection to strategy ``name`` ("seed" or "direct") now."""
+        if name not in STRATEGIES:
+            raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+        self.strategy = name
+        self._direct = name == "direct"
+        for conn in list(self._connections.values()):
+            self._settle(conn)
+
+    # -- accepting ------------------------------------------------------------------------
+
+    def _on_accept(self, fd: int, events: int) -> None:
+        listener = self._by_fd.get(fd)
+        if listener is None:
+            return
+        accept = listener.sock.accept
+        connections = self._connections
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, addr = accept()
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                listener.errors += 1
+                listener.error = describe_error(exc)
+                self._rows = None
+                if exc.errno in _RESOURCE_ERRNOS:
+                    self._back_off(listener)
+                    break
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue  # that one connection is gone; the next may be fine
+                log.warning("accept() on %s failed: %s", listener.address, listener.error)
+                break
+            if len(connections) >= self.max_connections:
+                sock.close()
+                listener.refused += 1
+                self._rows = None
+                continue
+            self._add_connection(listener, sock, addr)
+
+    def _back_off(self, listener: Listener) -> None:
+        """Out of descriptors: stop watching the listener for a while instead of spinning on a
+        backlog we cannot accept."""
+        if listener._backoff is not None:
+            return
+        if listener.errors == 1 or listener.errors % 100 == 0:
+            log.warning(
+                "accept() on %s: %s; pausing accepts for %.0f ms",
+                listener.address,
+                listener.error,
+                ACCEPT_BACKOFF_S * 1000,
+            )
+        self.loop.update_handler(listener.fd, NONE)
+        listener._backoff = self.loop.call_later(ACCEPT_BACKOFF_S, self._resume_accepting, listener)
+
+    def _resume_accepting(self, listener: Listener) -> None:
+        listener._backoff = None
+        if self._listeners.get(listener.id) is listener:
+            self.loop.update_handler(listener.fd, READ)
+
+    def _add_connection(self, listener: Listener, sock: socket.socket, addr: Any) -> None:
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # Urgent data arrives inline (and is echoed) instead of standing out of band.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+        except OSError:
+            pass  # the peer may already be gone; the first read will say so
+        peer = format_address(str(addr[0]), int(addr[1])) if isinstance(addr, tuple) else str(addr)
+        conn = Connection(sock, peer, listener, self.loop.time())
+        try:
+            self.loop.add_handler(conn.fd, self._on_connection, READ)
+        except (OSError, ValueError) as exc:
+            # e.g. select() cannot watch an fd >= FD_SETSIZE
+            sock.close()
+            listener.errors += 1
+            listener.error = f"cannot watch {peer}: {describe_error(exc)}"
+            self._rows = None
+            return
+        self._connections[conn.fd] = conn
+        listener.accepted += 1
+        listener.connections += 1
+        self._rows = None
+        if self.on_event is not None:
+            self._emit("connect", f"{peer} connected to {listener.address}", conn.fd)
+
+    # -- echoing --------------------------------------------------------------------------
+
+    def _make_connection_handler(self) -> Callable[[int, int], None]:
+        """The per-event handler. Its common case (direct strategy, a READ, nothing queued)
+        is one recv_into, one send and a few counters, with everything it touches bound to
+        closure variables."""
+        connections = self._connections
+        buffer = self._buffer
+        view = memoryview(buffer)
+        service = self._service
+        fail = self._fail
+        on_eof = self._on_eof
+        settle = self._settle
+        server = self
+
+        def on_connection(fd: int, events: int) -> None:
+            conn = connections.get(fd)
+            if conn is None:
+                return
+            if events != READ or conn.queue or not server._direct:
+                service(conn, events)
+                return
+            try:
+                n = conn.recv_into(buffer)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                fail(conn, exc)
+                return
+            if not n:
+                on_eof(conn)
+                return
+            conn.bytes_in += n
+            conn.messages += 1
+            server.bytes_in += n
+            try:
+                sent = conn.send(view[:n])
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                fail(conn, exc)
+                return
+            conn.bytes_out += sent
+            server.bytes_out += sent
+            if sent != n:
+                conn.queue.append(bytes(view[sent:n]))
+                conn.queue_bytes += n - sent
+                settle(conn)
+
+        return on_connection
+
+    def _service(self, conn: Connection, events: int) -> None:
+        """Every case but the common one: errors, writes, the seed strategy, a read while
+        output is already queued."""
+        if events & ERROR:
+            try:
+                err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            except OSError as exc:
+                self._fail(conn, exc)
+                return
+            if err:
+                self._close(conn, describe_error(OSError(err, os.strerror(err))))
+                return
+            if conn.eof:
+                # A hang-up after the peer's FIN: nothing more can be delivered.
+                self._close(conn, "hung up")
+                return
+            # Otherwise let a read find out what happened (EOF, data, or the error).
+            events |= READ
+        if events & WRITE and conn.queue and not self._flush(conn):
+            return
+        if events & READ and not conn.eof:
+            try:
+                if self._direct and not conn.queue:
+                    n = conn.recv_into(self._buffer)
+                    data: bytes | memoryview = memoryview(self._buffer)[:n]
+                else:
+                    data = conn.recv(RECV_SIZE)
+                    n = len(data)
+            except BlockingIOError:
+                n = -1
+            except OSError as exc:
+                self._fail(conn, exc)
+                return
+            if n == 0:
+                self._on_eof(conn)
+                return
+            if n > 0:
+                conn.bytes_in += n
+                conn.messages += 1
+                self.bytes_in += n
+                sent = 0
+                if self._direct and not conn.queue:
+                    try:
+                        sent = conn.send(data)
+                    except BlockingIOError:
+                        pass
+                    except OSError as exc:
+                        self._fail(conn, exc)
+                        return
+                    conn.bytes_out += sent
+                    self.bytes_out += sent
+                if sent != n:
+                    chunk = data[sent:] if sent else data
+                    conn.queue.append(bytes(chunk) if isinstance(chunk, memoryview) else chunk)
+                    conn.queue_bytes += n - sent
+        self._settle(conn)
+
+    def _flush(self, conn: Connection) -> bool:
+        """Send as much of the queue as the kernel takes. False if that closed the
+        connection."""
+        queue = conn.queue
+        while queue:
+            try:
+                if len(queue) == 1:
+                    sent = conn.send(queue[0])
+                else:
+                    sent = conn.sendmsg(list(itertools.islice(queue, MAX_IOV)))
+            except BlockingIOError:
+                return True
+            except OSError as exc:
+                self._fail(conn, exc)
+                return False
+            conn.bytes_out += sent
+            self.bytes_out += sent
+            conn.queue_bytes -= sent
+            while sent:
+                head = queue[0]
+                size = len(head)
+                if sent < size:
+                    queue[0] = memoryview(head)[sent:]
+                    return True  # the kernel took part of it: its buffer is full
+                queue.popleft()
+                sent -= size
+        return True
+
+    def _on_eof(self, conn: Connection) -> None:
+        conn.eof = True
+        self._settle(conn)
+
+    def _settle(self, conn: Connection) -> None:
+        """Bring a connection's state and registered mask in line with its queue."""
+        queued = conn.queue_bytes
+        if conn.eof:
+            if not conn.queue:
+                self._close(conn, "closed by peer")
+                return
+            want = WRITE
+            conn.state = "draining"
+        else:
+            if conn.paused:
+                if queued <= self.low_water:
+                    conn.paused = False
+            elif queued >= self.high_water:
+                conn.paused = True
+            read = NONE if conn.paused else READ
+            if self._direct:
+                want = read | (WRITE if conn.queue else NONE)
+            else:
+                want = WRITE if conn.queue else read
+            conn.state = "paused" if conn.paused else "open"
+        if want != conn.mask:
+            conn.mask = want
+            self.loop.update_handler(conn.fd, want)
+
+    def _fail(self, conn: Connection, exc: OSError) -> None:
+        self._close(conn, describe_error(exc))
+
+    def _close(self, conn: Connection, reason: str) -> None:
+        if self._connections.get(conn.fd) is not conn:
+            return
+        del self._connections[conn.fd]
+        self.loop.remove_handler(conn.fd)
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+        conn.state = "closed"
+        conn.close_reason = reason
+        conn.queue.clear()
+        conn.queue_bytes = 0
+        conn.listener.connections -= 1
+        self.closed_connections += 1
+        self._rows = None
+        if self.on_event is not None:
+            self._emit("close", f"{conn.peer} closed: {reason}", conn.fd)
+
+    def _emit(self, kind: str, text: str, fd: int) -> None:
+        on_event = self.on_event
+        if on_event is None:
+            return
+        try:
+            on_event(kind, text, fd)
+        except Exception:
+            log.exception("the echo server's on_event hook failed")

@@ -1,0 +1,778 @@
+"""``loopmon load``: a checked echo client on its own IOLoop, in its own process.
+
+Every connection sends a deterministic pseudo-random byte stream: a window into one shared
+pattern (``PATTERN_SIZE`` bytes from a seeded generator), starting at an offset fixed by the
+connection's index, so two connections never expect the same bytes at the same position and an
+echo crossed between connections is caught. Every byte that comes back is compared with the byte
+sent at that position (a slice of the pattern, so checking is linear); a chunk that differs, or
+bytes beyond what was sent, count as mismatches and are never hidden.
+
+Modes:
+- ``rr``: request and response: one ``--size`` message in flight per client;
+- ``flood``: pipelined, up to ``--inflight`` bytes sent but not yet echoed per client;
+- ``slow``: sends as fast as the kernel takes, reads only ``--read-rate`` bytes/s per client,
+  so the server's queues fill and its backpressure shows;
+- ``idle``: opens the connections and holds them (any byte or EOF from the server is counted);
+- ``churn``: connect, one message, check its echo, close; again.
+
+A round trip is one ``--size`` message fully echoed; its latency runs from sending its first
+byte (in churn, from starting to connect) to receiving its last. Connections that fail are
+counted and replaced after a short pause. The run stops by itself after ``--duration``; SIGINT
+and SIGTERM stop it early, and the summary is printed either way.
+
+Exit status: 1 if any byte mismatched, 2 on a usage error or when no connection could be made
+at all, else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import errno
+import json
+import math
+import os
+import random
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, Final, TextIO
+
+from loopmon import pollers
+from loopmon.events import ERROR, NONE, READ, WRITE
+from loopmon.ioloop import IOLoop, PeriodicCallback
+
+__all__ = [
+    "MODES",
+    "LatencyHistogram",
+    "LoadGenerator",
+    "add_arguments",
+    "expected_bytes",
+    "run",
+]
+
+MODES: Final = ("rr", "flood", "slow", "idle", "churn")
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 10000
+PATTERN_SIZE: Final = 1 << 20
+_PATTERN_SEED: Final = 0x100B
+RECV_SIZE: Final = 65536
+RETRY_S: Final = 0.1  # pause before replacing a failed connection
+SLOW_TICK_S: Final = 0.05  # how often slow clients read their ration
+PROGRESS_S: Final = 1.0
+_STRIDE: Final = 0x9E3779B1  # odd: index * stride is distinct mod 2**20 for every index < 2**20
+
+_pattern: bytes | None = None
+
+
+def pattern() -> bytes:
+    """The shared pattern, twice over, so any window of up to PATTERN_SIZE bytes is one slice."""
+    global _pattern
+    if _pattern is None:
+        once = random.Random(_PATTERN_SEED).randbytes(PATTERN_SIZE)
+        _pattern = once + once
+    return _pattern
+
+
+def stream_start(index: int) -> int:
+    """Where connection ``index``'s stream starts in the pattern."""
+    return (index * _STRIDE) % PATTERN_SIZE
+
+
+def expected_bytes(index: int, offset: int, length: int) -> bytes:
+    """Bytes ``offset:offset+length`` of connection ``index``'s stream (for tests and peers)."""
+    pat = pattern()
+    out = []
+    while length > 0:
+        pos = (stream_start(index) + offset) % PATTERN_SIZE
+        take = min(length, PATTERN_SIZE)
+        out.append(pat[pos : pos + take])
+        offset += take
+        length -= take
+    return b"".join(out)
+
+
+class LatencyHistogram:
+    """Latencies in log-spaced buckets (2% apart, 1 us to ~100 s): bounded memory, quantiles
+    within 2%, the maximum exact."""
+
+    __slots__ = ("counts", "max_s", "total")
+    _BASE: Final = 1e-6
+    _RATIO: Final = 1.02
+    _LOG_RATIO: Final = math.log(1.02)
+    _BUCKETS: Final = 1 + int(math.log(1e8) / math.log(1.02))
+
+    def __init__(self) -> None:
+        self.counts = [0] * (self._BUCKETS + 1)
+        self.max_s = 0.0
+        self.total = 0
+
+    def record(self, seconds: float) -> None:
+        self.max_s = max(self.max_s, seconds)
+        self.total += 1
+        if seconds <= self._BASE:
+            self.counts[0] += 1
+            return
+        index = 1 + int(math.log(seconds / self._BASE) / self._LOG_RATIO)
+        self.counts[min(index, self._BUCKETS)] += 1
+
+    def quantile(self, q: float) -> float:
+        """The upper bound of the bucket holding quantile ``q`` (0..1), capped at the max."""
+        if not self.total:
+            return 0.0
+        rank = max(1, math.ceil(q * self.total))
+        seen = 0
+        for index, count in enumerate(self.counts):
+            seen += count
+            if seen >= rank:
+                upper = self._BASE * self._RATIO**index
+                return min(upper, self.max_s)
+        return self.max_s
+
+
+class Client:
+    """One connection's stream: what was sent, what came back and was checked."""
+
+    __slots__ = (
+        "fd",
+        "index",
+        "limit",
+        "marks",
+        "mask",
+        "received",
+        "recv",
+        "send",
+        "sent",
+        "slot",
+        "sock",
+        "start",
+        "t_connect",
+        "up",
+    )
+
+    def __init__(self, slot: int, index: int, sock: socket.socket) -> None:
+        self.slot = slot  # which of the N clients this is
+        self.index = index  # which connection overall: chooses the stream
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.recv = sock.recv
+        self.send = sock.send
+        self.start = stream_start(index)
+        self.sent = 0  # stream offset sent so far
+        self.received = 0  # stream offset received and checked
+        self.limit = 0  # send up to this offset
+        self.marks: collections.deque[tuple[int, float]] = collections.deque()
+        self.mask = WRITE  # while connecting
+        self.up = False  # connected
+        self.t_connect = 0.0
+
+
+class LoadGenerator:
+    """Drives ``clients`` connections at ``address`` on ``loop`` in ``mode``."""
+
+    def __init__(
+        self,
+        loop: IOLoop,
+        family: int,
+        address: Any,
+        mode: str = "rr",
+        clients: int = 10,
+        size: int = 1024,
+        duration: float = 5.0,
+        inflight: int = 65536,
+        read_rate: int = 65536,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}")
+        if clients < 1 or size < 1 or inflight < 1 or read_rate < 1 or duration <= 0:
+            raise ValueError("clients, size, inflight and read rate must be >= 1, duration > 0")
+        self.loop = loop
+        self.family = family
+        self.address = address
+        self.mode = mode
+        self.clients = clients
+        self.size = size
+        self.duration = duration
+        self.inflight = inflight
+        self.read_rate = read_rate
+        self.on_progress = on_progress
+        self.clock = clock
+        self.running = False
+        self.finished = False
+        self.exit_reason = ""
+        self.round_trips = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.errors = 0
+        self.mismatches = 0
+        self.connect_failures = 0
+        self.connections_made = 0
+        self.reasons: collections.Counter[str] = collections.Counter()
+        self.first_mismatch = ""
+        self.latency = LatencyHistogram()
+        self.t_start = 0.0
+        self.t_end = 0.0
+        self._pattern = pattern()
+        self._by_fd: dict[int, Client] = {}
+        self._next_index = 0
+        self._failed_first = 0  # initial connects that failed before any succeeded
+        self._timers: list[Any] = []
+        self._slow_timer: PeriodicCallback | None = None
+        self._progress_timer: PeriodicCallback | None = None
+        self._last_progress = (0.0, 0, 0)
+        self._handler = self._make_handler()
+
+    # -- running --------------------------------------------------------------------------
+
+    @property
+    def open_connections(self) -> int:
+        return sum(1 for c in self._by_fd.values() if c.up)
+
+    @property
+    def elapsed(self) -> float:
+        end = self.t_end if self.finished else self.clock()
+        return max(end - self.t_start, 0.0) if self.t_start else 0.0
+
+    def start(self) -> None:
+        """Open the connections and arm the end of the run (call on the loop, or before
+        ``loop.start()``)."""
+        self.running = True
+        self.t_start = self.clock()
+        self._last_progress = (self.t_start, 0, 0)
+        for slot in range(self.clients):
+            self._connect(slot)
+        if self.finished:
+            return  # every connection was refused at once
+        self._timers.append(self.loop.call_later(self.duration, self.finish, "duration"))
+        if self.mode == "slow":
+            self._slow_timer = PeriodicCallback(
+                self._slow_read, SLOW_TICK_S * 1000, io_loop=self.loop
+            )
+            self._slow_timer.start()
+        if self.on_progress is not None:
+            self._progress_timer = PeriodicCallback(
+                self._progress, PROGRESS_S * 1000, io_loop=self.loop
+            )
+            self._progress_timer.start()
+
+    def finish(self, reason: str = "stopped") -> None:
+        """End the run now: close every connection and stop the loop."""
+        if self.finished:
+            return
+        self.running = False
+        self.finished = True
+        self.exit_reason = reason
+        self.t_end = self.clock()
+        for timer in (self._slow_timer, self._progress_timer):
+            if timer is not None:
+                timer.stop()
+        for handle in self._timers:
+            self.loop.remove_timeout(handle)
+        self._timers.clear()
+        for client in list(self._by_fd.values()):
+            self._drop(client)
+        self.loop.stop()
+
+    def summary(self) -> dict[str, Any]:
+        elapsed = self.elapsed
+        return {
+            "mode": self.mode,
+            "clients": self.clients,
+            "size": self.size,
+            "duration_s": round(elapsed, 3),
+            "round_trips": self.round_trips,
+            "round_trips_per_s": round(self.round_trips / elapsed, 1) if elapsed else 0.0,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "mb_per_s": round(self.bytes_received / elapsed / 1e6, 3) if elapsed else 0.0,
+            "latency_p50_ms": round(self.latency.quantile(0.5) * 1000, 3),
+            "latency_p99_ms": round(self.latency.quantile(0.99) * 1000, 3),
+            "latency_max_ms": round(self.latency.max_s * 1000, 3),
+            "errors": self.errors,
+            "mismatches": self.mismatches,
+            "connect_failures": self.connect_failures,
+            "backend": self.loop.backend,
+        }
+
+    def _progress(self) -> None:
+        now = self.clock()
+        then, trips, received = self._last_progress
+        span = now - then
+        self._last_progress = (now, self.round_trips, self.bytes_received)
+        assert self.on_progress is not None
+        self.on_progress(
+            {
+                "elapsed_s": round(now - self.t_start, 3),
+                "round_trips": self.round_trips,
+                "round_trips_per_s": round((self.round_trips - trips) / span, 1) if span else 0,
+                "mb_per_s": round((self.bytes_received - received) / span / 1e6, 3) if span else 0,
+                "errors": self.errors,
+                "mismatches": self.mismatches,
+                "open_connections": self.open_connections,
+            }
+        )
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _connect(self, slot: int) -> None:
+        if not self.running:
+            return
+        index = self._next_index
+        self._next_index += 1
+        try:
+            sock = socket.socket(self.family, socket.SOCK_STREAM)
+        except OSError as exc:
+            self._connect_failed(slot, describe(exc))
+            return
+        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        err = sock.connect_ex(self.address)
+        if err not in (0, errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK):
+            sock.close()
+            self._connect_failed(slot, describe(OSError(err, os.strerror(err))))
+            return
+        client = Client(slot, index, sock)
+        client.t_connect = self.clock()
+        try:
+            self.loop.add_handler(client.fd, self._handler, WRITE)
+        except (OSError, ValueError) as exc:
+            sock.close()
+            self._connect_failed(slot, describe(exc))
+            return
+        self._by_fd[client.fd] = client
+
+    def _connect_failed(self, slot: int, reason: str) -> None:
+        self.connect_failures += 1
+        self.reasons[f"connect: {reason}"] += 1
+        if self.connections_made == 0:
+            self._failed_first += 1
+            if self._failed_first >= self.clients:
+                # Not one connection could be made: no point waiting out the duration.
+                self.finish(f"cannot connect: {reason}")
+                return
+        self._retry(slot)
+
+    def _retry(self, slot: int) -> None:
+        if self.running:
+            handle = self.loop.call_later(RETRY_S, self._connect, slot)
+            self._timers.append(handle)
+            if len(self._timers) > 4 * self.clients:
+                self._timers = [t for t in self._timers if not t.fired and t.callback]
+
+    def _connected(self, client: Client) -> None:
+        err = client.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._drop(client)
+            self._connect_failed(client.slot, describe(OSError(err, os.strerror(err))))
+            return
+        client.up = True
+        self.connections_made += 1
+        mode = self.mode
+        if mode == "idle":
+            self._set_mask(client, READ)
+            return
+        if mode == "slow":
+            client.limit = 1 << 62  # as much as the kernel takes
+        elif mode == "flood":
+            client.limit = self.inflight
+        else:
+            client.limit = self.size
+        self._set_mask(client, NONE if mode == "slow" else READ)
+        self._send_more(client)
+
+    def _set_mask(self, client: Client, mask: int) -> None:
+        if mask != client.mask:
+            client.mask = mask
+            self.loop.update_handler(client.fd, mask)
+
+    def _drop(self, client: Client) -> None:
+        if self._by_fd.pop(client.fd, None) is not client:
+            return
+        self.loop.remove_handler(client.fd)
+        client.sock.close()
+        client.up = False
+
+    def _fail(self, client: Client, reason: str) -> None:
+        """A connection broke mid-run: count it, replace it."""
+        if self.running:
+            self.errors += 1
+            self.reasons[reason] += 1
+        self._drop(client)
+        self._retry(client.slot)
+
+    # -- the traffic ----------------------------------------------------------------------
+
+    def _make_handler(self) -> Callable[[int, int], None]:
+        by_fd = self._by_fd
+        readable = self._readable
+        send_more = self._send_more
+        connected = self._connected
+
+        def on_event(fd: int, events: int) -> None:
+            client = by_fd.get(fd)
+            if client is None:
+                return
+            if not client.up:
+                connected(client)
+                return
+            if events & (READ | ERROR):
+                readable(client)
+                if by_fd.get(fd) is not client:
+                    return
+            if events & WRITE:
+                send_more(client)
+
+        return on_event
+
+    def _send_more(self, client: Client) -> None:
+        """Send from the stream up to ``client.limit``; WRITE stays registered while the
+        kernel will not take more."""
+        pat = self._pattern
+        size = self.size
+        marks = client.marks
+        while client.sent < client.limit:
+            old = client.sent
+            pos = (client.start + old) % PATTERN_SIZE
+            length = min(client.limit - old, PATTERN_SIZE)
+            try:
+                n = client.send(memoryview(pat)[pos : pos + length])
+            except BlockingIOError:
+                n = 0
+            except OSError as exc:
+                self._fail(client, describe(exc))
+                return
+            if n:
+                new = client.sent = old + n
+                self.bytes_sent += n
+                first = -(-old // size)
+                last = -(-new // size)
+                if last > first:
+                    t = client.t_connect if self.mode == "churn" else self.clock()
+                    for k in range(first, last):
+                        marks.append(((k + 1) * size, t))
+            if n < length:
+                self._set_mask(client, client.mask | WRITE)
+                return
+        if client.mask & WRITE:
+            self._set_mask(client, client.mask & ~WRITE)
+
+    def _readable(self, client: Client, budget: int = RECV_SIZE) -> int:
+        """Read once (at most ``budget`` bytes) and check it. Returns bytes read, -1 if the
+        connection went away."""
+        try:
+            data = client.recv(budget)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            self._fail(client, describe(exc))
+            return -1
+        n = len(data)
+        if not n:
+            self._fail(client, "closed by server")
+            return -1
+        self.bytes_received += n
+        received = client.received
+        if received + n > client.sent:
+            self._mismatch(client, received, f"{received + n - client.sent} bytes never sent")
+        else:
+            pos = (client.start + received) % PATTERN_SIZE
+            if n <= PATTERN_SIZE:
+                if self._pattern[pos : pos + n] != data:
+                    self._mismatch(client, received, self._where(client, received, data))
+            elif expected_bytes(client.index, received, n) != data:
+                self._mismatch(client, received, self._where(client, received, data))
+        received = client.received = received + n
+        marks = client.marks
+        if marks and marks[0][0] <= received:
+            now = self.clock()
+            record = self.latency.record
+            while marks and marks[0][0] <= received:
+                record(now - marks.popleft()[1])
+                self.round_trips += 1
+        if not self.running:
+            return n
+        mode = self.mode
+        if mode == "rr":
+            if received >= client.limit:
+                client.limit = received + self.size
+                self._send_more(client)
+        elif mode == "flood":
+            client.limit = received + self.inflight
+            if not client.mask & WRITE:
+                self._send_more(client)
+        elif mode == "churn" and received >= client.limit:
+            self._drop(client)
+            self._connect(client.slot)
+        return n
+
+    def _where(self, client: Client, offset: int, data: bytes) -> str:
+        want = expected_bytes(client.index, offset, len(data))
+        at = next((i for i, (a, b) in enumerate(zip(want, data, strict=True)) if a != b), 0)
+        return f"byte {offset + at}: expected 0x{want[at]:02x}, got 0x{data[at]:02x}"
+
+    def _mismatch(self, client: Client, offset: int, what: str) -> None:
+        self.mismatches += 1
+        if not self.first_mismatch:
+            self.first_mismatch = f"connection {client.index} (client {client.slot}): {what}"
+
+    def _slow_read(self) -> None:
+        """Each slow client reads its ration for this tick."""
+        ration = max(int(self.read_rate * SLOW_TICK_S), 1)
+        for client in list(self._by_fd.values()):
+            if not client.up:
+                continue
+            left = ration
+            while left > 0 and self._by_fd.get(client.fd) is client:
+                n = self._readable(client, min(left, RECV_SIZE))
+                if n <= 0:
+                    break
+                left -= n
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno and exc.errno > 0:
+        text = os.strerror(exc.errno)
+    else:
+        text = str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text}")
+    return value
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 1-65535: {port}")
+    return port
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=DEFAULT_HOST, help="server address (%(default)s)")
+    parser.add_argument(
+        "--port", type=port_number, default=DEFAULT_PORT, help="server port (%(default)s)"
+    )
+    parser.add_argument(
+        "--clients", type=positive_int, default=10, help="connections (%(default)s)"
+    )
+    parser.add_argument(
+        "--size", type=positive_int, default=1024, help="message size in bytes (%(default)s)"
+    )
+    parser.add_argument(
+        "--duration", type=positive_float, default=5.0, help="seconds to run (%(default)s)"
+    )
+    parser.add_argument("--mode", choices=MODES, default="rr", help="traffic (%(default)s)")
+    parser.add_argument(
+        "--inflight",
+        type=positive_int,
+        default=65536,
+        help="flood: bytes sent but not yet echoed, per client (%(default)s)",
+    )
+    parser.add_argument(
+        "--read-rate",
+        type=positive_int,
+        default=65536,
+        help="slow: bytes read per second, per client (%(default)s)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=pollers.BACKENDS,
+        default=None,
+        help="poller for the client's own loop (default: best available)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON summary line")
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "none", "jsonl"),
+        default="auto",
+        help="auto: a progress line on a terminal; jsonl: a JSON object per second on stderr",
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a target that is not this machine",
+    )
+
+
+def resolve(host: str, port: int) -> tuple[int, Any]:
+    """(family, sockaddr) of ``host:port``; OSError if it does not resolve."""
+    infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM)
+    family, _, _, _, sockaddr = infos[0]
+    return family, sockaddr
+
+
+def is_this_machine(family: int, sockaddr: Any) -> bool:
+    """Loopback, unspecified, or one of this machine's own addresses (it can bind there)."""
+    import ipaddress
+
+    try:
+        addr = ipaddress.ip_address(str(sockaddr[0]).partition("%")[0])
+    except ValueError:
+        return False
+    if addr.is_loopback or addr.is_unspecified:
+        return True
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((sockaddr[0], 0, *sockaddr[2:]))
+    except OSError:
+        return False
+    return True
+
+
+def raise_fd_limit(wanted: int) -> None:
+    """Lift the soft descriptor limit towards ``wanted`` (up to the hard limit)."""
+    try:
+        import resource
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    return (
+        f"{s['mode']}: {s['clients']} clients x {s['size']} B for {s['duration_s']:.1f} s "
+        f"({s['backend']})\n"
+        f"  {s['round_trips']:,} round trips, {s['round_trips_per_s']:,.0f}/s, "
+        f"{s['mb_per_s']:.2f} MB/s echoed\n"
+        f"  latency p50 {s['latency_p50_ms']:.3f} ms, p99 {s['latency_p99_ms']:.3f} ms, "
+        f"max {s['latency_max_ms']:.3f} ms\n"
+        f"  sent {s['bytes_sent']:,} B, received {s['bytes_received']:,} B; "
+        f"{s['errors']} errors, {s['mismatches']} mismatches, "
+        f"{s['connect_failures']} connect failures"
+    )
+
+
+def format_progress(p: dict[str, Any]) -> str:
+    return (
+        f"{p['elapsed_s']:5.1f} s  {p['round_trips_per_s']:>10,.0f} rt/s  "
+        f"{p['mb_per_s']:7.2f} MB/s  {p['open_connections']} open  "
+        f"{p['errors']} errors  {p['mismatches']} mismatches"
+    )
+
+
+def run(
+    args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    port = args.port[-1] if isinstance(args.port, list) else args.port
+    host = args.host
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        family, sockaddr = resolve(host, port)
+    except OSError as exc:
+        print(f"loopmon load: cannot resolve {host}: {describe(exc)}", file=err)
+        return 2
+    if not is_this_machine(family, sockaddr):
+        if not args.allow_remote:
+            print(
+                f"loopmon load: {host} is not this machine; refusing to load another host "
+                "(pass --allow-remote to do it anyway)",
+                file=err,
+            )
+            return 2
+        print(f"loopmon load: warning: loading {host}, another machine", file=err)
+    raise_fd_limit(args.clients + 64)
+    try:
+        loop = IOLoop(backend=args.backend, make_current=False)
+    except (ValueError, RuntimeError) as exc:
+        print(f"loopmon load: {exc}", file=err)
+        return 2
+
+    progress = args.progress
+    tty_line = progress == "auto" and err.isatty()
+
+    def show(p: dict[str, Any]) -> None:
+        if progress == "jsonl":
+            print(json.dumps(p), file=err, flush=True)
+        else:
+            print("\r" + format_progress(p), end="", file=err, flush=True)
+
+    gen = LoadGenerator(
+        loop,
+        family,
+        sockaddr,
+        mode=args.mode,
+        clients=args.clients,
+        size=args.size,
+        duration=args.duration,
+        inflight=args.inflight,
+        read_rate=args.read_rate,
+        on_progress=show if progress == "jsonl" or tty_line else None,
+    )
+
+    def on_signal(signum: int, frame: Any) -> None:
+        loop.add_callback_from_signal(gen.finish, signal.Signals(signum).name)
+
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            old[sig] = signal.signal(sig, on_signal)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        gen.start()
+        if not gen.finished:
+            loop.start()
+        gen.finish()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        loop.close(all_fds=True)
+    if tty_line:
+        print(file=err)
+    summary = gen.summary()
+    if gen.connections_made == 0:
+        reason = gen.exit_reason if gen.exit_reason.startswith("cannot") else "no connection made"
+        print(f"loopmon load: {target}: {reason.removeprefix('cannot connect: ')}", file=err)
+        if args.json:
+            print(json.dumps(summary), file=out, flush=True)
+        return 2
+    if args.json:
+        print(json.dumps(summary), file=out, flush=True)
+    else:
+        print(f"target {target}", file=out)
+        print(format_summary(summary), file=out, flush=True)
+    if gen.reasons:
+        top = ", ".join(f"{why} x{n}" for why, n in gen.reasons.most_common(5))
+        print(f"loopmon load: problems: {top}", file=err)
+    if gen.mismatches:
+        print(f"loopmon load: MISMATCH: {gen.first_mismatch}", file=err)
+        return 1
+    return 0
