@@ -1,0 +1,147 @@
+"""LoopRunner: a loop thread with an echo server, commands in, snapshots out. No Qt."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from loopmon.echo import ListenerError
+from loopmon.runner import LoopNotRunning, LoopRunner
+from loopmon.snapshot import Snapshot
+from tests.loop_helpers import BACKENDS
+
+
+@pytest.fixture
+def runner() -> Iterator[LoopRunner]:
+    r = LoopRunner(telemetry_hz=50)
+    r.start()
+    yield r
+    assert r.stop(5.0)
+    r.mailbox.close()
+
+
+def next_snapshot(runner: LoopRunner, predicate: object = None, timeout: float = 5.0) -> Snapshot:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if runner.mailbox.wait(0.2):
+            snap, _, _ = runner.mailbox.take()
+            if snap is not None and (predicate is None or predicate(snap)):  # type: ignore[operator]
+                return snap
+    raise AssertionError("no matching snapshot in time")
+
+
+def echo_once(port: int, payload: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := sock.recv(65536):
+            got += chunk
+    return got
+
+
+def test_snapshots_arrive_at_the_cadence(runner: LoopRunner) -> None:
+    seqs = []
+    started = time.monotonic()
+    while len(seqs) < 10:
+        seqs.append(next_snapshot(runner).seq)
+    elapsed = time.monotonic() - started
+    assert seqs == sorted(seqs)
+    # 50 Hz: ten snapshots take about 0.2 s; generous bounds, this is not a speed test.
+    assert 0.05 < elapsed < 5.0
+
+
+def test_submit_returns_results_and_exceptions(runner: LoopRunner) -> None:
+    assert runner.submit(lambda x: x * 2, 21).result(5) == 42
+    assert runner.submit(threading.get_ident).result(5) != threading.get_ident()
+    with pytest.raises(ZeroDivisionError):
+        runner.submit(lambda: 1 / 0).result(5)
+
+
+def test_listener_commands_and_echo(runner: LoopRunner) -> None:
+    row = runner.start_listener("127.0.0.1", 0).result(5)
+    assert row.port != 0 and row.state == "listening"
+    assert echo_once(row.port, b"hello loop" * 1000) == b"hello loop" * 1000
+    snap = next_snapshot(runner, lambda s: any(lr.accepted >= 1 for lr in s.listeners))
+    assert snap.bytes_in >= 10000
+    with pytest.raises(ListenerError, match="in use"):
+        runner.start_listener("127.0.0.1", row.port).result(5)
+    runner.stop_listener(row.id).result(5)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", row.port), timeout=2)
+
+
+def test_close_connection_gives_the_client_eof(runner: LoopRunner) -> None:
+    row = runner.start_listener("127.0.0.1", 0).result(5)
+    with socket.create_connection(("127.0.0.1", row.port), timeout=5) as sock:
+        snap = next_snapshot(runner, lambda s: len(s.connections) == 1)
+        runner.close_connection(snap.connections[0].fd).result(5)
+        assert sock.recv(10) == b""
+    _, events, _ = runner.mailbox.take()
+
+
+def test_set_strategy(runner: LoopRunner) -> None:
+    runner.set_strategy("seed").result(5)
+    assert runner.strategy == "seed"
+    snap = next_snapshot(runner, lambda s: s.strategy == "seed")
+    assert snap.strategy == "seed"
+    row = runner.start_listener("127.0.0.1", 0).result(5)
+    assert echo_once(row.port, b"x" * 100_000) == b"x" * 100_000
+
+
+def test_loop_thread_crash_is_reported_and_restartable() -> None:
+    runner = LoopRunner(telemetry_hz=50)
+    runner.start()
+
+    def die() -> None:
+        raise SystemExit("killed for the test")
+
+    # Straight onto the loop, not through submit() (which hands exceptions to the caller):
+    # a BaseException from a callback is the one thing the loop does not survive.
+    loop = runner._loop
+    assert loop is not None
+    loop.add_callback(die)
+    snap = next_snapshot(runner, lambda s: not s.alive)
+    assert "killed for the test" in snap.error
+    assert "killed for the test" in runner.error
+    with pytest.raises(LoopNotRunning):
+        runner.submit(lambda: 1).result(5)
+    runner.start()
+    assert runner.submit(lambda: 1).result(5) == 1
+    assert next_snapshot(runner).alive
+    assert runner.stop(5.0)
+    runner.mailbox.close()
+
+
+def test_stop_under_load_within_the_timeout(runner: LoopRunner) -> None:
+    row = runner.start_listener("127.0.0.1", 0).result(5)
+    socks = [socket.create_connection(("127.0.0.1", row.port)) for _ in range(50)]
+    for s in socks:
+        s.setblocking(False)
+        s.send(b"y" * 50_000)
+    next_snapshot(runner, lambda s: len(s.connections) == 50)
+    started = time.monotonic()
+    assert runner.stop(2.0)
+    assert time.monotonic() - started < 2.0
+    for s in socks:
+        s.close()
+    runner.start()  # the fixture stops it again
+
+
+@pytest.mark.parametrize("backend", BACKENDS[1:] or BACKENDS)
+def test_restart_on_another_backend_keeps_listeners(runner: LoopRunner, backend: str) -> None:
+    row = runner.start_listener("127.0.0.1", 0).result(5)
+    runner.restart(backend).result(10)
+    assert runner.backend == backend
+    snap = next_snapshot(runner, lambda s: s.backend == backend and s.listeners)
+    assert [(lr.host, lr.port) for lr in snap.listeners] == [("127.0.0.1", row.port)]
+    assert echo_once(row.port, b"after restart") == b"after restart"
+
+
+def test_unknown_backend_is_refused() -> None:
+    with pytest.raises(ValueError, match="available"):
+        LoopRunner(backend="nope")
