@@ -171,7 +171,7 @@ def test_readiness_counts_and_loop_figures(world) -> None:  # type: ignore[no-un
 
 
 def test_tick_posts_snapshot_and_events(world) -> None:  # type: ignore[no-untyped-def]
-    loop, clock, server, telemetry, socks = world
+    _loop, _clock, _server, telemetry, _socks = world
     telemetry.record("connect", "hello", 7)
     telemetry.tick()
     snap, events, dropped = telemetry.mailbox.take()
@@ -185,7 +185,7 @@ def test_tick_posts_snapshot_and_events(world) -> None:  # type: ignore[no-untyp
 
 
 def test_periodic_cadence_on_the_fake_clock(world) -> None:  # type: ignore[no-untyped-def]
-    loop, clock, server, telemetry, socks = world
+    loop, clock, _server, telemetry, _socks = world
     telemetry.start()
     for _ in range(5):
         clock.advance(1.0)
