@@ -1,0 +1,492 @@
+"""The echo server on every backend and strategy: exact echo, half-close, reset, backpressure,
+listeners (start, stop, failures), max_connections, strategy switching, what the monitor reads."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import pickle
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from loopmon.echo import RECV_SIZE, EchoServer, ListenerError
+from loopmon.events import READ, WRITE
+from loopmon.ioloop import IOLoop
+from loopmon.snapshot import KINDS, ListenerRow
+from tests.echo_helpers import (
+    BACKENDS,
+    STRATEGIES,
+    TIMEOUT,
+    Harness,
+    connect,
+    payload,
+    recv_exactly,
+    recv_until_eof,
+    reset,
+)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def shared(request: pytest.FixtureRequest) -> Iterator[tuple[Harness, int]]:
+    """One server per backend, reused by the hypothesis examples."""
+    harness = Harness(request.param)
+    port = harness.listen()
+    yield harness, port
+    harness.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    h = Harness(request.param)
+    yield h
+    h.close()
+
+
+def closes(h: Harness) -> list[str]:
+    return [text for kind, text, _ in h.events if kind == "close"]
+
+
+# -- exact echo ------------------------------------------------------------------------------
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    data=st.data(),
+    size=st.one_of(st.integers(1, 4096), st.integers(4097, 300_000)),
+    lockstep=st.booleans(),
+)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_exact_echo_for_any_size_and_split(
+    shared: tuple[Harness, int], strategy: str, data: st.DataObject, size: int, lockstep: bool
+) -> None:
+    harness, port = shared
+    harness.call(harness.server.set_strategy, strategy)
+    cuts = data.draw(st.lists(st.integers(0, size), max_size=8).map(sorted))
+    message = payload(size, seed=size ^ len(cuts))
+    bounds = [0, *cuts, size]
+    pieces = [message[a:b] for a, b in itertools.pairwise(bounds)]
+    with connect(port) as sock:
+        if lockstep:
+            for piece in pieces:
+                sock.sendall(piece)
+                assert recv_exactly(sock, len(piece)) == piece
+            sock.shutdown(socket.SHUT_WR)
+            assert recv_until_eof(sock) == b""
+        else:
+            # Send everything, then half-close: every byte comes back, then EOF.
+            received: list[bytes] = []
+            reader = threading.Thread(target=lambda: received.append(recv_until_eof(sock)))
+            reader.start()
+            for piece in pieces:
+                sock.sendall(piece)
+            sock.shutdown(socket.SHUT_WR)
+            reader.join(TIMEOUT)
+            assert received and received[0] == message
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_many_clients_at_once_each_get_their_own_bytes(harness: Harness, strategy: str) -> None:
+    harness.call(harness.server.set_strategy, strategy)
+    port = harness.listen()
+    socks = [connect(port) for _ in range(20)]
+    try:
+        for rnd in range(5):
+            for i, sock in enumerate(socks):
+                sock.sendall(payload(1000 + i, seed=i * 100 + rnd))
+            for i, sock in enumerate(socks):
+                assert recv_exactly(sock, 1000 + i) == payload(1000 + i, seed=i * 100 + rnd)
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+# -- half-close, reset -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_half_close_gets_every_byte_then_eof(harness: Harness, strategy: str) -> None:
+    harness.server.high_water, harness.server.low_water = 256 << 10, 64 << 10
+    harness.call(harness.server.set_strategy, strategy)
+    port = harness.listen()
+    message = payload(3 << 20, seed=7)  # well past the high watermark: reads pause on the way
+    with connect(port) as sock:
+        received: list[bytes] = []
+        reader = threading.Thread(target=lambda: received.append(recv_until_eof(sock)))
+        reader.start()
+        sock.sendall(message)
+        sock.shutdown(socket.SHUT_WR)
+        reader.join(TIMEOUT)
+        assert received and received[0] == message
+    harness.wait_for(lambda: not harness.server.connections)
+    assert closes(harness)[-1].endswith("closed: closed by peer")
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_reset_closes_that_connection_only(harness: Harness, strategy: str) -> None:
+    harness.call(harness.server.set_strategy, strategy)
+    port = harness.listen()
+    steady = connect(port)
+    doomed = connect(port)
+    doomed_peer = f"127.0.0.1:{doomed.getsockname()[1]}"
+    try:
+        steady.sendall(b"before")
+        assert recv_exactly(steady, 6) == b"before"
+        doomed.sendall(payload(200_000))  # echoed into a socket that will never read it
+        harness.wait_for(lambda: sum(c.bytes_in for c in harness.server.connections.values()) > 6)
+        reset(doomed)
+        harness.wait_for(lambda: len(harness.server.connections) == 1)
+        steady.sendall(b"after")
+        assert recv_exactly(steady, 5) == b"after"
+        (reason,) = closes(harness)
+    finally:
+        steady.close()
+    peer, _, why = reason.partition(" closed: ")
+    assert peer == doomed_peer
+    assert why in ("connection reset by peer", "broken pipe")
+
+
+def test_reset_while_paused_is_noticed(harness: Harness) -> None:
+    # READ is not registered while paused: the reset must still close the connection.
+    harness.server.high_water, harness.server.low_water = 64 << 10, 16 << 10
+    port = harness.listen()
+    sock = connect(port)
+    sock.setblocking(False)
+    blob = payload(1 << 20)
+
+    def paused() -> bool:
+        return any(c.paused for c in harness.server.connections.values())
+
+    deadline = time.monotonic() + TIMEOUT
+    while not harness.call(paused):
+        assert time.monotonic() < deadline, "never paused"
+        try:
+            sock.send(blob)  # the bytes' order does not matter here
+        except BlockingIOError:
+            time.sleep(0.001)
+    reset(sock)
+    harness.wait_for(lambda: not harness.server.connections)
+
+
+# -- backpressure -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_client_that_never_reads_costs_bounded_memory(harness: Harness, strategy: str) -> None:
+    high, low = 256 << 10, 64 << 10
+    server = harness.server
+    server.high_water, server.low_water = high, low
+    harness.call(server.set_strategy, strategy)
+    port = harness.listen()
+    sock = connect(port)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+    sock.setblocking(False)
+    blob = payload(64 << 10, seed=3)
+    double = blob + blob
+    sent = 0
+    peak = 0
+
+    def figures() -> tuple[int, int, str, int]:
+        (conn,) = server.connections.values()
+        return conn.queue_bytes, conn.queue_chunks, conn.state, conn.mask
+
+    # Push until the client cannot send any more, watching the server's queue all along.
+    blocked_rounds = 0
+    for _ in range(5000):
+        off = sent % len(blob)
+        try:
+            sent += sock.send(double[off : off + len(blob)])
+            blocked_rounds = 0
+        except BlockingIOError:
+            blocked_rounds += 1
+        queued, chunks, state, mask = harness.call(figures)
+        peak = max(peak, queued)
+        assert queued <= high + RECV_SIZE, f"queue grew to {queued}"
+        assert chunks <= queued
+        if blocked_rounds > 20 and state == "paused":
+            break
+    queued, _, state, mask = harness.call(figures)
+    if strategy == "direct":
+        assert state == "paused" and not mask & READ and mask & WRITE
+        assert peak >= high
+    # Now read: the queue drains, reading resumes, and every byte sent comes back in order.
+    sock.setblocking(True)
+    sock.settimeout(TIMEOUT)
+    expected = sent
+    got = 0
+    while got < expected:
+        chunk = sock.recv(1 << 20)
+        assert chunk
+        for i in range(0, len(chunk), 4096):
+            off = (got + i) % len(blob)
+            piece = chunk[i : i + 4096]
+            want = double[off : off + len(piece)]
+            assert piece == want
+        got += len(chunk)
+    harness.wait_for(lambda: figures()[2] == "open" and figures()[0] == 0)
+    sock.close()
+
+
+def test_watermarks_pause_and_resume_reading_in_the_state() -> None:
+    loop = IOLoop(make_current=False)
+    try:
+        with pytest.raises(ValueError):
+            EchoServer(loop, high_water=10, low_water=20)
+        with pytest.raises(ValueError):
+            EchoServer(loop, strategy="bogus")
+    finally:
+        loop.close()
+
+
+# -- strategies -------------------------------------------------------------------------------
+
+
+def ready_write_of_connections(h: Harness) -> int:
+    total = 0
+    for fd in h.server.connections:
+        stat = h.loop.fd_stat(fd)
+        assert stat is not None
+        total += stat.ready_counts()[1]
+    return total
+
+
+def test_direct_never_registers_write_for_small_messages(harness: Harness) -> None:
+    port = harness.listen()
+    with connect(port) as sock:
+        for i in range(50):
+            sock.sendall(b"x" * (i + 1))
+            assert recv_exactly(sock, i + 1) == b"x" * (i + 1)
+        assert harness.call(ready_write_of_connections, harness) == 0
+
+
+def test_seed_flips_the_mask_for_every_message(harness: Harness) -> None:
+    harness.call(harness.server.set_strategy, "seed")
+    port = harness.listen()
+    with connect(port) as sock:
+        for _ in range(20):
+            sock.sendall(b"y" * 100)
+            assert recv_exactly(sock, 100) == b"y" * 100
+        # Every message was sent from a WRITE event.
+        harness.wait_for(lambda: ready_write_of_connections(harness) >= 20)
+        (mask,) = harness.call(lambda: [c.mask for c in harness.server.connections.values()])
+        assert mask == READ  # back to reading once the queue drained
+
+
+def test_strategy_changes_while_connections_run(harness: Harness) -> None:
+    port = harness.listen()
+    with connect(port) as sock:
+        for i in range(40):
+            harness.call(harness.server.set_strategy, STRATEGIES[i % 2])
+            message = payload(5000 + i, seed=i)
+            sock.sendall(message)
+            assert recv_exactly(sock, len(message)) == message
+    with pytest.raises(ValueError):
+        harness.call(harness.server.set_strategy, "bogus")
+
+
+# -- listeners --------------------------------------------------------------------------------
+
+
+def test_listener_has_its_real_address_and_unique_ids(harness: Harness) -> None:
+    first = harness.call(harness.server.start_listener, "127.0.0.1", 0)
+    second = harness.call(harness.server.start_listener, "127.0.0.1", 0)
+    assert first.port > 0 and second.port > 0 and first.port != second.port
+    assert first.host == "127.0.0.1"
+    harness.call(harness.server.stop_listener, first.id)
+    third = harness.call(harness.server.start_listener, "127.0.0.1", 0)
+    assert len({first.id, second.id, third.id}) == 3
+    assert set(harness.call(lambda: list(harness.server.listeners))) == {second.id, third.id}
+    kinds = [kind for kind, _, _ in harness.events]
+    assert kinds.count("listener_started") == 3 and kinds.count("listener_stopped") == 1
+
+
+def test_ipv6_listener(harness: Harness) -> None:
+    try:
+        socket.socket(socket.AF_INET6).close()
+        listener = harness.call(harness.server.start_listener, "::1", 0)
+    except (OSError, ListenerError) as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    assert listener.address == f"[::1]:{listener.port}"
+    with connect(listener.port, "::1") as sock:
+        sock.sendall(b"six")
+        assert recv_exactly(sock, 3) == b"six"
+
+
+def test_port_in_use_is_a_listener_error_and_leaves_nothing(harness: Harness) -> None:
+    port = harness.listen()
+    before = harness.call(lambda: dict(harness.server.listeners))
+    with pytest.raises(ListenerError) as info:
+        harness.call(harness.server.start_listener, "127.0.0.1", port)
+    error = info.value
+    assert isinstance(error, OSError)
+    assert error.errno == errno.EADDRINUSE
+    assert str(error) == f"127.0.0.1:{port}: address already in use"
+    assert "\n" not in str(error)
+    assert harness.call(lambda: dict(harness.server.listeners)) == before
+    assert harness.events[-1][0] == "listener_failed"
+    copy = pickle.loads(pickle.dumps(error))
+    assert str(copy) == str(error) and copy.errno == error.errno
+
+
+def test_unknown_host_and_bad_port_are_listener_errors(harness: Harness) -> None:
+    with pytest.raises(ListenerError, match="unknown host"):
+        harness.call(harness.server.start_listener, "no-such-host.invalid", 0)
+    with pytest.raises(ListenerError, match="port out of range"):
+        harness.call(harness.server.start_listener, "127.0.0.1", 70000)
+    with pytest.raises(ListenerError, match="cannot assign requested address"):
+        harness.call(harness.server.start_listener, "192.0.2.1", 0)  # not ours (TEST-NET-1)
+    assert harness.call(lambda: len(harness.server.listeners)) == 0
+
+
+def test_stop_listener_leaves_its_connections_running(harness: Harness) -> None:
+    listener = harness.call(harness.server.start_listener, "127.0.0.1", 0)
+    with connect(listener.port) as sock:
+        sock.sendall(b"one")
+        assert recv_exactly(sock, 3) == b"one"
+        harness.call(harness.server.stop_listener, listener.id, False)
+        with pytest.raises(ConnectionRefusedError):
+            connect(listener.port)
+        sock.sendall(b"two")
+        assert recv_exactly(sock, 3) == b"two"
+    rows = harness.call(harness.server.listener_rows)
+    assert [(r.id, r.state) for r in rows] == [(listener.id, "stopped")]
+    with pytest.raises(KeyError):
+        harness.call(harness.server.stop_listener, listener.id)
+
+
+def test_stop_listener_can_close_its_connections(harness: Harness) -> None:
+    keep = harness.call(harness.server.start_listener, "127.0.0.1", 0)
+    drop = harness.call(harness.server.start_listener, "127.0.0.1", 0)
+    kept, dropped = connect(keep.port), connect(drop.port)
+    dropped_port = dropped.getsockname()[1]
+    try:
+        for sock in (kept, dropped):
+            sock.sendall(b"hi")
+            assert recv_exactly(sock, 2) == b"hi"
+        harness.call(harness.server.stop_listener, drop.id, True)
+        assert recv_until_eof(dropped) == b""
+        kept.sendall(b"still")
+        assert recv_exactly(kept, 5) == b"still"
+    finally:
+        kept.close()
+        dropped.close()
+    stopped = [text for text in closes(harness) if text.endswith("closed: listener stopped")]
+    assert stopped == [f"127.0.0.1:{dropped_port} closed: listener stopped"]
+    (stop_text,) = [text for kind, text, _ in harness.events if kind == "listener_stopped"]
+    assert stop_text == f"stopped listening on 127.0.0.1:{drop.port}, closed 1 connection"
+
+
+def test_close_connection_by_fd(harness: Harness) -> None:
+    port = harness.listen()
+    with connect(port) as sock:
+        sock.sendall(b"a")
+        assert recv_exactly(sock, 1) == b"a"
+        (fd,) = harness.call(lambda: list(harness.server.connections))
+        harness.call(harness.server.close_connection, fd)
+        assert recv_until_eof(sock) == b""
+    assert closes(harness)[-1].endswith("closed: closed by user")
+    with pytest.raises(KeyError):
+        harness.call(harness.server.close_connection, fd)
+
+
+def test_max_connections_refuses_the_rest() -> None:
+    harness = Harness(BACKENDS[0], max_connections=2)
+    try:
+        port = harness.listen()
+        socks = [connect(port) for _ in range(4)]
+        harness.wait_for(lambda: harness.server.listener_rows()[0].refused == 2)
+        # The backlog is first in, first out: the first two are served, the last two were
+        # accepted and closed at once.
+        for sock in socks[:2]:
+            sock.sendall(b"ping")
+            assert recv_exactly(sock, 4) == b"ping"
+        for sock in socks[2:]:
+            try:
+                assert sock.recv(10) == b""
+            except ConnectionResetError:
+                pass
+        row = harness.call(harness.server.listener_rows)[0]
+        assert (row.accepted, row.refused, row.connections) == (2, 2, 2)
+        for sock in socks:
+            sock.close()
+    finally:
+        harness.close()
+
+
+# -- what the monitor reads --------------------------------------------------------------------
+
+
+def test_rows_counters_and_events(harness: Harness) -> None:
+    listener = harness.call(harness.server.start_listener, "127.0.0.1", 0)
+    rows = harness.call(harness.server.listener_rows)
+    assert rows == (ListenerRow(listener.id, "127.0.0.1", listener.port, "listening"),)
+    assert harness.call(harness.server.listener_rows) is rows  # unchanged: the same tuple
+    with connect(listener.port) as sock:
+        for _ in range(3):
+            sock.sendall(b"12345")
+            assert recv_exactly(sock, 5) == b"12345"
+
+        def conn_figures() -> tuple[object, ...]:
+            (conn,) = harness.server.connections.values()
+            return (
+                conn.peer,
+                conn.listener_id,
+                conn.state,
+                conn.queue_bytes,
+                conn.queue_chunks,
+                conn.bytes_in,
+                conn.bytes_out,
+                conn.messages,
+                conn.created <= harness.loop.time(),
+            )
+
+        peer = f"127.0.0.1:{sock.getsockname()[1]}"
+        harness.wait_for(lambda: conn_figures()[5] == 15)
+        assert harness.call(conn_figures) == (peer, listener.id, "open", 0, 0, 15, 15, 3, True)
+        row = harness.call(harness.server.listener_rows)[0]
+        assert (row.accepted, row.connections) == (1, 1)
+    harness.wait_for(lambda: not harness.server.connections)
+    assert harness.call(lambda: (harness.server.bytes_in, harness.server.bytes_out)) == (15, 15)
+    assert harness.call(harness.server.listener_rows)[0].connections == 0
+    kinds = [kind for kind, _, _ in harness.events]
+    assert kinds == ["listener_started", "connect", "close"]
+    assert set(kinds) <= set(KINDS)
+    assert harness.events[1][1] == f"{peer} connected to 127.0.0.1:{listener.port}"
+
+
+def test_close_all_closes_everything(harness: Harness) -> None:
+    port = harness.listen()
+    socks = [connect(port) for _ in range(3)]
+    peers = [f"127.0.0.1:{sock.getsockname()[1]}" for sock in socks]
+    harness.wait_for(lambda: len(harness.server.connections) == 3)
+    harness.call(harness.server.close_all)
+    for sock in socks:
+        assert recv_until_eof(sock) == b""
+        sock.close()
+    figures = harness.call(lambda: (len(harness.server.listeners), len(harness.server.connections)))
+    assert figures == (0, 0)
+    assert sorted(closes(harness)) == sorted(f"{p} closed: server closing" for p in peers)
+
+
+def test_on_event_failure_does_not_break_the_server() -> None:
+    def broken(kind: str, text: str, fd: int) -> None:
+        raise RuntimeError("monitor bug")
+
+    harness = Harness(BACKENDS[0])
+    harness.server.on_event = broken
+    try:
+        port = harness.listen()
+        with connect(port) as sock:
+            sock.sendall(b"fine")
+            assert recv_exactly(sock, 4) == b"fine"
+    finally:
+        harness.close()
