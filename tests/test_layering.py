@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "loopmon.serve": 6,
     "loopmon.cli": 6,
     "loopmon.bench": 6,
+    "loopmon.benchpeers": 6,
     "loopmon.__main__": 6,
 }
 CORE_MAX = 4
