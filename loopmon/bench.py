@@ -56,7 +56,7 @@ READY_TIMEOUT_S = 15.0
 CLIENT_GRACE_S = 30.0  # beyond --duration, before a load client is killed
 STOP_GRACE_S = 2.0  # SIGTERM, then SIGKILL
 SELECT_MAX_FDS = 1024 - 32  # select()'s FD_SETSIZE, less the server's own descriptors
-IDLE_DEADLINE_S = 20.0  # for all idle connections to be accepted
+IDLE_DEADLINE_S = 25.0  # for all idle connections to be accepted (SYN retries: 1, 3, 7 s)
 SCHEMA = 1
 
 
@@ -315,11 +315,11 @@ def discover_servers(
 
 
 def quick_servers(specs: Sequence[ServerSpec]) -> list[str]:
-    """--quick: loopmon on its best backend (both strategies) and every peer."""
+    """--quick: loopmon on its best backend with the default strategy, and every peer."""
     names = [s.name for s in specs]
     loopmon = [n for n in names if n.startswith("loopmon-")]
-    best = loopmon[0].split("-")[1] if loopmon else ""
-    return [n for n in names if not n.startswith("loopmon-") or n.split("-")[1] == best]
+    best = loopmon[0] if loopmon else ""
+    return [n for n in names if not n.startswith("loopmon-") or n == best]
 
 
 def select_servers(
@@ -510,6 +510,7 @@ def summarise_wake(
                 "p99_us": median(series(name, "p99_us")),
                 "p50_ratio_to_asyncio": median(p50) if baseline in rounds else None,
                 "p99_ratio_to_asyncio": median(p99) if baseline in rounds else None,
+                "problems": sorted({str(r["problem"]) for r in results if r.get("problem")}),
                 "rounds": results,
             }
         )
@@ -821,14 +822,24 @@ def run_rr_round(
     spid = server.proc.pid
     if server.proc.poll() is not None:
         return RoundResult(index, False, problem=f"server exited ({server.proc.returncode})")
+    fds0 = open_fds(spid) or 0
     cpu0 = cpu_seconds(spid)
     t0 = time.monotonic()
     argv = load_argv(server.host, server.port, "rr", workload.clients, workload.size, duration)
     client, out, err = children.spawn(argv, f"load-{server.spec.name}")
     # A window well inside the run, for who was saturated: past start-up and connecting,
     # before the end.
-    startup = 0.3 + workload.clients / 20_000
-    window = (t0 + startup + 0.2 * duration, t0 + startup + 0.85 * duration)
+    # Who was saturated is read over a window well inside the run: from once the server
+    # holds every connection (start-up and connecting excluded) to well before the end.
+    t_ready = t0
+    deadline = t0 + 10.0
+    while time.monotonic() < deadline and client.poll() is None:
+        held = open_fds(spid)
+        t_ready = time.monotonic()
+        if held is None or held - fds0 >= workload.clients:
+            break
+        time.sleep(0.01)
+    window = (t_ready + 0.1 * duration, t_ready + 0.7 * duration)
     samples: list[tuple[float | None, float | None, float]] = []
     ticks: list[dict[int, tuple[int, int]]] = []
     code: int | None = None
@@ -1015,7 +1026,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="about a minute: 2 rounds x 1 s, loopmon on its best backend only",
+        help="about a minute: 2 rounds x 1 s, loopmon on its best backend, direct only",
     )
     parser.add_argument("--rounds", type=_positive_int, help="interleaved rounds (5; quick 2)")
     parser.add_argument(
@@ -1138,6 +1149,15 @@ def _terminate_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+def background_busy(seconds: float = 0.5) -> float | None:
+    """How busy the machine's CPUs are before the bench starts anything: other work on the
+    machine makes every figure noisier (the interleaving cancels its drift, not its noise)."""
+    before = cpu_times()
+    time.sleep(seconds)
+    after = cpu_times()
+    return core_busy(before, after, set(before))
+
+
 def execute(
     settings: Settings,
     specs: Sequence[ServerSpec],
@@ -1148,6 +1168,11 @@ def execute(
     started = time.monotonic()
     server_cpus, client_cpus, pinning = cpu_split()
     _raise_nofile()
+    busy = background_busy()
+    if busy is not None and busy > 0.1:
+        notes.append(
+            f"the CPUs were {busy:.0%} busy with other work before the run: figures are noisy"
+        )
     by_name = {s.name: s for s in specs}
     wanted = [by_name[n] for n in settings.servers if n in by_name]
     workloads = [w for w in WORKLOADS if w.name in settings.workloads]
@@ -1171,7 +1196,7 @@ def execute(
         "schema": SCHEMA,
         "loopmon": __version__,
         "command": command_line(),
-        "machine": machine_info(pinning),
+        "machine": machine_info(pinning) | {"background_busy": busy},
         "settings": asdict(settings),
         "baseline": BASELINE,
         "reference": REFERENCE,
@@ -1259,7 +1284,7 @@ def _run_idle(
     n = settings.idle_connections
     rounds: dict[str, list[IdleResult]] = {s.name: [] for s in servers}
     problems: list[str] = []
-    hold = max(10.0, n / 1000)
+    hold = IDLE_DEADLINE_S + 5.0  # the client stops by itself; it is sent SIGTERM sooner
     for index in range(settings.idle_rounds):
         for spec in servers:
             progress.show(f"{w.name} round {index + 1}/{settings.idle_rounds}: {spec.name}", 3.0)
@@ -1340,6 +1365,10 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     for block in report["workloads"]:
         for problem in block.get("problems", []):
             notes.append(f"{block['name']}: {problem}")
+        for result in block["results"]:
+            name = result.get("server") or result.get("impl")
+            for problem in result.get("problems", []):
+                notes.append(f"{block['name']}: {name}: {problem}")
     if args.json:
         json.dump(report, out, indent=2)
         out.write("\n")

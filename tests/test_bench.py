@@ -188,11 +188,7 @@ def test_select_servers_rejects_unknown_and_notes_unavailable() -> None:
 
 def test_quick_keeps_the_best_backend_and_every_peer() -> None:
     names = bench.quick_servers(_specs())
-    assert names == [
-        "loopmon-epoll-direct",
-        "loopmon-epoll-seed",
-        *benchpeers.PEER_NAMES,
-    ]
+    assert names == ["loopmon-epoll-direct", *benchpeers.PEER_NAMES]
 
 
 def test_parse_workloads() -> None:
