@@ -754,7 +754,7 @@ def run(
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-        loop.close(all_fds=True)
+        loop.close()
     if tty_line:
         print(file=err)
     summary = gen.summary()

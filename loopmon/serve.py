@@ -213,4 +213,4 @@ def run(
         return 0
     finally:
         server.close_all()
-        loop.close(all_fds=True)
+        loop.close()

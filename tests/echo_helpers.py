@@ -72,7 +72,7 @@ class Harness:
             self.loop.add_callback(self.loop.stop)
             self._thread.join(TIMEOUT)
         assert not self._thread.is_alive()
-        self.loop.close(all_fds=True)
+        self.loop.close()
 
 
 def connect(port: int, host: str = "127.0.0.1") -> socket.socket:

@@ -1,0 +1,354 @@
+"""``loopmon load``: every mode against a real EchoServer (on the same loop, in-process), byte
+checking that catches a corrupting server, failures counted, the command's outputs and exit
+codes. The command as a subprocess against ``loopmon serve`` is in test_serve_cli.py."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from loopmon import loadgen
+from loopmon.echo import EchoServer
+from loopmon.ioloop import IOLoop
+from loopmon.loadgen import PATTERN_SIZE, LatencyHistogram, LoadGenerator, expected_bytes
+from tests.echo_helpers import BACKENDS
+
+SUMMARY_KEYS = {
+    "mode",
+    "clients",
+    "size",
+    "duration_s",
+    "round_trips",
+    "round_trips_per_s",
+    "bytes_sent",
+    "bytes_received",
+    "mb_per_s",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "latency_max_ms",
+    "errors",
+    "mismatches",
+    "connect_failures",
+}
+PROGRESS_KEYS = {
+    "elapsed_s",
+    "round_trips",
+    "round_trips_per_s",
+    "mb_per_s",
+    "errors",
+    "mismatches",
+    "open_connections",
+}
+
+
+# -- the stream and the statistics ------------------------------------------------------------
+
+
+def test_streams_are_deterministic_and_differ_between_connections() -> None:
+    assert expected_bytes(3, 100, 5000) == expected_bytes(3, 100, 5000)
+    assert expected_bytes(3, 0, 5100)[100:] == expected_bytes(3, 100, 5000)
+    assert expected_bytes(3, 0, 4096) != expected_bytes(4, 0, 4096)
+    starts = {loadgen.stream_start(i) for i in range(10_000)}
+    assert len(starts) == 10_000
+    # A window longer than the pattern wraps around it.
+    long = expected_bytes(1, 10, PATTERN_SIZE + 50)
+    assert long[:50] == long[PATTERN_SIZE : PATTERN_SIZE + 50]
+
+
+def test_latency_quantiles_are_within_two_percent() -> None:
+    hist = LatencyHistogram()
+    samples = [i * 1e-5 for i in range(1, 10_001)]  # 10 us .. 100 ms, uniform
+    for s in samples:
+        hist.record(s)
+    assert hist.max_s == samples[-1]
+    assert hist.quantile(0.5) == pytest.approx(samples[4999], rel=0.02)
+    assert hist.quantile(0.99) == pytest.approx(samples[9899], rel=0.02)
+    assert hist.quantile(1.0) == samples[-1]
+    assert LatencyHistogram().quantile(0.5) == 0.0
+
+
+# -- every mode against the real server --------------------------------------------------------
+
+
+@pytest.fixture(params=BACKENDS)
+def loop(request: pytest.FixtureRequest) -> Iterator[IOLoop]:
+    io_loop = IOLoop(backend=request.param, make_current=False)
+    yield io_loop
+    io_loop.close()
+
+
+@pytest.fixture
+def make_server(loop: IOLoop) -> Iterator[Callable[..., EchoServer]]:
+    """EchoServers on ``loop``, closed (sockets and all) before the loop is."""
+    servers: list[EchoServer] = []
+
+    def make(**options: Any) -> EchoServer:
+        server = EchoServer(loop, **options)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close_all()
+
+
+def drive(
+    loop: IOLoop, server: EchoServer, mode: str, duration: float = 0.3, **options: object
+) -> LoadGenerator:
+    listener = server.start_listener("127.0.0.1", 0)
+    gen = LoadGenerator(
+        loop,
+        socket.AF_INET,
+        ("127.0.0.1", listener.port),
+        mode=mode,
+        duration=duration,
+        **options,  # type: ignore[arg-type]
+    )
+    gen.start()
+    loop.start()
+    return gen
+
+
+@pytest.mark.parametrize("strategy", ["direct", "seed"])
+def test_rr_round_trips_are_checked_and_counted(
+    loop: IOLoop, make_server: Callable[..., EchoServer], strategy: str
+) -> None:
+    server = make_server(strategy=strategy)
+    gen = drive(loop, server, "rr", clients=5, size=3000)
+    s = gen.summary()
+    assert set(s) >= SUMMARY_KEYS
+    assert (s["errors"], s["mismatches"], s["connect_failures"]) == (0, 0, 0)
+    assert s["round_trips"] > 50
+    # One message in flight per client: what was sent but not received is at most that.
+    assert 0 <= s["bytes_sent"] - s["bytes_received"] <= 5 * 3000
+    assert s["bytes_received"] == s["round_trips"] * 3000
+    assert 0 < s["latency_p50_ms"] <= s["latency_p99_ms"] <= s["latency_max_ms"]
+    assert server.bytes_in >= s["bytes_received"]
+    assert not gen._by_fd  # every connection closed at the end
+
+
+def test_flood_keeps_bytes_in_flight_bounded(
+    loop: IOLoop, make_server: Callable[..., EchoServer]
+) -> None:
+    server = make_server()
+    gen = drive(loop, server, "flood", clients=4, size=1000, inflight=20_000)
+    s = gen.summary()
+    assert (s["errors"], s["mismatches"]) == (0, 0)
+    assert s["round_trips"] > 100
+    assert 0 <= s["bytes_sent"] - s["bytes_received"] <= 4 * 20_000
+
+
+def test_large_messages_beyond_the_pattern_size(
+    loop: IOLoop, make_server: Callable[..., EchoServer]
+) -> None:
+    server = make_server()
+    gen = drive(loop, server, "rr", duration=0.5, clients=1, size=PATTERN_SIZE + 12345)
+    s = gen.summary()
+    assert (s["errors"], s["mismatches"]) == (0, 0)
+    assert s["round_trips"] >= 1
+
+
+def test_slow_readers_make_the_server_pause(
+    loop: IOLoop, make_server: Callable[..., EchoServer]
+) -> None:
+    server = make_server(high_water=64 << 10, low_water=16 << 10)
+    paused: list[int] = []
+
+    def watch() -> None:
+        paused.append(sum(1 for c in server.connections.values() if c.state == "paused"))
+        loop.call_later(0.02, watch)
+
+    loop.add_callback(watch)
+    gen = drive(loop, server, "slow", duration=0.5, clients=2, read_rate=100_000)
+    s = gen.summary()
+    assert (s["errors"], s["mismatches"]) == (0, 0)
+    assert max(paused) >= 1
+    assert s["bytes_sent"] > s["bytes_received"] > 0
+    # Reads were rationed: about read_rate per client per second.
+    assert s["bytes_received"] <= 2 * 100_000 * 0.5 * 1.5 + 2 * 65536
+
+
+def test_idle_holds_its_connections(loop: IOLoop, make_server: Callable[..., EchoServer]) -> None:
+    server = make_server()
+    seen: list[int] = []
+    listener = server.start_listener("127.0.0.1", 0)
+    gen = LoadGenerator(
+        loop, socket.AF_INET, ("127.0.0.1", listener.port), mode="idle", clients=7, duration=0.2
+    )
+    loop.call_later(0.15, lambda: seen.append(gen.open_connections))
+    loop.call_later(0.15, lambda: seen.append(len(server.connections)))
+    gen.start()
+    loop.start()
+    assert seen == [7, 7]
+    s = gen.summary()
+    assert (s["round_trips"], s["bytes_sent"], s["errors"], s["mismatches"]) == (0, 0, 0, 0)
+
+
+def test_churn_connects_again_and_again(
+    loop: IOLoop, make_server: Callable[..., EchoServer]
+) -> None:
+    server = make_server()
+    gen = drive(loop, server, "churn", clients=3, size=500)
+    s = gen.summary()
+    assert (s["errors"], s["mismatches"], s["connect_failures"]) == (0, 0, 0)
+    assert s["round_trips"] > 10
+    assert server.listener_rows()[0].accepted >= s["round_trips"]
+
+
+def test_a_server_that_closes_connections_is_counted_as_errors(
+    loop: IOLoop, make_server: Callable[..., EchoServer]
+) -> None:
+    server = make_server(max_connections=1)  # the second client is closed at once
+    gen = drive(loop, server, "rr", clients=2, size=100, duration=0.35)
+    s = gen.summary()
+    assert s["errors"] >= 2  # and replaced, after a pause, again and again
+    assert s["mismatches"] == 0
+    assert s["round_trips"] > 0
+    assert "closed by server" in gen.reasons
+
+
+# -- catching a bad echo ------------------------------------------------------------------------
+
+
+class CorruptingServer:
+    """A blocking echo server on a thread that flips one bit at byte ``at`` of each stream."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.threads: list[threading.Thread] = []
+        self.accepting = threading.Thread(target=self._accept, daemon=True)
+        self.accepting.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            t = threading.Thread(target=self._echo, args=(conn,), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _echo(self, conn: socket.socket) -> None:
+        offset = 0
+        with conn:
+            try:
+                while data := conn.recv(65536):
+                    if offset <= self.at < offset + len(data):
+                        i = self.at - offset
+                        data = data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]
+                    conn.sendall(data)
+                    offset += len(data)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def args_for(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    loadgen.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def run_load(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = loadgen.run(args_for(*argv), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_a_flipped_bit_is_a_mismatch_and_exit_status_1() -> None:
+    bad = CorruptingServer(at=5000)
+    try:
+        code, out, err = run_load(
+            "--port", str(bad.port), "--clients", "2", "--size", "1000", "--duration", "0.3",
+            "--json", "--progress", "none",
+        )  # fmt: skip
+    finally:
+        bad.close()
+    summary = json.loads(out)
+    assert summary["mismatches"] == 2  # one per connection
+    assert code == 1
+    assert "MISMATCH" in err and "byte 5000" in err
+
+
+def test_json_summary_and_jsonl_progress() -> None:
+    loop = IOLoop(make_current=False)
+    server = EchoServer(loop)
+    listener = server.start_listener("127.0.0.1", 0)
+    thread = threading.Thread(target=loop.start)
+    thread.start()
+    try:
+        code, out, err = run_load(
+            "--port", str(listener.port), "--clients", "3", "--duration", "1.3",
+            "--json", "--progress", "jsonl",
+        )  # fmt: skip
+    finally:
+        loop.add_callback(loop.stop)
+        thread.join(5)
+        server.close_all()
+        loop.close()
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 1
+    summary = json.loads(lines[0])
+    assert set(summary) >= SUMMARY_KEYS
+    assert summary["mode"] == "rr" and summary["clients"] == 3 and summary["size"] == 1024
+    assert 1.25 <= summary["duration_s"] < 2.0
+    progress = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert progress, err
+    assert set(progress[0]) == PROGRESS_KEYS
+    assert progress[0]["open_connections"] == 3
+    assert progress[0]["round_trips"] > 0
+
+
+def test_human_summary() -> None:
+    loop = IOLoop(make_current=False)
+    server = EchoServer(loop)
+    listener = server.start_listener("127.0.0.1", 0)
+    thread = threading.Thread(target=loop.start)
+    thread.start()
+    try:
+        code, out, err = run_load("--port", str(listener.port), "--duration", "0.2")
+    finally:
+        loop.add_callback(loop.stop)
+        thread.join(5)
+        server.close_all()
+        loop.close()
+    assert code == 0, err
+    assert "round trips" in out and "latency p50" in out and "0 mismatches" in out
+    assert err == ""  # not a terminal: no progress line
+
+
+def test_cannot_connect_is_exit_status_2_with_one_line() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens here once closed
+    code, out, err = run_load("--port", str(port), "--duration", "5", "--progress", "none")
+    assert code == 2
+    assert err.strip() == f"loopmon load: 127.0.0.1:{port}: connection refused"
+    assert out == ""
+
+
+def test_another_machine_is_refused_without_allow_remote() -> None:
+    code, _, err = run_load("--host", "192.0.2.1", "--port", "9", "--duration", "0.1")
+    assert code == 2
+    assert "--allow-remote" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_usage_errors_exit_2() -> None:
+    for argv in (["--clients", "0"], ["--size", "-1"], ["--duration", "0"], ["--mode", "x"]):
+        with pytest.raises(SystemExit) as info:
+            args_for(*argv)
+        assert info.value.code == 2
