@@ -1,0 +1,252 @@
+"""``loopmon serve`` and ``loopmon load`` as the user runs them: subprocesses of
+``python -m loopmon``, checked by their output, their exit status and a plain socket client."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from tests.echo_helpers import BACKENDS, STRATEGIES, connect, payload, recv_exactly
+
+ROOT = Path(__file__).resolve().parent.parent
+LISTENING = re.compile(r"^listening on (\S+):(\d+) \(backend (\w+)\)$")
+STATUS = re.compile(r"^\d+ conns \| [\d,]+ events/s \| in .* out .* \| queued .* \| busy \d+% \|")
+
+pytestmark = pytest.mark.slow
+
+
+class Lines:
+    """A subprocess's stream, read line by line on a thread so a test can wait with a timeout."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def next(self, timeout: float = 10.0) -> str | None:
+        line = self.lines.get(timeout=timeout)
+        if line is not None:
+            self.seen.append(line)
+        return line
+
+    def rest(self, timeout: float = 10.0) -> list[str]:
+        """Every line up to EOF."""
+        out = []
+        while (line := self.next(timeout)) is not None:
+            out.append(line)
+        return out
+
+
+def loopmon(*argv: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "loopmon", *argv],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+class Served:
+    def __init__(self, *argv: str) -> None:
+        self.proc = loopmon("serve", *argv)
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.out = Lines(self.proc.stdout)
+        self.err = Lines(self.proc.stderr)
+        self.addresses: list[tuple[str, int, str]] = []
+
+    def wait_listening(self, count: int = 1) -> list[tuple[str, int, str]]:
+        while len(self.addresses) < count:
+            line = self.out.next()
+            assert line is not None, f"serve exited: {self.err.rest()}"
+            match = LISTENING.match(line)
+            assert match, f"unexpected line {line!r}"
+            self.addresses.append((match[1], int(match[2]), match[3]))
+        return self.addresses
+
+    @property
+    def port(self) -> int:
+        return self.wait_listening()[0][1]
+
+    def stop(self, sig: int = signal.SIGTERM, within: float = 1.0) -> int:
+        start = time.monotonic()
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=10)
+        took = time.monotonic() - start
+        assert took < within, f"took {took:.2f} s to exit"
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def served() -> Iterator[list[Served]]:
+    started: list[Served] = []
+    yield started
+    for s in started:
+        s.kill()
+
+
+def serve(started: list[Served], *argv: str) -> Served:
+    s = Served(*argv)
+    started.append(s)
+    return s
+
+
+# -- serve --------------------------------------------------------------------------------------
+
+
+def test_serve_echoes_prints_status_and_exits_0_on_sigterm(served: list[Served]) -> None:
+    s = serve(served, "--port", "0")
+    ((host, port, backend),) = s.wait_listening()
+    assert (host, backend) == ("127.0.0.1", BACKENDS[0])
+    with connect(port) as sock:
+        message = payload(100_000, seed=1)
+        sock.sendall(message)
+        assert recv_exactly(sock, len(message)) == message
+        status = s.out.next(timeout=5)
+        assert status is not None and STATUS.match(status), status
+        assert "1 conns" in status
+    assert s.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in "\n".join(s.err.rest())
+
+
+def test_serve_sigint_exits_0_and_quiet_prints_no_status(served: list[Served]) -> None:
+    s = serve(served, "--port", "0", "--quiet", "--strategy", "seed")
+    with connect(s.port) as sock:
+        sock.sendall(b"hello")
+        assert recv_exactly(sock, 5) == b"hello"
+        time.sleep(1.3)  # long enough for a status line, were there one
+        assert s.stop(signal.SIGINT) == 0
+        assert sock.recv(10) == b""  # its connections were closed
+    assert s.out.rest() == []
+    assert "Traceback" not in "\n".join(s.err.rest())
+
+
+def test_serve_several_ports(served: list[Served]) -> None:
+    s = serve(served, "--port", "0", "--port", "0", "--quiet", "--backend", BACKENDS[-1])
+    addresses = s.wait_listening(2)
+    assert len({port for _, port, _ in addresses}) == 2
+    assert {backend for _, _, backend in addresses} == {BACKENDS[-1]}
+    for _, port, _ in addresses:
+        with connect(port) as sock:
+            sock.sendall(b"abc")
+            assert recv_exactly(sock, 3) == b"abc"
+    assert s.stop() == 0
+
+
+def test_serve_port_in_use_is_one_line_and_exit_2() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        proc = loopmon("serve", "--port", str(port), "--quiet")
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 2
+    assert out == ""
+    assert err.strip() == f"loopmon serve: 127.0.0.1:{port}: address already in use"
+
+
+def test_serve_usage_errors_exit_2() -> None:
+    proc = loopmon("serve", "--port", "0", "--high-water", "1k", "--low-water", "2k")
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 2
+    assert "--low-water" in err and "Traceback" not in err
+    proc = loopmon("serve", "--port", "70000")
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 2 and "port out of range" in err
+
+
+# -- load against serve --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_load_against_serve_every_backend_and_strategy(
+    served: list[Served], backend: str, strategy: str
+) -> None:
+    s = serve(served, "--port", "0", "--quiet", "--backend", backend, "--strategy", strategy)
+    load = loopmon(
+        "load", "--port", str(s.port), "--clients", "8", "--size", "4000",
+        "--duration", "0.5", "--backend", backend, "--json",
+    )  # fmt: skip
+    out, err = load.communicate(timeout=30)
+    assert load.returncode == 0, err
+    summary = json.loads(out)
+    assert (summary["errors"], summary["mismatches"], summary["connect_failures"]) == (0, 0, 0)
+    assert summary["round_trips"] > 0
+    assert summary["backend"] == backend
+    assert s.stop() == 0
+
+
+def test_load_sigint_stops_early_and_still_prints_the_summary(served: list[Served]) -> None:
+    s = serve(served, "--port", "0", "--quiet")
+    load = loopmon(
+        "load", "--port", str(s.port), "--mode", "flood", "--duration", "60",
+        "--json", "--progress", "jsonl",
+    )  # fmt: skip
+    assert load.stdout is not None and load.stderr is not None
+    progress = Lines(load.stderr)
+    try:
+        first = progress.next(timeout=10)
+        assert first is not None
+        record = json.loads(first)
+        assert record["open_connections"] == 10 and record["round_trips"] > 0
+        start = time.monotonic()
+        load.send_signal(signal.SIGINT)
+        code = load.wait(timeout=10)
+        assert time.monotonic() - start < 1.0
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait()
+    assert code == 0
+    summary = json.loads(load.stdout.read())
+    assert summary["mode"] == "flood" and summary["duration_s"] < 10
+    assert summary["mismatches"] == 0
+    assert s.stop() == 0
+
+
+def test_load_sigterm_also_prints_the_summary(served: list[Served]) -> None:
+    s = serve(served, "--port", "0", "--quiet")
+    load = loopmon(
+        "load", "--port", str(s.port), "--duration", "60", "--json", "--progress", "jsonl"
+    )
+    assert load.stderr is not None
+    Lines(load.stderr).next(timeout=10)
+    load.send_signal(signal.SIGTERM)
+    out, _ = load.communicate(timeout=10)
+    assert load.returncode == 0
+    assert json.loads(out)["round_trips"] > 0
+
+
+def test_load_cannot_connect_exits_2_with_one_line() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    load = loopmon("load", "--port", str(port))
+    out, err = load.communicate(timeout=10)
+    assert load.returncode == 2
+    assert out == ""
+    assert err.strip() == f"loopmon load: 127.0.0.1:{port}: connection refused"
