@@ -517,6 +517,17 @@ def summarise_wake(
     return out
 
 
+LEGEND = (
+    "rt/s: round trips per second (the client's count); srv us/rt: the server process's CPU time",
+    "  per round trip over the whole round; x asyncio: median per-round ratio of rt/s; "
+    "cpu x: the same",
+    "  for srv us/rt (lower is leaner); cpu srv/cli: each process's share of its core inside "
+    "the round;",
+    f"  saturated: the side above {SATURATED:.0%}; errors: errors/mismatches (connect failures "
+    "for idle).",
+)
+
+
 def _fmt(value: Any, spec: str = ",.0f", scale: float = 1.0) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -629,12 +640,7 @@ def format_report(report: dict[str, Any]) -> str:
             ]
             out.extend(_table(header, rows))
     out.append("")
-    out.append(
-        "rt/s: round trips per second; srv us/rt: the server process's CPU time per round trip "
-        "(whole round); x asyncio: paired ratio of rt/s; cpu x: paired ratio of srv us/rt "
-        "(lower is leaner); cpu srv/cli: each process's share of its core; saturated: the side "
-        f"above {SATURATED:.0%}; errors: errors/mismatches."
-    )
+    out.extend(LEGEND)
     for note in report["notes"]:
         out.append(f"note: {note}")
     out.append(f"elapsed {report['elapsed_s']:.0f} s")
@@ -1134,19 +1140,24 @@ def _raise_nofile() -> None:
 
 
 @contextlib.contextmanager
-def _terminate_on_sigterm() -> Iterator[None]:
+def _interruptible() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt, so the ``finally`` that ends every child
+    runs: even where SIGINT came in ignored (a background job of a script)."""
+
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    old: dict[signal.Signals, Any] = {}
     try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: the caller handles signals
+        pass
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
 
 
 def background_busy(seconds: float = 0.5) -> float | None:
@@ -1357,7 +1368,7 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         print("loopmon bench: no server to run", file=sys.stderr)
         return 2
     try:
-        with _terminate_on_sigterm():
+        with _interruptible():
             report = execute(settings, specs, notes)
     except KeyboardInterrupt:
         print("\nloopmon bench: interrupted; every server and client stopped", file=sys.stderr)
