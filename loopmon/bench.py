@@ -712,6 +712,10 @@ class Children:
         # Anything the child itself started is in its group too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
+        self.forget(proc)
+
+    def forget(self, proc: subprocess.Popen[bytes]) -> None:
+        """``proc`` has ended and been reaped."""
         if proc in self.procs:
             self.procs.remove(proc)
 
@@ -771,6 +775,7 @@ class Running:
     host: str
     port: int
     err: Path
+    idle_fds: int = 0  # open descriptors with no connection
 
 
 def start_server(children: Children, spec: ServerSpec, cpus: set[int] | None, host: str) -> Running:
@@ -785,7 +790,7 @@ def start_server(children: Children, spec: ServerSpec, cpus: set[int] | None, ho
                 found = parse_listening(line)
                 if found is not None:
                     pin(proc.pid, cpus)
-                    return Running(spec, proc, found[0], found[1], err)
+                    return Running(spec, proc, found[0], found[1], err, open_fds(proc.pid) or 0)
         if proc.poll() is not None:
             break
         time.sleep(0.02)
@@ -828,13 +833,15 @@ def run_rr_round(
     spid = server.proc.pid
     if server.proc.poll() is not None:
         return RoundResult(index, False, problem=f"server exited ({server.proc.returncode})")
-    fds0 = open_fds(spid) or 0
+    # The last round's connections must be gone (closed by the server) before this one.
+    fds0 = server.idle_fds
+    settle = time.monotonic() + 2.0
+    while (open_fds(spid) or 0) > fds0 and time.monotonic() < settle:
+        time.sleep(0.01)
     cpu0 = cpu_seconds(spid)
     t0 = time.monotonic()
     argv = load_argv(server.host, server.port, "rr", workload.clients, workload.size, duration)
     client, out, err = children.spawn(argv, f"load-{server.spec.name}")
-    # A window well inside the run, for who was saturated: past start-up and connecting,
-    # before the end.
     # Who was saturated is read over a window well inside the run: from once the server
     # holds every connection (start-up and connecting excluded) to well before the end.
     t_ready = t0
@@ -861,7 +868,7 @@ def run_rr_round(
     code, client_cpu = wait_rusage(client, duration + CLIENT_GRACE_S)
     wall = time.monotonic() - t0
     cpu1 = cpu_seconds(spid)
-    children.procs.remove(client) if client in children.procs else None
+    children.forget(client)
     summary = parse_load_json(out.read_text(errors="replace")) if out.exists() else None
     if summary is None:
         why = "client timed out" if code is None else f"client exit {code}: {_tail(err)}"
@@ -941,7 +948,7 @@ def run_idle_round(
     with contextlib.suppress(ProcessLookupError):
         client.send_signal(signal.SIGTERM)  # it prints its summary and exits
     code, _ = wait_rusage(client, 15.0)
-    children.procs.remove(client) if client in children.procs else None
+    children.forget(client)
     summary = parse_load_json(out.read_text(errors="replace")) if out.exists() else None
     result = IdleResult(index, ok=held >= connections, connected=held)
     if summary is not None:
@@ -978,7 +985,7 @@ def run_wake_round(
         argv += ["--loop-cpu", str(loop_cpu), "--caller-cpu", str(caller_cpu)]
     proc, out, err = children.spawn(argv, f"wake-{impl}")
     code, _ = wait_rusage(proc, 30.0 + samples * 0.005)
-    children.procs.remove(proc) if proc in children.procs else None
+    children.forget(proc)
     for line in reversed(out.read_text(errors="replace").splitlines()):
         with contextlib.suppress(ValueError):
             data = json.loads(line)
