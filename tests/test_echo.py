@@ -490,3 +490,20 @@ def test_on_event_failure_does_not_break_the_server() -> None:
             assert recv_exactly(sock, 4) == b"fine"
     finally:
         harness.close()
+
+
+def test_a_non_loopback_listener_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    loop = IOLoop(make_current=False)
+    server = EchoServer(loop)
+    try:
+        with caplog.at_level("WARNING", logger="loopmon"):
+            listener = server.start_listener("0.0.0.0", 0)
+            server.start_listener("127.0.0.1", 0)
+        warnings = [r.getMessage() for r in caplog.records]
+        assert warnings == [
+            f"listening on 0.0.0.0:{listener.port}, which is not a loopback address: "
+            "other machines can connect"
+        ]
+    finally:
+        server.close_all()
+        loop.close()

@@ -250,3 +250,25 @@ def test_load_cannot_connect_exits_2_with_one_line() -> None:
     assert load.returncode == 2
     assert out == ""
     assert err.strip() == f"loopmon load: 127.0.0.1:{port}: connection refused"
+
+
+# -- the status line, from figures alone ------------------------------------------------------
+
+
+def test_status_line_from_loop_figures() -> None:
+    from loopmon.serve import status_line
+    from loopmon.snapshot import LagHistogram, LoopFigures
+
+    interval = LoopFigures(
+        span_s=2.0,
+        events=50_000,
+        busy_s=0.5,
+        poll_s=1.5,
+        lag=LagHistogram((0, 0, 0, 4, *([0] * 10))),
+    )
+    line = status_line(interval, 12, 2_500_000, 4_000_000, 3_000_000)
+    assert line == (
+        "12 conns | 25,000 events/s | in 2.0 MB/s out 1.5 MB/s | queued 2.5 MB | busy 25% | "
+        "lag p99 1.0 ms"
+    )
+    assert STATUS.match(line)
