@@ -156,7 +156,7 @@ class IOLoop:
         self._timers_total = 0
         self._busy = 0.0
         self._poll_time = 0.0
-        self._last_pass = PassStats()
+        self._last_pass: tuple[float, float, int, int, int] = (0.0, 0.0, 0, 0, 0)
         self._lag = LagRecorder()
         self._lag_timeout: Timeout | None = None
         self._touched: set[int] = set()
@@ -411,6 +411,7 @@ class IOLoop:
             polls = self._polls = self._polls + 1
             poll_s = t - t_poll
             t_dispatch = t
+            threshold = self._stall_threshold
             for fd, events in event_pairs:
                 entry = handlers.get(fd)
                 if entry is None:
@@ -427,8 +428,9 @@ class IOLoop:
                 except Exception:
                     self._handler_failed(fd, entry, t)
                 t2 = clock()
-                stat.handler_time += t2 - t
-                if t2 - t > self._stall_threshold:
+                spent = t2 - t
+                stat.handler_time += spent
+                if spent > threshold:
                     self._stalled(fd, fd, t, t2)
                 t = t2
             busy = (t_poll - pass_start) + (t - t_dispatch)
@@ -439,7 +441,8 @@ class IOLoop:
             self._callbacks_total += ncallbacks
             self._timers_total += ntimers
             self._iterations += 1
-            self._last_pass = PassStats(poll_s, busy, nevents, ncallbacks, ntimers)
+            # A plain tuple: a frozen record per pass would cost more than the pass's bookkeeping.
+            self._last_pass = (poll_s, busy, nevents, ncallbacks, ntimers)
 
     def stop(self) -> None:
         """Make ``start()`` return after the current pass; before ``start()``, the next
@@ -664,7 +667,7 @@ class IOLoop:
             timers=self._timers_total,
             busy_s=self._busy,
             poll_s=self._poll_time,
-            last_pass=self._last_pass,
+            last_pass=PassStats(*self._last_pass),
             lag=self._lag.freeze(),
             fds=tuple(entry[2].freeze(now) for entry in self._handlers.values()),
             stalls=tuple(self._stalls),
