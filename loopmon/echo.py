@@ -307,6 +307,8 @@ class EchoServer:
             raise self._failed(host, port, exc.errno, f"unknown host ({exc.strerror})") from None
         except UnicodeError as exc:
             raise self._failed(host, port, errno.EINVAL, f"bad host name ({exc})") from None
+        # A name with both kinds of address binds the IPv4 one, which every client can reach.
+        infos.sort(key=lambda info: info[0] != socket.AF_INET)
         family, _, proto, _, sockaddr = infos[0]
         sock = None
         try:
