@@ -127,7 +127,11 @@ class LoopRunner:
                 on_event=self._on_server_event,
                 **self.server_options,
             )
-            telemetry = Telemetry(loop, server, self.mailbox, self.telemetry_hz)
+            telemetry = (
+                Telemetry(loop, server, self.mailbox, self.telemetry_hz)
+                if self.telemetry_hz > 0
+                else None
+            )
             if self.stall_threshold:
                 loop.set_blocking_log_threshold(self.stall_threshold)
         except BaseException as exc:
@@ -137,8 +141,9 @@ class LoopRunner:
         with self._lock:
             self._loop, self._server, self._telemetry = loop, server, telemetry
             self.error = ""
-        telemetry.start()
-        telemetry.record("loop", f"loop started on {loop.backend}")
+        if telemetry is not None:
+            telemetry.start()
+            telemetry.record("loop", f"loop started on {loop.backend}")
         ready.set()
         if on_ready is not None:
             loop.add_callback(on_ready, self)
@@ -150,17 +155,19 @@ class LoopRunner:
         finally:
             self._finish(loop, server, telemetry)
 
-    def _finish(self, loop: IOLoop, server: EchoServer, telemetry: Telemetry) -> None:
-        telemetry.stop()
+    def _finish(self, loop: IOLoop, server: EchoServer, telemetry: Telemetry | None) -> None:
+        if telemetry is not None:
+            telemetry.stop()
         try:
             server.close_all()
         except Exception:
             log.exception("closing the echo server failed")
         last: Snapshot | None = None
-        try:
-            last = telemetry.build()
-        except Exception:
-            last = telemetry.last
+        if telemetry is not None:
+            try:
+                last = telemetry.build()
+            except Exception:
+                last = telemetry.last
         with self._lock:
             self._loop = self._server = self._telemetry = None
             pending, self._pending = self._pending, set()
@@ -200,6 +207,22 @@ class LoopRunner:
             return False
         self._thread = None
         return True
+
+    @property
+    def loop(self) -> IOLoop | None:
+        """The running loop (touch it on the loop thread only)."""
+        return self._loop
+
+    @property
+    def server(self) -> EchoServer | None:
+        """The running echo server (loop thread only)."""
+        return self._server
+
+    def stop_from_signal(self) -> None:
+        """Stop from a signal handler: only appends to the loop's queue, no locks."""
+        loop = self._loop
+        if loop is not None:
+            loop.add_callback_from_signal(loop.stop)
 
     def stop_from_loop(self) -> None:
         """Stop, called on the loop thread itself (or from a signal handler via

@@ -12,15 +12,24 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from typing import Any, TextIO
 
 from loopmon import cli
-from loopmon.echo import EchoServer, ListenerError
-from loopmon.ioloop import IOLoop, PeriodicCallback
+from loopmon.echo import ListenerError
 from loopmon.loadgen import raise_fd_limit
-from loopmon.snapshot import LoopFigures
+from loopmon.mailbox import Mailbox
+from loopmon.runner import LoopRunner
+from loopmon.snapshot import LoopFigures, Snapshot
 
-__all__ = ["add_arguments", "format_bytes", "interval_between", "run", "status_line"]
+__all__ = [
+    "StatusPrinter",
+    "add_arguments",
+    "format_bytes",
+    "interval_between",
+    "run",
+    "status_line",
+]
 
 STATUS_S = 1.0
 
@@ -72,6 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="resume reading once its queue is down to this (default 256K)",
     )
     parser.add_argument("--quiet", action="store_true", help="no status line")
+    parser.add_argument(
+        "--telemetry-hz",
+        type=float,
+        default=25.0,
+        help="snapshots per second, as the window takes them (%(default)s; 0: none, with --quiet)",
+    )
 
 
 # -- the status line (kept apart so it can be fed from a telemetry Snapshot) ------------------
@@ -120,30 +135,50 @@ def interval_between(earlier: LoopFigures, later: LoopFigures) -> LoopFigures:
     )
 
 
-class _Status:
-    """Prints ``status_line`` for each interval."""
+class StatusPrinter:
+    """Reads the telemetry mailbox on a thread of its own and prints ``status_line`` about
+    once a second: the same snapshots the window shows, so both report the same numbers."""
 
-    def __init__(self, loop: IOLoop, server: EchoServer, out: TextIO) -> None:
-        self.loop = loop
-        self.server = server
+    def __init__(self, mailbox: Mailbox, out: TextIO, every_s: float = STATUS_S) -> None:
+        self.mailbox = mailbox
         self.out = out
-        self.figures = loop.figures()
-        self.bytes = (server.bytes_in, server.bytes_out)
+        self.every_s = every_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="loopmon-status", daemon=True)
+        self._printed: Snapshot | None = None
 
-    def __call__(self) -> None:
-        figures = self.loop.figures()
-        server = self.server
-        bytes_in, bytes_out = server.bytes_in, server.bytes_out
-        line = status_line(
-            interval_between(self.figures, figures),
-            len(server.connections),
-            server.queue_bytes,
-            bytes_in - self.bytes[0],
-            bytes_out - self.bytes[1],
-        )
-        self.figures = figures
-        self.bytes = (bytes_in, bytes_out)
-        print(line, file=self.out, flush=True)
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(2.0)
+
+    def _read(self) -> None:
+        while not self._done.is_set():
+            if not self.mailbox.wait(0.25):
+                continue
+            snapshot, _, _ = self.mailbox.take()
+            if snapshot is None or not snapshot.alive:
+                continue
+            printed = self._printed
+            if printed is None:
+                self._printed = snapshot  # the baseline: the first line covers a full second
+                continue
+            if snapshot.taken_at - printed.taken_at < self.every_s * 0.98:
+                continue
+            line = status_line(
+                interval_between(printed.totals, snapshot.totals),
+                len(snapshot.connections),
+                snapshot.queue_bytes,
+                snapshot.bytes_in - printed.bytes_in,
+                snapshot.bytes_out - printed.bytes_out,
+            )
+            self._printed = snapshot
+            try:
+                print(line, file=self.out, flush=True)
+            except (OSError, ValueError):
+                return  # stdout went away (a closed pipe): keep serving, stop printing
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -167,50 +202,66 @@ def run(
     if args.high_water <= 0:
         print("loopmon serve: --high-water must be positive", file=err)
         return 2
+    hz = getattr(args, "telemetry_hz", 25.0)
+    if hz <= 0 and not args.quiet:
+        print("loopmon serve: the status line needs telemetry (--telemetry-hz > 0)", file=err)
+        return 2
     raise_fd_limit(args.max_connections + 64)
     try:
-        loop = IOLoop(backend=args.backend, make_current=False)
+        runner = LoopRunner(
+            backend=args.backend,
+            strategy=args.strategy,
+            telemetry_hz=hz,
+            server_options={
+                "max_connections": args.max_connections,
+                "high_water": args.high_water,
+                "low_water": args.low_water,
+            },
+        )
     except (ValueError, RuntimeError) as exc:
         print(f"loopmon serve: {exc}", file=err)
         return 2
-    server = EchoServer(
-        loop,
-        strategy=args.strategy,
-        max_connections=args.max_connections,
-        high_water=args.high_water,
-        low_water=args.low_water,
-    )
-    try:
+    failure: list[ListenerError] = []
+
+    def on_ready(r: LoopRunner) -> None:
+        # On the loop thread, before any connection: all listeners or none.
+        server, loop = r.server, r.loop
+        assert server is not None and loop is not None
         try:
             listeners = [server.start_listener(args.host, port) for port in ports]
         except ListenerError as exc:
-            print(f"loopmon serve: {exc}", file=err, flush=True)
-            return 2
+            failure.append(exc)
+            loop.stop()
+            return
         for listener in listeners:
             print(f"listening on {listener.address} (backend {loop.backend})", file=out)
         out.flush()
-        status = None
-        if not args.quiet:
-            status = PeriodicCallback(_Status(loop, server, out), STATUS_S * 1000, io_loop=loop)
-            status.start()
 
-        def on_signal(signum: int, frame: Any) -> None:
-            loop.add_callback_from_signal(loop.stop)
+    def on_signal(signum: int, frame: Any) -> None:
+        runner.stop_from_signal()
 
-        old = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                old[sig] = signal.signal(sig, on_signal)
-            except ValueError:  # not the main thread: the caller stops the loop
-                pass
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.start()
-        finally:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
-            if status is not None:
-                status.stop()
-        return 0
+            old[sig] = signal.signal(sig, on_signal)
+        except ValueError:  # not the main thread: the caller stops the loop
+            pass
+    status = None
+    if not args.quiet:
+        status = StatusPrinter(runner.mailbox, out)
+        status.start()
+    try:
+        runner.run(on_ready)
     finally:
-        server.close_all()
-        loop.close()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if status is not None:
+            status.stop()
+        runner.mailbox.close()
+    if failure:
+        print(f"loopmon serve: {failure[0]}", file=err, flush=True)
+        return 2
+    if runner.error:
+        print(f"loopmon serve: the loop died: {runner.error.splitlines()[-1]}", file=err)
+        return 1
+    return 0
