@@ -151,3 +151,52 @@ def test_restart_on_another_backend_keeps_listeners(runner: LoopRunner, backend:
 def test_unknown_backend_is_refused() -> None:
     with pytest.raises(ValueError, match="available"):
         LoopRunner(backend="nope")
+
+
+def ss_established(port: int) -> int | None:
+    import shutil
+    import subprocess
+
+    ss = shutil.which("ss")
+    if ss is None:
+        return None
+    out = subprocess.run(
+        [ss, "-Htn", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return len([line for line in out.splitlines() if line.strip()])
+
+
+def test_snapshot_figures_match_the_os_and_the_clients(runner: LoopRunner) -> None:
+    row = runner.start_listener("127.0.0.1", 0).result(5)
+    clients = [socket.create_connection(("127.0.0.1", row.port), timeout=5) for _ in range(20)]
+    sent: dict[int, int] = {}
+    try:
+        for i, sock in enumerate(clients):
+            payload = bytes([i]) * (1000 * (i + 1))
+            sock.sendall(payload)
+            got = b""
+            while len(got) < len(payload):
+                got += sock.recv(65536)
+            assert got == payload
+            sent[sock.getsockname()[1]] = len(payload)
+        snap = next_snapshot(
+            runner,
+            lambda s: len(s.connections) == 20 and sum(c.bytes_out for c in s.connections) == sum(
+                sent.values()
+            ),
+        )
+        by_peer = {int(c.peer.rsplit(":", 1)[1]): c for c in snap.connections}
+        for port, n in sent.items():
+            assert by_peer[port].bytes_in == n
+            assert by_peer[port].bytes_out == n
+            assert by_peer[port].messages >= 1
+        established = ss_established(row.port)
+        if established is not None:
+            assert established == len(snap.connections) == 20
+        assert snap.listeners[0].accepted == 20
+    finally:
+        for sock in clients:
+            sock.close()
