@@ -10,13 +10,13 @@ fractions are exactly 1 or 0, as last time) keeps its previous row object unchan
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from operator import itemgetter
 from typing import Any, Protocol
 
-from loopmon.events import ERROR, READ, WRITE
+from loopmon.events import READ, WRITE
 from loopmon.ioloop import IOLoop, PeriodicCallback
-from loopmon.loopstats import FdStat, HandlerError, Stall
+from loopmon.loopstats import HandlerError, Stall
 from loopmon.mailbox import Mailbox
 from loopmon.snapshot import (
     ConnectionRow,
@@ -28,7 +28,7 @@ from loopmon.snapshot import (
 
 _read_slots = itemgetter(*(m for m in range(32) if m & READ))
 _write_slots = itemgetter(*(m for m in range(32) if m & WRITE))
-_error_slots = itemgetter(*(m for m in range(32) if m & ERROR))
+_new_row = tuple.__new__
 
 
 class ConnectionSource(Protocol):
@@ -59,23 +59,6 @@ class ServerSource(Protocol):
     def listener_rows(self) -> tuple[ListenerRow, ...]: ...
 
 
-class _Tracked:
-    """Telemetry's memory of one connection between snapshots."""
-
-    __slots__ = ("at", "conn", "mask", "quiet", "read", "row", "write")
-
-    def __init__(
-        self, conn: object, row: ConnectionRow, at: float, read: float, write: float, mask: int
-    ) -> None:
-        self.conn = conn
-        self.row = row
-        self.at = at  # when read/write were taken
-        self.read = read
-        self.write = write
-        self.mask = mask  # mask held from ``at`` on, while untouched
-        self.quiet = 0  # consecutive intervals untouched
-
-
 class Telemetry:
     def __init__(
         self,
@@ -96,7 +79,7 @@ class Telemetry:
         self._started = loop.time()
         self._prev_at = self._started
         self._prev_totals = loop.figures()
-        self._tracked: dict[int, _Tracked] = {}
+        self._tracked: dict[int, list[Any]] = {}
         self._pending: list[LoopEvent] = []
         self._periodic = PeriodicCallback(self.tick, 1000.0 / hz, io_loop=loop)
         self.last: Snapshot | None = None
@@ -186,70 +169,77 @@ class Telemetry:
         return snapshot
 
     def _connection_rows(self, now: float, since: float) -> tuple[ConnectionRow, ...]:
+        # One pass over the connections, everything inlined: this runs 25 times a second over
+        # up to 10,000 connections on the loop thread, and each microsecond per row is 1 % of
+        # the loop at 10,000 rows.
         assert self.server is not None
         connections = self.server.connections
         tracked = self._tracked
         touched = self.loop.take_touched()
         span = now - since
+        inv = 1.0 / span if span > 0 else 0.0
         fd_stat = self.loop.fd_stat
-        # Forget connections that are gone (or whose fd now belongs to another).
-        for fd in [fd for fd, t in tracked.items() if connections.get(fd) is not t.conn]:
-            del tracked[fd]
-        for fd, conn in self._needing_rows(connections, touched):
+        rows: list[ConnectionRow] = []
+        append = rows.append
+        for fd, conn in connections.items():
+            entry = tracked.get(fd)
+            fresh = entry is None or entry[0] is not conn
+            quiet = fd not in touched
+            if not fresh and quiet and entry[6]:  # type: ignore[index]
+                append(entry[1])  # type: ignore[index]
+                continue
             stat = fd_stat(fd)
             if stat is None:
                 continue  # closed but not yet forgotten by the server
-            read, write = stat.times_at(now)
-            entry = tracked.get(fd)
-            if entry is None or entry.conn is not conn:
+            mask = stat.mask
+            elapsed = now - stat.since
+            read = stat.read_time + (elapsed if mask & READ else 0.0)
+            write = stat.write_time + (elapsed if mask & WRITE else 0.0)
+            if fresh:
                 # New this interval: its fractions cover the part of the interval it existed.
-                base_read = base_write = 0.0
+                rf = read * inv
+                wf = write * inv
             else:
-                # The mask was constant from entry.at to ``since`` (untouched in between).
-                gap = since - entry.at
-                base_read = entry.read + (gap if entry.mask & READ else 0.0)
-                base_write = entry.write + (gap if entry.mask & WRITE else 0.0)
-            row = self._row(conn, stat, read - base_read, write - base_write, span)
-            if entry is None or entry.conn is not conn:
-                tracked[fd] = _Tracked(conn, row, now, read, write, stat.mask)
-            else:
-                entry.row, entry.at, entry.read, entry.write, entry.mask = (
-                    row,
-                    now,
-                    read,
-                    write,
-                    stat.mask,
-                )
-                entry.quiet = 0 if fd in touched else entry.quiet + 1
-        return tuple(t.row for t in tracked.values())
-
-    def _needing_rows(
-        self, connections: Mapping[int, Any], touched: set[int]
-    ) -> Iterator[tuple[int, Any]]:
-        tracked = self._tracked
-        for fd, conn in connections.items():
-            entry = tracked.get(fd)
-            if entry is None or entry.conn is not conn or fd in touched or entry.quiet < 1:
-                yield fd, conn
-
-    @staticmethod
-    def _row(conn: Any, stat: FdStat, read: float, write: float, span: float) -> ConnectionRow:
-        ready = stat.ready
-        return ConnectionRow(
-            conn.fd,
-            conn.peer,
-            conn.listener_id,
-            conn.state,
-            stat.mask,
-            min(max(read / span, 0.0), 1.0) if span > 0 else 0.0,
-            min(max(write / span, 0.0), 1.0) if span > 0 else 0.0,
-            sum(_read_slots(ready)),
-            sum(_write_slots(ready)),
-            sum(_error_slots(ready)),
-            conn.queue_bytes,
-            conn.queue_chunks,
-            conn.bytes_in,
-            conn.bytes_out,
-            conn.messages,
-            conn.created,
-        )
+                # The mask was constant from the last build to ``since`` (untouched between).
+                gap = since - entry[2]  # type: ignore[index]
+                held = entry[5]  # type: ignore[index]
+                rf = (read - entry[3] - (gap if held & READ else 0.0)) * inv  # type: ignore[index]
+                wf = (write - entry[4] - (gap if held & WRITE else 0.0)) * inv  # type: ignore[index]
+            ready = stat.ready
+            error = sum(ready[8:])  # every mask from 8 up carries an ERROR bit
+            if error:
+                nread, nwrite = sum(_read_slots(ready)), sum(_write_slots(ready))
+            else:  # the usual case: only masks 0-7 occurred
+                nread = ready[1] + ready[3] + ready[5] + ready[7]
+                nwrite = ready[4] + ready[5] + ready[6] + ready[7]
+            # tuple.__new__ skips NamedTuple's Python-level __new__: half the cost of a row.
+            row = _new_row(
+                ConnectionRow,
+                (
+                    fd,
+                    conn.peer,
+                    conn.listener_id,
+                    conn.state,
+                    mask,
+                    1.0 if rf > 1.0 else (rf if rf > 0.0 else 0.0),
+                    1.0 if wf > 1.0 else (wf if wf > 0.0 else 0.0),
+                    nread,
+                    nwrite,
+                    error,
+                    conn.queue_bytes,
+                    conn.queue_chunks,
+                    conn.bytes_in,
+                    conn.bytes_out,
+                    conn.messages,
+                    conn.created,
+                ),
+            )
+            # [connection, row, built at, read, write, mask since then, built quiet]: a row
+            # built for an interval with no event and no mask change has exact 1/0 fractions
+            # and stays valid until the fd is touched again.
+            tracked[fd] = [conn, row, now, read, write, mask, quiet]
+            append(row)
+        if len(tracked) > len(rows):
+            for fd in tracked.keys() - connections.keys():
+                del tracked[fd]
+        return tuple(rows)
