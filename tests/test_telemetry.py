@@ -196,3 +196,18 @@ def test_periodic_cadence_on_the_fake_clock(world) -> None:  # type: ignore[no-u
     assert snap is not None
     seqs.append(snap.seq)
     assert seqs == [5]
+
+
+def test_telemetry_skips_ticks_to_bound_its_share(world) -> None:  # type: ignore[no-untyped-def]
+    loop, clock, _server, telemetry, _socks = world
+    telemetry.build_seconds = 0.1  # as if the last build took 100 ms
+    telemetry.tick()  # 0 s since the last build: skipped
+    assert telemetry.skipped == 1
+    clock.advance(1.0)  # 1 s < 0.1 / 0.05 = 2 s: still skipped
+    telemetry.tick()
+    assert telemetry.skipped == 2
+    clock.advance(1.5)
+    telemetry.tick()
+    assert telemetry.skipped == 2
+    snap, _, _ = telemetry.mailbox.take()
+    assert snap is not None and snap.interval.span_s == pytest.approx(2.5)
