@@ -184,8 +184,9 @@ def test_snapshot_figures_match_the_os_and_the_clients(runner: LoopRunner) -> No
             sent[sock.getsockname()[1]] = len(payload)
         snap = next_snapshot(
             runner,
-            lambda s: len(s.connections) == 20 and sum(c.bytes_out for c in s.connections) == sum(
-                sent.values()
+            lambda s: (
+                len(s.connections) == 20
+                and sum(c.bytes_out for c in s.connections) == sum(sent.values())
             ),
         )
         by_peer = {int(c.peer.rsplit(":", 1)[1]): c for c in snap.connections}
