@@ -18,7 +18,10 @@ Workloads (``--workloads``):
 - ``rr-64k``: 10 x 64 KiB;
 - ``rr-128``: 1,000 x 128 B;
 - ``idle-10k``: 10,000 idle connections: the server's RSS holding them and the connect rate
-  (a fresh server each round, counted from its open descriptors);
+  (a fresh server each round, counted from its open descriptors). The client opens all of
+  them at once: a server that accepts more slowly than that burst overflows its backlog
+  (1,024) and the rest arrive on the kernel's SYN-ACK retries (1, 2, 4, 8 s apart), so
+  connect/s falls from tens of thousands to a few thousand: it measures burst absorption;
 - ``wake``: in one process, from another thread, ``IOLoop.add_callback(cb)`` to the start of
   ``cb`` against asyncio's (and uvloop's) ``call_soon_threadsafe``, the loop idle in its poll
   before every sample.
@@ -1051,11 +1054,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="about a minute: 2 rounds x 1 s, loopmon on its best backend, direct only",
+        help="about a minute: 2 rounds x 0.75 s, loopmon on its best backend, direct only",
     )
     parser.add_argument("--rounds", type=_positive_int, help="interleaved rounds (5; quick 2)")
     parser.add_argument(
-        "--duration", type=_positive_float, help="seconds per round and server (3; quick 1)"
+        "--duration", type=_positive_float, help="seconds per round and server (3; quick 0.75)"
     )
     parser.add_argument(
         "--only",
@@ -1118,7 +1121,7 @@ def plan(args: argparse.Namespace) -> tuple[Settings, list[ServerSpec], list[str
     notes.extend(more)
     workloads = parse_workloads(getattr(args, "workloads", None))
     rounds = args.rounds or (2 if quick else 5)
-    duration = args.duration or (1.0 if quick else 3.0)
+    duration = args.duration or (0.75 if quick else 3.0)
     settings = Settings(
         rounds=rounds,
         duration_s=duration,

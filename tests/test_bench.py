@@ -215,7 +215,7 @@ def test_plan_quick_and_explicit() -> None:
     parser = cli.build_parser()
     args = parser.parse_args(["bench", "--quick"])
     settings, _, _ = bench.plan(args)
-    assert settings.quick and settings.rounds == 2 and settings.duration_s == 1.0
+    assert settings.quick and settings.rounds == 2 and settings.duration_s == 0.75
     assert settings.servers[0].startswith("loopmon-") and "asyncio-protocol" in settings.servers
     assert all(not n.startswith("loopmon-") or "-poll-" not in n for n in settings.servers)
     args = parser.parse_args(
