@@ -21,22 +21,36 @@ NO_DISPLAY = (
 )
 
 
-def add_server_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by the window and ``serve``: what to listen on and how to echo."""
+def add_server_arguments(parser: argparse.ArgumentParser, *, inherit: bool = False) -> None:
+    """Options shared by the window and ``serve``: what to listen on and how to echo.
+    ``inherit``: a subcommand repeating the top-level options, whose defaults must not
+    overwrite what was given before the subcommand's name."""
     from loopmon.pollers import BACKENDS
 
-    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (%(default)s)")
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if inherit else value
+
+    parser.add_argument(
+        "--host", default=default(DEFAULT_HOST), help=f"address to listen on ({DEFAULT_HOST})"
+    )
     parser.add_argument(
         "--port",
         type=port_number,
         action="append",
+        default=default(None),
         help=f"port to listen on; repeat for several listeners (default {DEFAULT_PORT})",
     )
     parser.add_argument(
-        "--backend", choices=BACKENDS, default=None, help="poller (default: best available)"
+        "--backend",
+        choices=BACKENDS,
+        default=default(None),
+        help="poller (default: best available)",
     )
     parser.add_argument(
-        "--strategy", choices=("seed", "direct"), default="direct", help="echo strategy"
+        "--strategy",
+        choices=("seed", "direct"),
+        default=default("direct"),
+        help="echo strategy (direct)",
     )
 
 
@@ -68,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(
         subs.add_parser("bench", help="benchmark loopmon against asyncio and friends")
     )
-    subs.add_parser("gui", help="open the monitor window (the default)")
+    add_server_arguments(
+        subs.add_parser("gui", help="open the monitor window (the default)"), inherit=True
+    )
     return parser
 
 
