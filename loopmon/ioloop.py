@@ -510,8 +510,11 @@ class IOLoop:
         return future
 
     def close(self, all_fds: bool = False) -> None:
-        """Release the poller and the waker; with ``all_fds`` close every registered fd too.
-        Further ``add_callback`` calls do nothing."""
+        """Release the poller and the waker; with ``all_fds`` close every registered fd too
+        (a file object registered as such is closed through its ``close()``; one registered
+        by number is ``os.close``d, so do not pass ``all_fds`` while some object still owns
+        that number: it would close it a second time). Further ``add_callback`` calls do
+        nothing."""
         if self._closed:
             return
         if self._running:
