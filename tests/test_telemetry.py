@@ -200,6 +200,7 @@ def test_periodic_cadence_on_the_fake_clock(world) -> None:  # type: ignore[no-u
 
 def test_telemetry_skips_ticks_to_bound_its_share(world) -> None:  # type: ignore[no-untyped-def]
     _loop, clock, _server, telemetry, _socks = world
+    telemetry.max_share = 0.05
     telemetry.build_seconds = 0.1  # as if the last build took 100 ms
     telemetry.tick()  # 0 s since the last build: skipped
     assert telemetry.skipped == 1

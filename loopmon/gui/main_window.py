@@ -48,7 +48,7 @@ EVENT_LOG_SIZE = 5000
 # Views refresh at most this often. Histories and the status strip take every snapshot
 # (25 a second); repainting plots and the table that often costs the loop thread GIL time
 # and shows nothing a reader could follow.
-VIEW_INTERVAL_S = 0.1
+VIEW_INTERVAL_S = 0.2  # views redraw at 5 Hz: pyqtgraph paints axes in Python, under the GIL
 
 
 class MainWindow(QMainWindow):
