@@ -56,7 +56,11 @@ def build(args: argparse.Namespace, runner: RunnerLike | None = None) -> MainWin
 
 def main(args: argparse.Namespace, runner_factory: Callable[[], RunnerLike] | None = None) -> int:
     app = application()
-    window = build(args, runner_factory() if runner_factory is not None else None)
+    try:
+        window = build(args, runner_factory() if runner_factory is not None else None)
+    except (ValueError, OSError, RuntimeError) as exc:  # e.g. a backend this OS lacks
+        print(f"loopmon: {exc}", file=sys.stderr)
+        return 2
     window.show()
 
     # Ctrl+C in the terminal closes the window like Ctrl+Q. Python runs signal handlers only

@@ -6,6 +6,8 @@ columns once (``ConnectionColumns``) and every per-fd update is a numpy scatter.
 
 from __future__ import annotations
 
+import dataclasses
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -79,15 +81,33 @@ class HealthHistory:
     nothing; after a restart (totals start again) the snapshot's own interval is used.
     """
 
+    # The lag probe fires ~10 times a second and snapshots come 25 times: one interval holds
+    # zero or one sample, so lag quantiles are taken over the last second of snapshots.
+    LAG_WINDOW_S = 1.0
+
     def __init__(self, capacity: int = 8192) -> None:
         self.ring = SeriesRing(capacity, HEALTH_FIELDS)
         self._previous: Snapshot | None = None
+        self._lag_marks: deque[tuple[float, LagHistogram]] = deque()
         self.latest = Rates()
 
     def clear(self) -> None:
         self.ring.clear()
         self._previous = None
+        self._lag_marks.clear()
         self.latest = Rates()
+
+    def _lag_over_window(self, snap: Snapshot) -> LagHistogram | None:
+        marks = self._lag_marks
+        if marks and snap.taken_at < marks[-1][0]:
+            marks.clear()  # another clock (a restarted loop)
+        marks.append((snap.taken_at, snap.totals.lag))
+        while len(marks) > 2 and snap.taken_at - marks[1][0] >= self.LAG_WINDOW_S:
+            marks.popleft()
+        if len(marks) < 2:
+            return None
+        lag = snap.totals.lag.minus(marks[0][1])
+        return lag if lag.total >= 0 and min(lag.counts) >= 0 else None
 
     def record(self, snapshot: Snapshot) -> Rates:
         prev = self._previous
@@ -95,6 +115,11 @@ class HealthHistory:
             self.ring.clear()  # a different clock: the old samples cannot share the axis
             prev = None
         rates = self._rates(prev, snapshot)
+        lag = self._lag_over_window(snapshot)
+        if lag is not None:
+            rates = dataclasses.replace(
+                rates, lag_p50_s=lag.quantile(0.5), lag_p99_s=lag.quantile(0.99)
+            )
         self._previous = snapshot
         self.latest = rates
         self.ring.append(
@@ -153,6 +178,24 @@ class ConnectionColumns:
         self.created = np.fromiter(map(itemgetter(15), rows), np.float64, n)
 
 
+# Per-fd history is indexed by fd number (the OS hands out the lowest free number, so with
+# 10,000 connections the numbers stay near 10,000). It costs ~1.5 KiB per fd; fds above this
+# are left out of the raster and the queue plot rather than grow it without bound.
+MAX_FD = 65535
+
+
+class _Subset:
+    """Some rows of a ConnectionColumns."""
+
+    def __init__(self, cols: ConnectionColumns, keep: np.ndarray) -> None:
+        self.fd: np.ndarray = cols.fd[keep]
+        self.read: np.ndarray = cols.read[keep]
+        self.write: np.ndarray = cols.write[keep]
+        self.queue: np.ndarray = cols.queue[keep]
+        self.messages: np.ndarray = cols.messages[keep]
+        self.created: np.ndarray = cols.created[keep]
+
+
 class FdHistory:
     """Per connection, the last ``window_s`` seconds in fixed time slices.
 
@@ -187,7 +230,7 @@ class FdHistory:
         self._reset()
 
     def _grow(self, max_fd: int) -> None:
-        new = max(max_fd + 1, 2 * self._capacity, 64)
+        new = min(max(max_fd + 1, self._capacity * 3 // 2, 64), MAX_FD + 1)
         extra = new - self._capacity
 
         def taller(a: np.ndarray) -> np.ndarray:
@@ -218,7 +261,7 @@ class FdHistory:
         self._weight[cleared] = 0
         self._newest = slice_no
 
-    def record(self, snapshot: Snapshot, cols: ConnectionColumns) -> None:
+    def record(self, snapshot: Snapshot, cols: ConnectionColumns | _Subset) -> None:
         self.now = snapshot.taken_at
         slice_no = int(snapshot.taken_at // self.slice_s)
         if slice_no != self._newest:
@@ -228,6 +271,10 @@ class FdHistory:
         weight = span if span > 0 else 1e-3
         self._weight[b] += weight
         fds = cols.fd
+        if len(fds) and int(fds.max()) > MAX_FD:  # beyond what is kept: leave those out
+            keep = fds <= MAX_FD
+            fds = fds[keep]
+            cols = _Subset(cols, keep) if isinstance(cols, ConnectionColumns) else cols
         self.live = fds
         if not len(fds):
             return

@@ -11,7 +11,7 @@ connections selected, and times:
               (hidden ones forced), i.e. all the Python work one snapshot causes;
   paint       then processEvents(): Qt and pyqtgraph repainting the visible views;
 and the same again with connections coming and going every snapshot (1% replaced per
-snapshot: the table's reset path, and new rows in the histories). The pre-built frames are
+snapshot, on reused fd numbers as the OS does: the histories' reuse path). The pre-built frames are
 moved out of the garbage collector's way (gc.freeze), so a full collection of 100 frames of
 10,000 rows does not land in one measurement.
 
@@ -40,15 +40,25 @@ from PySide6.QtWidgets import QApplication
 
 from loopmon.gui.main_window import MainWindow
 from loopmon.gui.settings import open_settings
-from loopmon.snapshot import Snapshot
+from loopmon.snapshot import ConnectionRow, Snapshot
+
+
+def churned(n: int, step: int, t: float) -> tuple[ConnectionRow, ...]:
+    """One frame with 1% of the connections replaced by new ones since the last: the OS gives
+    a new connection the lowest free fd, so the numbers are reused (with a new created_at)."""
+    rows = list(busy_connections(n, step))
+    k = max(n // 100, 1)
+    first = (step * k) % n
+    for i in range(first, min(first + k, n)):
+        rows[i] = rows[i]._replace(created_at=t, bytes_in=0, bytes_out=0, messages=0)
+    return tuple(rows)
 
 
 def frames(count: int, n: int, churn: bool) -> list[Snapshot]:
     out = []
     for step in range(count):
-        # churn: 1% of the connections close and as many new ones open, every snapshot
-        rows = busy_connections(n, step, first_fd=10 + (step * max(n // 100, 1) if churn else 0))
         t = 1000.0 + step * 0.04
+        rows = churned(n, step, t) if churn else busy_connections(n, step)
         out.append(
             snapshot(
                 seq=step + 1,
@@ -148,15 +158,56 @@ def live(app: QApplication, n: int, seconds: float, hz: float, tab: int) -> None
         gc.unfreeze()
 
 
+def soak(app: QApplication, n: int, count: int) -> None:
+    """``count`` snapshots (25 a second of loop time: 15,000 is ten minutes) of ``n``
+    connections with 1% churn and events, as fast as the window takes them; print the
+    process's resident memory along the way."""
+    import resource
+
+    from fakes import event
+
+    from loopmon.gui.bridge import Batch
+
+    def rss_mib() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+    with tempfile.TemporaryDirectory() as tmp:
+        window = MainWindow(None, settings=open_settings(Path(tmp) / "bench.ini"))
+        window.view_interval_s = 0.0
+        window.resize(1600, 1000)
+        window.show()
+        k = max(n // 100, 1)
+        marks = []
+        for step in range(count):
+            t = 1000.0 + step * 0.04
+            rows = churned(n, step, t)
+            first = (step * k) % n
+            events = [event("connect", at=t, fd=r.fd) for r in rows[first : first + k]]
+            snap = snapshot(seq=step + 1, taken_at=t, connections=rows, totals=figures(t - 900))
+            window.on_batch(Batch(snap, events, 0))
+            if step % 5 == 0:
+                window.tabs.setCurrentIndex((step // 250) % 4)
+                app.processEvents()
+            if step % (count // 10) == 0 or step == count - 1:
+                marks.append(f"{step * 0.04 / 60:4.1f} min {rss_mib():6.1f} MiB")
+        print(f"soak, {n} connections, {count} snapshots: " + " | ".join(marks))
+        window.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--live", type=float, default=5.0, help="seconds per live run (0: skip)")
+    parser.add_argument("--soak", type=int, default=0, help="snapshots for a memory soak run")
     args = parser.parse_args()
     app = QApplication.instance() or QApplication([])
     assert isinstance(app, QApplication)
     print(f"Python {sys.version.split()[0]}, Qt platform {app.platformName()}")
+    if args.soak:
+        soak(app, args.counts[0], args.soak)
+        return
     for n in args.counts:
         for churn in (False, True):
             for tab in (0, 1, 2):
