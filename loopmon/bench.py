@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from loopmon import __version__, benchpeers, pollers
+from loopmon.loadgen import positive_float, positive_int
 
 BASELINE = "asyncio-protocol"
 REFERENCE = "bare-epoll"
@@ -1056,9 +1057,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="about a minute: 2 rounds x 0.75 s, loopmon on its best backend, direct only",
     )
-    parser.add_argument("--rounds", type=_positive_int, help="interleaved rounds (5; quick 2)")
+    parser.add_argument("--rounds", type=positive_int, help="interleaved rounds (5; quick 2)")
     parser.add_argument(
-        "--duration", type=_positive_float, help="seconds per round and server (3; quick 0.75)"
+        "--duration", type=positive_float, help="seconds per round and server (3; quick 0.75)"
     )
     parser.add_argument(
         "--only",
@@ -1072,10 +1073,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated, from {', '.join(WORKLOAD_NAMES)} ('rr': the three rr ones)",
     )
     parser.add_argument(
-        "--idle-connections", type=_positive_int, default=10_000, help="for idle-10k (%(default)s)"
+        "--idle-connections", type=positive_int, default=10_000, help="for idle-10k (%(default)s)"
     )
     parser.add_argument(
-        "--wake-samples", type=_positive_int, help="per implementation (20000; quick 3000)"
+        "--wake-samples", type=positive_int, help="per implementation (20000; quick 3000)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--list", action="store_true", help="list servers and workloads, exit")
@@ -1086,26 +1087,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("127.0.0.1", "::1"),
         help="loopback address the servers listen on (%(default)s)",
     )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"must be a positive number: {text}")
-    return value
 
 
 def plan(args: argparse.Namespace) -> tuple[Settings, list[ServerSpec], list[str]]:

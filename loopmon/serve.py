@@ -123,16 +123,7 @@ def status_line(
 
 def interval_between(earlier: LoopFigures, later: LoopFigures) -> LoopFigures:
     """What the loop did between two of its ``figures()``."""
-    return LoopFigures(
-        span_s=later.span_s - earlier.span_s,
-        iterations=later.iterations - earlier.iterations,
-        events=later.events - earlier.events,
-        callbacks=later.callbacks - earlier.callbacks,
-        timers=later.timers - earlier.timers,
-        busy_s=later.busy_s - earlier.busy_s,
-        poll_s=later.poll_s - earlier.poll_s,
-        lag=later.lag.minus(earlier.lag),
-    )
+    return later.minus(earlier)
 
 
 class StatusPrinter:

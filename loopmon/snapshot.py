@@ -88,6 +88,19 @@ class LoopFigures:
     def callbacks_per_s(self) -> float:
         return self._rate(self.callbacks)
 
+    def minus(self, earlier: LoopFigures) -> LoopFigures:
+        """What happened between two sets of running totals (``earlier`` first)."""
+        return LoopFigures(
+            span_s=self.span_s - earlier.span_s,
+            iterations=self.iterations - earlier.iterations,
+            events=self.events - earlier.events,
+            callbacks=self.callbacks - earlier.callbacks,
+            timers=self.timers - earlier.timers,
+            busy_s=self.busy_s - earlier.busy_s,
+            poll_s=self.poll_s - earlier.poll_s,
+            lag=self.lag.minus(earlier.lag),
+        )
+
     @property
     def utilization(self) -> float:
         """Fraction of measured time the loop was busy rather than waiting in poll (0..1)."""

@@ -131,17 +131,7 @@ class Telemetry:
         loop = self.loop
         now = loop.time()
         totals = loop.figures()
-        prev = self._prev_totals
-        interval = LoopFigures(
-            span_s=now - self._prev_at,
-            iterations=totals.iterations - prev.iterations,
-            events=totals.events - prev.events,
-            callbacks=totals.callbacks - prev.callbacks,
-            timers=totals.timers - prev.timers,
-            busy_s=totals.busy_s - prev.busy_s,
-            poll_s=totals.poll_s - prev.poll_s,
-            lag=totals.lag.minus(prev.lag),
-        )
+        interval = totals.minus(self._prev_totals)
         server = self.server
         rows = self._connection_rows(now, self._prev_at) if server is not None else ()
         snapshot = Snapshot(
