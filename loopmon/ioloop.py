@@ -370,8 +370,8 @@ class IOLoop:
                 hb.what = callback
                 try:
                     ret = ctx.run(callback, *args)
-                    if ret is not None and isinstance(ret, Future):
-                        self.add_future(ret, _surface_result)
+                    if ret is not None:
+                        self._watch_result(ret)
                 except Exception:
                     self._callback_failed(callback, args, t)
                 t2 = clock()
@@ -486,6 +486,14 @@ class IOLoop:
             raise TimeoutError(f"Operation timed out after {timeout} seconds")
         return cell[0].result()
 
+    def _watch_result(self, ret: object) -> None:
+        """A callback returned a future or a coroutine: run the coroutine, and send a failure
+        of either to ``handle_callback_exception`` instead of losing it."""
+        if isinstance(ret, Coroutine):
+            ret = self._drive(ret)
+        if isinstance(ret, Future):
+            self.add_future(ret, _surface_result)
+
     def _drive(self, coro: Coroutine[Any, Any, Any]) -> Future[Any]:
         """Run a coroutine that awaits futures (anything with ``add_done_callback``)."""
         future: Future[Any] = Future()
@@ -583,7 +591,13 @@ class IOLoop:
         if self._running:
             self._start_watchdog()
 
-    set_blocking_signal_threshold = set_blocking_log_threshold
+    def set_blocking_signal_threshold(
+        self, seconds: float | None, action: Callable[..., Any] | None = None
+    ) -> None:
+        """Tornado's name for ``set_blocking_log_threshold``. Tornado ran ``action`` as a
+        SIGALRM handler; signals reach only the main thread and the monitor runs its loop on
+        another, so a stall is logged and recorded instead and ``action`` is not called."""
+        self.set_blocking_log_threshold(seconds)
 
     def set_observers(
         self,

@@ -593,6 +593,26 @@ def test_a_failed_future_returned_by_a_callback_is_reported(loop: IOLoop) -> Non
     run_until(loop, lambda: len(seen) == 1)
 
 
+def test_a_coroutine_returned_by_a_callback_runs_and_its_failure_is_reported(
+    loop: IOLoop,
+) -> None:
+    seen: list[object] = []
+    ran: list[str] = []
+    loop.handle_callback_exception = seen.append  # type: ignore[method-assign]
+
+    async def fine() -> None:
+        ran.append("fine")
+
+    async def broken() -> None:
+        ran.append("broken")
+        raise ValueError("in a coroutine")
+
+    loop.add_callback(fine)
+    loop.add_callback(broken)
+    run_until(loop, lambda: len(seen) == 1)
+    assert ran == ["fine", "broken"]
+
+
 # -- stalls --------------------------------------------------------------------------------
 
 
@@ -622,6 +642,8 @@ def test_blocking_threshold_logs_the_stack_once_and_records_the_stall(
 def test_blocking_signal_threshold_is_an_alias(loop: IOLoop) -> None:
     loop.set_blocking_signal_threshold(1.0)
     assert loop._stall_threshold == 1.0
+    loop.set_blocking_signal_threshold(0.5, lambda signum, frame: None)  # Tornado's signature
+    assert loop._stall_threshold == 0.5
     loop.set_blocking_signal_threshold(None)
 
 
