@@ -1,9 +1,12 @@
-"""The event-mask raster: one row per fd, the last minute across, each cell the mask the fd had
+"""The event-mask raster: one row per fd, the last minute across, each cell what the fd had
 registered during that time slice.
 
-Colours come from the time-in-mask fractions the loop accounts at every change, not from the
-mask at snapshot time, so a WRITE registered for a millisecond still tints its slice: any WRITE
-at all shows at least at 35 % strength, more the longer it was held.
+A row is two strips and a gap: the upper strip is READ (blue), the lower WRITE (orange). Mixing
+both into one colour made the seed strategy's flips (READ, WRITE, READ... many times a slice)
+an unreadable grey-pink; two strips show each share on its own. Brightness comes from the
+time-in-mask fractions the loop accounts at every change, not from the mask at snapshot time,
+so a WRITE registered for a millisecond still shows: any share at all is drawn at least at
+35 % strength, brighter the longer it was held.
 """
 
 from __future__ import annotations
@@ -21,28 +24,39 @@ from loopmon.gui.plot_panel import PlotPanel, time_axis
 
 MAX_ROWS = 64
 RERANK_S = 1.0
+STRIPS = 3  # image rows per fd: READ, WRITE, gap
 
 NONE_RGB = np.array([10, 10, 14], dtype=np.float32)
 NO_DATA_RGB = np.array([48, 50, 56], dtype=np.float32)
+GAP_RGB = np.array([21, 23, 28], dtype=np.float32)  # the plot's background
 READ_RGB = np.array([52, 120, 235], dtype=np.float32)
 WRITE_RGB = np.array([245, 145, 30], dtype=np.float32)
-WRITE_FLOOR = 0.35
+FLOOR = 0.35
 
 LEGEND: tuple[tuple[str, np.ndarray], ...] = (
-    ("READ", NONE_RGB + READ_RGB),
-    ("WRITE", NONE_RGB + WRITE_RGB),
-    ("READ+WRITE", np.clip(NONE_RGB + READ_RGB + WRITE_RGB, 0, 255)),
-    ("nothing", NONE_RGB),
+    ("READ (upper strip)", NONE_RGB + READ_RGB),
+    ("WRITE (lower strip)", NONE_RGB + WRITE_RGB),
+    ("brighter = held longer", NONE_RGB + FLOOR * WRITE_RGB),
+    ("not registered", NONE_RGB),
     ("no data", NO_DATA_RGB),
 )
 
 
-def mask_colours(read: np.ndarray, write: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """RGB uint8 cells from READ/WRITE fractions (any shape; adds a last axis of 3)."""
-    boost = np.where(write > 0, WRITE_FLOOR + (1 - WRITE_FLOOR) * write, 0.0)
-    rgb = NONE_RGB + read[..., None] * READ_RGB + boost[..., None] * WRITE_RGB
-    rgb = np.where(known[..., None], rgb, NO_DATA_RGB)
-    return np.clip(rgb, 0, 255).astype(np.uint8)
+def _strength(share: np.ndarray) -> np.ndarray:
+    return np.where(share > 0, FLOOR + (1 - FLOOR) * share, 0.0)
+
+
+def mask_cells(read: np.ndarray, write: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """RGB uint8 from READ/WRITE fractions of any shape ``S``: shape ``S + (STRIPS, 3)``,
+    the strips being READ, WRITE and a gap."""
+    out = np.empty((*read.shape, STRIPS, 3), dtype=np.float32)
+    out[..., 0, :] = NONE_RGB + _strength(read)[..., None] * READ_RGB
+    out[..., 1, :] = NONE_RGB + _strength(write)[..., None] * WRITE_RGB
+    unknown = ~known
+    out[unknown, 0, :] = NO_DATA_RGB
+    out[unknown, 1, :] = NO_DATA_RGB
+    out[..., 2, :] = GAP_RGB
+    return np.clip(out, 0, 255).astype(np.uint8)
 
 
 class MaskRaster(PlotPanel):
@@ -65,7 +79,7 @@ class MaskRaster(PlotPanel):
         self.plot.setLabel("left", "fd")
         self.image = pg.ImageItem(axisOrder="col-major")
         self.plot.addItem(self.image)
-        self.legend = pg.LegendItem(colCount=len(LEGEND), horSpacing=18)
+        self.legend = pg.LegendItem(colCount=len(LEGEND), horSpacing=14)
         self.graphics.addItem(self.legend, row=1, col=0)
         for name, rgb in LEGEND:
             sample = pg.PlotDataItem(
@@ -106,7 +120,9 @@ class MaskRaster(PlotPanel):
             return
         fds = np.asarray(rows, dtype=np.int64)
         read, write, known = self.history.fractions(fds)
-        self.image.setImage(mask_colours(read, write, known), autoLevels=False)
+        cells = mask_cells(read, write, known)  # (slices, fds, strips, rgb)
+        image = cells.reshape(cells.shape[0], len(rows) * STRIPS, 3)
+        self.image.setImage(image, autoLevels=False)
         start = self.history.slice_times()[0] - self.history.now
         self.image.setRect(QRectF(start, 0, WINDOW_S, len(rows)))
         self.plot.setYRange(0, len(rows), padding=0)

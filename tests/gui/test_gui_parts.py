@@ -16,7 +16,7 @@ from loopmon.gui import resources, validation
 from loopmon.gui.bridge import Batch, MailboxBridge
 from loopmon.gui.history import ConnectionColumns, FdHistory, HealthHistory, SeriesRing
 from loopmon.gui.load_panel import LoadPanel
-from loopmon.gui.raster import NO_DATA_RGB, READ_RGB, mask_colours
+from loopmon.gui.raster import NO_DATA_RGB, NONE_RGB, READ_RGB, mask_cells
 from loopmon.gui.settings import ENV_VAR, open_settings
 
 pytestmark = pytest.mark.gui
@@ -142,9 +142,10 @@ def test_fd_history_keeps_a_flip_shorter_than_a_frame() -> None:
     assert known[-1].all()
     assert write[-1, 0] == pytest.approx(0.001)
     assert write[-1, 1] == 0
-    colours = mask_colours(read[-1], write[-1], known[-1])
-    assert colours[0, 0] > colours[1, 0]  # the brief WRITE tints fd 5's cell orange
-    assert colours[0, 0] - colours[1, 0] >= 0.3 * 245
+    cells = mask_cells(read[-1], write[-1], known[-1])  # (fd, strip, rgb)
+    write_strip_red = cells[:, 1, 0]
+    assert write_strip_red[0] - write_strip_red[1] >= 0.3 * 245  # the brief WRITE shows
+    assert (cells[:, 0, 2] > 200).all()  # both READ strips lit
 
 
 def test_fd_history_wipes_a_reused_fd_and_marks_unknown_time() -> None:
@@ -159,9 +160,11 @@ def test_fd_history_wipes_a_reused_fd_and_marks_unknown_time() -> None:
     read, write, known = fds.fractions(np.array([7]))
     assert not write[:, 0].any()  # the old connection's WRITE history is gone
     assert known[-1, 0] and not known[-3, 0]
-    colours = mask_colours(read, write, known)
-    assert (colours[-3, 0] == NO_DATA_RGB.astype(np.uint8)).all()
-    assert colours[-1, 0, 2] >= READ_RGB[2]
+    cells = mask_cells(read, write, known)  # (slice, fd, strip, rgb)
+    assert (cells[-3, 0, 0] == NO_DATA_RGB.astype(np.uint8)).all()
+    assert (cells[-3, 0, 1] == NO_DATA_RGB.astype(np.uint8)).all()
+    assert cells[-1, 0, 0, 2] >= READ_RGB[2]  # the new connection's READ strip is lit
+    assert (cells[-1, 0, 1] == NONE_RGB.astype(np.uint8)).all()  # and no WRITE
 
 
 def test_fd_history_ranks_busiest_and_deepest() -> None:

@@ -131,6 +131,41 @@ def test_closing_the_window_under_load_stops_the_loop(qtbot, window) -> None:  #
         t.join(2)
 
 
+def test_backend_restart_and_strategy_from_the_window(qtbot, window) -> None:  # type: ignore[no-untyped-def]
+    port = listen(qtbot, window)
+    panel = window.loop_panel
+    others = [b for b in window.runner.available_backends if b != window.runner.backend]
+    if not others:
+        pytest.skip("only one backend works here")
+    panel.confirm = lambda _question: True
+    panel.choose_backend(others[0])
+    qtbot.waitUntil(lambda: panel.backend_message.text() == f"running on {others[0]}", timeout=5000)
+    qtbot.waitUntil(
+        lambda: window.status.labels["backend"].text().startswith(others[0]), timeout=2000
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:  # reopened
+        client.sendall(b"again")
+        assert client.recv(5) == b"again"
+    panel.choose_strategy("seed")
+    qtbot.waitUntil(lambda: window.status.labels["backend"].text().endswith("seed"), timeout=2000)
+
+
+@pytest.mark.slow
+def test_the_load_panel_runs_loopmon_load(qtbot, window) -> None:  # type: ignore[no-untyped-def]
+    listen(qtbot, window)
+    load = window.load_panel
+    load.clients_spin.setValue(5)
+    load.duration_spin.setValue(2.5)
+    load.mode_combo.setCurrentText("rr")
+    load.start()
+    qtbot.waitUntil(lambda: not load.running, timeout=15000)
+    assert load.progress.get("round_trips", 0) > 0  # at least one progress line came
+    assert load.summary is not None, load.log_view.toPlainText()
+    assert load.summary["round_trips"] > 0
+    assert load.summary["mismatches"] == 0
+    assert "0 mismatches" in load.result_label.text()
+
+
 CHILD = textwrap.dedent(
     """
     import argparse, os, sys, threading, time
