@@ -26,7 +26,6 @@ __all__ = [
     "StatusPrinter",
     "add_arguments",
     "format_bytes",
-    "interval_between",
     "run",
     "status_line",
 ]
@@ -121,11 +120,6 @@ def status_line(
     )
 
 
-def interval_between(earlier: LoopFigures, later: LoopFigures) -> LoopFigures:
-    """What the loop did between two of its ``figures()``."""
-    return later.minus(earlier)
-
-
 class StatusPrinter:
     """Reads the telemetry mailbox on a thread of its own and prints ``status_line`` about
     once a second: the same snapshots the window shows, so both report the same numbers."""
@@ -159,7 +153,7 @@ class StatusPrinter:
             if snapshot.taken_at - printed.taken_at < self.every_s * 0.98:
                 continue
             line = status_line(
-                interval_between(printed.totals, snapshot.totals),
+                snapshot.totals.minus(printed.totals),
                 len(snapshot.connections),
                 snapshot.queue_bytes,
                 snapshot.bytes_in - printed.bytes_in,

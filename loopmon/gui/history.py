@@ -139,18 +139,9 @@ class HealthHistory:
     def _rates(prev: Snapshot | None, snap: Snapshot) -> Rates:
         now, then = snap.totals, prev.totals if prev is not None else None
         if then is not None and now.span_s > then.span_s and now.iterations >= then.iterations:
-            span = now.span_s - then.span_s
-            busy = now.busy_s - then.busy_s
-            measured = busy + (now.poll_s - then.poll_s)
-            lag: LagHistogram = now.lag.minus(then.lag)
-            return Rates(
-                events_per_s=(now.events - then.events) / span,
-                iterations_per_s=(now.iterations - then.iterations) / span,
-                utilization=busy / measured if measured > 0 else 0.0,
-                lag_p50_s=lag.quantile(0.5),
-                lag_p99_s=lag.quantile(0.99),
-            )
-        interval = snap.interval
+            interval = now.minus(then)  # everything since the snapshot before, none lost
+        else:
+            interval = snap.interval  # first snapshot, or a restarted loop's new totals
         return Rates(
             events_per_s=interval.events_per_s,
             iterations_per_s=interval.iterations_per_s,
