@@ -29,6 +29,7 @@ import errno
 import ipaddress
 import itertools
 import logging
+import operator
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -62,6 +63,12 @@ KEEP_STOPPED: Final = 32  # stopped listeners still shown in listener_rows()
 _RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 OnEvent = Callable[[str, str, int], None]
+
+_BYTES_IN: Final = operator.attrgetter("bytes_in")
+_QUEUE_BYTES: Final = operator.attrgetter("queue_bytes")
+# memoryview slices of the read buffer, made once per size: the send of a read of n bytes then
+# allocates nothing. Bigger reads slice afresh; their copy dwarfs one small object.
+_CACHED_VIEWS: Final = 16384
 
 
 def format_address(host: str, port: int) -> str:
@@ -172,9 +179,9 @@ class Connection:
 
     __slots__ = (
         "bytes_in",
-        "bytes_out",
         "close_reason",
         "created",
+        "dropped",
         "eof",
         "fd",
         "listener",
@@ -189,6 +196,7 @@ class Connection:
         "recv_into",
         "send",
         "sendmsg",
+        "slow",
         "sock",
         "state",
     )
@@ -203,13 +211,16 @@ class Connection:
         self.queue: collections.deque[bytes | memoryview] = collections.deque()
         self.queue_bytes = 0
         self.bytes_in = 0
-        self.bytes_out = 0
+        self.dropped = 0  # queued output thrown away at close
         self.messages = 0  # reads that returned data
         self.created = created
         self.mask = READ  # what we registered (without the implicit ERROR)
         self.paused = False  # READ dropped for backpressure
         self.eof = False  # the peer has sent FIN
         self.close_reason = ""
+        # False only while the handler's fast path applies (direct strategy, nothing queued):
+        # one flag for the hot path to test instead of three.
+        self.slow = False
         # Bound once: the hot path calls these per event.
         self.recv_into = sock.recv_into
         self.recv = sock.recv
@@ -217,8 +228,22 @@ class Connection:
         self.sendmsg = sock.sendmsg
 
     @property
+    def bytes_out(self) -> int:
+        """Bytes echoed back so far. Derived, not counted: everything read is either sent,
+        still queued, or was dropped at close, so the hot path keeps one counter, not two."""
+        return self.bytes_in - self.queue_bytes - self.dropped
+
+    @property
     def queue_chunks(self) -> int:
         return len(self.queue)
+
+    def fileno(self) -> int:
+        # The loop hands this object (not the fd number) to the handler: no lookup per event.
+        return self.fd
+
+    def close(self) -> None:
+        """Close the socket (what ``IOLoop.close(all_fds=True)`` calls)."""
+        self.sock.close()
 
     def __repr__(self) -> str:
         return f"<Connection fd={self.fd} {self.peer} {self.state} queued={self.queue_bytes}>"
@@ -253,8 +278,10 @@ class EchoServer:
         self.high_water = high_water
         self.low_water = low_water
         self.on_event = on_event
-        self.bytes_in = 0  # over the server's life
-        self.bytes_out = 0
+        # Bytes of connections already closed; the live ones are summed on demand, so the hot
+        # path does not count everything twice.
+        self._closed_bytes_in = 0
+        self._closed_bytes_out = 0
         self.closed_connections = 0
         self._ids = itertools.count(1)
         self._listeners: dict[int, Listener] = {}
@@ -264,6 +291,20 @@ class EchoServer:
         self._rows: tuple[ListenerRow, ...] | None = None
         self._buffer = bytearray(RECV_SIZE)
         self._on_connection = self._make_connection_handler()
+
+    @property
+    def bytes_in(self) -> int:
+        """Bytes read over the server's life."""
+        live: int = sum(map(_BYTES_IN, self._connections.values()))
+        return self._closed_bytes_in + live
+
+    @property
+    def bytes_out(self) -> int:
+        """Bytes echoed over the server's life."""
+        live = self._connections.values()
+        # An open connection has dropped nothing: what it read is sent or still queued.
+        sent: int = sum(map(_BYTES_IN, live)) - sum(map(_QUEUE_BYTES, live))
+        return self._closed_bytes_out + sent
 
     # -- views ----------------------------------------------------------------------------
 
@@ -452,8 +493,9 @@ class EchoServer:
             pass  # the peer may already be gone; the first read will say so
         peer = format_address(str(addr[0]), int(addr[1])) if isinstance(addr, tuple) else str(addr)
         conn = Connection(sock, peer, listener, self.loop.time())
+        conn.slow = not self._direct
         try:
-            self.loop.add_handler(conn.fd, self._on_connection, READ)
+            self.loop.add_handler(conn, self._on_connection, READ)
         except (OSError, ValueError) as exc:
             # e.g. select() cannot watch an fd >= FD_SETSIZE
             sock.close()
@@ -470,24 +512,20 @@ class EchoServer:
 
     # -- echoing --------------------------------------------------------------------------
 
-    def _make_connection_handler(self) -> Callable[[int, int], None]:
+    def _make_connection_handler(self) -> Callable[[Connection, int], None]:
         """The per-event handler. Its common case (direct strategy, a READ, nothing queued)
-        is one recv_into, one send and a few counters, with everything it touches bound to
-        closure variables."""
-        connections = self._connections
+        is one recv_into, one send and two counters, with everything it touches bound to
+        closure variables; the loop hands it the Connection itself."""
         buffer = self._buffer
         view = memoryview(buffer)
+        views: list[memoryview | None] = [None] * _CACHED_VIEWS
         service = self._service
         fail = self._fail
         on_eof = self._on_eof
         settle = self._settle
-        server = self
 
-        def on_connection(fd: int, events: int) -> None:
-            conn = connections.get(fd)
-            if conn is None:
-                return
-            if events != READ or conn.queue or not server._direct:
+        def on_connection(conn: Connection, events: int) -> None:
+            if events != READ or conn.slow:
                 service(conn, events)
                 return
             try:
@@ -502,16 +540,19 @@ class EchoServer:
                 return
             conn.bytes_in += n
             conn.messages += 1
-            server.bytes_in += n
+            if n < _CACHED_VIEWS:
+                data = views[n]
+                if data is None:
+                    data = views[n] = view[:n]
+            else:
+                data = view[:n]
             try:
-                sent = conn.send(view[:n])
+                sent = conn.send(data)
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
                 fail(conn, exc)
                 return
-            conn.bytes_out += sent
-            server.bytes_out += sent
             if sent != n:
                 conn.queue.append(bytes(view[sent:n]))
                 conn.queue_bytes += n - sent
@@ -558,7 +599,6 @@ class EchoServer:
             if n > 0:
                 conn.bytes_in += n
                 conn.messages += 1
-                self.bytes_in += n
                 sent = 0
                 if self._direct and not conn.queue:
                     try:
@@ -568,8 +608,6 @@ class EchoServer:
                     except OSError as exc:
                         self._fail(conn, exc)
                         return
-                    conn.bytes_out += sent
-                    self.bytes_out += sent
                 if sent != n:
                     chunk = data[sent:] if sent else data
                     conn.queue.append(bytes(chunk) if isinstance(chunk, memoryview) else chunk)
@@ -591,8 +629,6 @@ class EchoServer:
             except OSError as exc:
                 self._fail(conn, exc)
                 return False
-            conn.bytes_out += sent
-            self.bytes_out += sent
             conn.queue_bytes -= sent
             while sent:
                 head = queue[0]
@@ -609,8 +645,10 @@ class EchoServer:
         self._settle(conn)
 
     def _settle(self, conn: Connection) -> None:
-        """Bring a connection's state and registered mask in line with its queue."""
+        """Bring a connection's state, fast-path flag and registered mask in line with its
+        queue and the strategy."""
         queued = conn.queue_bytes
+        conn.slow = bool(conn.queue) or not self._direct
         if conn.eof:
             if not conn.queue:
                 self._close(conn, "closed by peer")
@@ -648,7 +686,10 @@ class EchoServer:
         conn.state = "closed"
         conn.close_reason = reason
         conn.queue.clear()
+        conn.dropped += conn.queue_bytes
         conn.queue_bytes = 0
+        self._closed_bytes_in += conn.bytes_in
+        self._closed_bytes_out += conn.bytes_out
         conn.listener.connections -= 1
         self.closed_connections += 1
         self._rows = None

@@ -50,8 +50,12 @@ class ServerSource(Protocol):
     """What telemetry reads of the server (loopmon.echo.EchoServer)."""
 
     strategy: str
-    bytes_in: int
-    bytes_out: int
+
+    @property
+    def bytes_in(self) -> int: ...
+
+    @property
+    def bytes_out(self) -> int: ...
 
     @property
     def connections(self) -> Mapping[int, Any]: ...

@@ -463,6 +463,44 @@ def test_rows_counters_and_events(harness: Harness) -> None:
     assert harness.events[1][1] == f"{peer} connected to 127.0.0.1:{listener.port}"
 
 
+def test_output_dropped_at_close_is_counted_in_not_out(harness: Harness) -> None:
+    # bytes_out is derived (read = sent + queued + dropped); a connection closed with output
+    # still queued must not count that output as sent, before or after the close.
+    server = harness.server
+    port = harness.listen()
+    sock = connect(port)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)
+    sock.setblocking(False)
+    blob = payload(64 << 10, seed=9)
+    sent = 0
+    for _ in range(400):
+        try:
+            sent += sock.send(blob)
+        except BlockingIOError:
+            time.sleep(0.002)
+        if harness.call(lambda: sum(c.queue_bytes for c in server.connections.values())) > 0:
+            break
+    harness.wait_for(lambda: next(iter(server.connections.values())).bytes_in == sent)
+
+    def figures() -> tuple[int, int, int, int, int]:
+        (conn,) = server.connections.values()
+        return conn.bytes_in, conn.bytes_out, conn.queue_bytes, server.bytes_in, server.bytes_out
+
+    bytes_in, bytes_out, queued, total_in, total_out = harness.call(figures)
+    assert queued > 0 and bytes_in == sent
+    assert bytes_out == bytes_in - queued
+    assert (total_in, total_out) == (bytes_in, bytes_out)
+    (conn,) = harness.call(lambda: list(server.connections.values()))
+    harness.call(server.close_connection, conn.fd)
+    assert harness.call(lambda: (conn.bytes_in, conn.bytes_out, conn.queue_bytes)) == (
+        bytes_in,
+        bytes_out,
+        0,
+    )
+    assert harness.call(lambda: (server.bytes_in, server.bytes_out)) == (bytes_in, bytes_out)
+    sock.close()
+
+
 def test_close_all_closes_everything(harness: Harness) -> None:
     port = harness.listen()
     socks = [connect(port) for _ in range(3)]
