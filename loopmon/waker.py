@@ -26,10 +26,12 @@ Coalescing rules:
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket
 import sys
 import threading
+from collections.abc import Callable
 
 # select() on Windows watches sockets only, so there the fallback is a socket pair; tests set
 # this to run that path elsewhere.
@@ -75,6 +77,13 @@ class Waker:
             os.set_blocking(self._rfd, False)
             os.set_blocking(self._wfd, False)
             self.kind = "pipe"
+        # One C call, bound once: wake() is on the path of every cross-thread callback, and the
+        # waking thread usually runs it with cold caches, where each Python-level step counts.
+        self._write: Callable[[], int] = (
+            functools.partial(self._socks[1].send, b"\0")
+            if self._socks is not None
+            else functools.partial(os.write, self._wfd, self._token)
+        )
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("pending" if self._pending else "idle")
@@ -120,12 +129,6 @@ class Waker:
                 os.close(self._rfd)
                 if self._wfd != self._rfd:
                     os.close(self._wfd)
-
-    def _write(self) -> None:
-        if self._socks is not None:
-            self._socks[1].send(b"\0")
-        else:
-            os.write(self._wfd, self._token)
 
     def _drain(self) -> None:
         try:
