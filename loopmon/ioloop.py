@@ -60,6 +60,8 @@ _KEEP_STALLS = 100
 _KEEP_ERRORS = 100
 
 
+_Entry = tuple[Any, Handler, FdStat, list[int], int]
+
 # Bound once: add_callback is on the path of every cross-thread wake.
 _copy_context = contextvars.copy_context
 _get_ident = threading.get_ident
@@ -140,8 +142,9 @@ class IOLoop:
         self.backend: str = self._poller.name
         self.time: Callable[[], float] = time_func or time.monotonic
         self._created = self.time()
-        # fd -> (object handed back, handler, live stats, poll count when registered)
-        self._handlers: dict[int, tuple[Any, Handler, FdStat, int]] = {}
+        # fd -> (object handed back, handler, live stats, its readiness counts, poll count when
+        # registered); the counts list is there too so the hot path saves an attribute load.
+        self._handlers: dict[int, _Entry] = {}
         self._callbacks: collections.deque[
             tuple[contextvars.Context, Callable[..., Any], tuple[Any, ...]]
         ] = collections.deque()
@@ -217,7 +220,7 @@ class IOLoop:
         mask = events | self.ERROR
         self._poller.register(fdno, mask)
         stat = FdStat(fdno, mask, self.time())
-        self._handlers[fdno] = (obj, handler, stat, self._polls)
+        self._handlers[fdno] = (obj, handler, stat, stat.ready, self._polls)
         self._touched.add(fdno)
 
     def update_handler(self, fd: Any, events: int) -> None:
@@ -429,15 +432,16 @@ class IOLoop:
             t_dispatch = t
             threshold = self._stall_threshold
             for fd, events in event_pairs:
-                entry = handlers.get(fd)
-                if entry is None:
+                try:
+                    entry = handlers[fd]
+                except KeyError:
                     if fd == waker_fd:
                         self._wake_due = True
                     continue  # or removed earlier in this pass
-                obj, handler, stat, registered = entry
+                obj, handler, stat, ready, registered = entry
                 if registered == polls:
                     continue  # a new registration made after this poll: not its event
-                stat.ready[events & 31] += 1
+                ready[events & 31] += 1
                 touched_add(fd)
                 hb.started = t
                 hb.what = fd
@@ -581,7 +585,7 @@ class IOLoop:
         self._record_error(describe(callback), -1, at)
         self.handle_callback_exception(functools.partial(callback, *args) if args else callback)
 
-    def _handler_failed(self, fd: int, entry: tuple[Any, Handler, FdStat, int], at: float) -> None:
+    def _handler_failed(self, fd: int, entry: _Entry, at: float) -> None:
         self._record_error(f"handler for fd {fd}", fd, at)
         self.handle_callback_exception((entry[0], entry[1]))
 
