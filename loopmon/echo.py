@@ -192,10 +192,6 @@ class Connection:
         "peer",
         "queue",
         "queue_bytes",
-        "recv",
-        "recv_into",
-        "send",
-        "sendmsg",
         "slow",
         "sock",
         "state",
@@ -221,11 +217,6 @@ class Connection:
         # False only while the handler's fast path applies (direct strategy, nothing queued):
         # one flag for the hot path to test instead of three.
         self.slow = False
-        # Bound once: the hot path calls these per event.
-        self.recv_into = sock.recv_into
-        self.recv = sock.recv
-        self.send = sock.send
-        self.sendmsg = sock.sendmsg
 
     @property
     def bytes_out(self) -> int:
@@ -529,7 +520,7 @@ class EchoServer:
                 service(conn, events)
                 return
             try:
-                n = conn.recv_into(buffer)
+                n = conn.sock.recv_into(buffer)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -547,7 +538,7 @@ class EchoServer:
             else:
                 data = view[:n]
             try:
-                sent = conn.send(data)
+                sent = conn.sock.send(data)
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
@@ -583,10 +574,10 @@ class EchoServer:
         if events & READ and not conn.eof:
             try:
                 if self._direct and not conn.queue:
-                    n = conn.recv_into(self._buffer)
+                    n = conn.sock.recv_into(self._buffer)
                     data: bytes | memoryview = memoryview(self._buffer)[:n]
                 else:
-                    data = conn.recv(RECV_SIZE)
+                    data = conn.sock.recv(RECV_SIZE)
                     n = len(data)
             except BlockingIOError:
                 n = -1
@@ -602,7 +593,7 @@ class EchoServer:
                 sent = 0
                 if self._direct and not conn.queue:
                     try:
-                        sent = conn.send(data)
+                        sent = conn.sock.send(data)
                     except BlockingIOError:
                         pass
                     except OSError as exc:
@@ -621,9 +612,9 @@ class EchoServer:
         while queue:
             try:
                 if len(queue) == 1:
-                    sent = conn.send(queue[0])
+                    sent = conn.sock.send(queue[0])
                 else:
-                    sent = conn.sendmsg(list(itertools.islice(queue, MAX_IOV)))
+                    sent = conn.sock.sendmsg(list(itertools.islice(queue, MAX_IOV)))
             except BlockingIOError:
                 return True
             except OSError as exc:

@@ -33,6 +33,7 @@ from typing import Any, ClassVar, TypeVar
 from loopmon import events as _ev
 from loopmon import pollers
 from loopmon.loopstats import (
+    FdCounters,
     FdStat,
     HandlerError,
     LagRecorder,
@@ -60,7 +61,9 @@ _KEEP_STALLS = 100
 _KEEP_ERRORS = 100
 
 
-_Entry = tuple[Any, Handler, FdStat, list[int], int]
+# (object handed back, handler, live stats, fd << 5: its row in the readiness counts, poll
+# count when registered)
+_Entry = tuple[Any, Handler, FdStat, int, int]
 
 # Bound once: add_callback is on the path of every cross-thread wake.
 _copy_context = contextvars.copy_context
@@ -142,9 +145,8 @@ class IOLoop:
         self.backend: str = self._poller.name
         self.time: Callable[[], float] = time_func or time.monotonic
         self._created = self.time()
-        # fd -> (object handed back, handler, live stats, its readiness counts, poll count when
-        # registered); the counts list is there too so the hot path saves an attribute load.
         self._handlers: dict[int, _Entry] = {}
+        self._counters = FdCounters()
         self._callbacks: collections.deque[
             tuple[contextvars.Context, Callable[..., Any], tuple[Any, ...]]
         ] = collections.deque()
@@ -219,8 +221,9 @@ class IOLoop:
             raise FileExistsError(f"fd {fdno} is already registered with this IOLoop")
         mask = events | self.ERROR
         self._poller.register(fdno, mask)
-        stat = FdStat(fdno, mask, self.time())
-        self._handlers[fdno] = (obj, handler, stat, stat.ready, self._polls)
+        self._counters.claim(fdno)
+        stat = FdStat(fdno, mask, self.time(), self._counters)
+        self._handlers[fdno] = (obj, handler, stat, fdno << 5, self._polls)
         self._touched.add(fdno)
 
     def update_handler(self, fd: Any, events: int) -> None:
@@ -241,6 +244,7 @@ class IOLoop:
         if entry is None:
             return
         entry[2].set_mask(self.NONE, self.time())
+        entry[2].detach()
         self._touched.add(fdno)
         try:
             self._poller.unregister(fdno)
@@ -372,6 +376,8 @@ class IOLoop:
         timers = self._timers
         poll = self._poller.poll
         touched_add = self._touched.add
+        ready_counts = self._counters.ready
+        handler_times = self._counters.handler
         hb = self._heartbeat
         heap = timers._heap
         waker_fd = self._waker_fd
@@ -438,10 +444,10 @@ class IOLoop:
                     if fd == waker_fd:
                         self._wake_due = True
                     continue  # or removed earlier in this pass
-                obj, handler, stat, ready, registered = entry
+                obj, handler, _, base, registered = entry
                 if registered == polls:
                     continue  # a new registration made after this poll: not its event
-                ready[events & 31] += 1
+                ready_counts[base | (events & 31)] += 1
                 touched_add(fd)
                 hb.started = t
                 hb.what = fd
@@ -451,7 +457,7 @@ class IOLoop:
                     self._handler_failed(fd, entry, t)
                 t2 = clock()
                 spent = t2 - t
-                stat.handler_time += spent
+                handler_times[fd] += spent
                 if spent > threshold:
                     self._stalled(fd, fd, t, t2)
                 t = t2
@@ -557,6 +563,8 @@ class IOLoop:
         if all_fds:
             for entry in list(self._handlers.values()):
                 self.close_fd(entry[0])
+        for entry in self._handlers.values():
+            entry[2].detach()
         self._handlers.clear()
         self._stop_watchdog()
         self._waker.close()

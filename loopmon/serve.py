@@ -31,6 +31,9 @@ __all__ = [
 ]
 
 STATUS_S = 1.0
+# Snapshots a second behind the status line: two per line, so each line covers a full second.
+STATUS_HZ = 2.0
+MAX_TELEMETRY_HZ = 1000.0
 
 
 def count(text: str) -> int:
@@ -83,8 +86,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--telemetry-hz",
         type=float,
-        default=25.0,
-        help="snapshots per second, as the window takes them (%(default)s; 0: none, with --quiet)",
+        default=None,
+        help=(
+            f"snapshots per second (default: {STATUS_HZ:g}, what the status line needs; none "
+            "with --quiet; the window takes 25)"
+        ),
     )
 
 
@@ -187,7 +193,13 @@ def run(
     if args.high_water <= 0:
         print("loopmon serve: --high-water must be positive", file=err)
         return 2
-    hz = getattr(args, "telemetry_hz", 25.0)
+    hz = getattr(args, "telemetry_hz", None)
+    if hz is None:
+        # A snapshot nobody reads is pure cost to the echo: build only what the line needs.
+        hz = 0.0 if args.quiet else STATUS_HZ
+    if not 0 <= hz <= MAX_TELEMETRY_HZ:
+        print(f"loopmon serve: --telemetry-hz must be 0 to {MAX_TELEMETRY_HZ:g}", file=err)
+        return 2
     if hz <= 0 and not args.quiet:
         print("loopmon serve: the status line needs telemetry (--telemetry-hz > 0)", file=err)
         return 2

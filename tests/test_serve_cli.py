@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import os
 import queue
@@ -16,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+from unittest import mock
 
 import pytest
 
@@ -176,6 +179,33 @@ def test_serve_usage_errors_exit_2() -> None:
     proc = loopmon("serve", "--port", "70000")
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 2 and "port out of range" in err
+    for bad in ("-1", "nan", "inf"):
+        proc = loopmon("serve", "--port", "0", "--quiet", "--telemetry-hz", bad)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 2 and "--telemetry-hz must be" in err, bad
+
+
+def test_serve_builds_only_the_snapshots_someone_reads() -> None:
+    from loopmon import serve
+
+    seen: list[float] = []
+
+    class Runner:
+        def __init__(self, **kwargs: object) -> None:
+            seen.append(kwargs["telemetry_hz"])  # type: ignore[arg-type]
+            raise ValueError("stop here")
+
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    for argv, hz in (
+        (["--quiet"], 0.0),
+        ([], serve.STATUS_HZ),
+        (["--quiet", "--telemetry-hz", "25"], 25.0),
+    ):
+        args = parser.parse_args(["--port", "0", *argv])
+        with mock.patch.object(serve, "LoopRunner", Runner):
+            assert serve.run(args, io.StringIO(), io.StringIO()) == 2
+        assert seen[-1] == hz
 
 
 # -- load against serve --------------------------------------------------------------------------
