@@ -61,7 +61,7 @@ _KEEP_STALLS = 100
 _KEEP_ERRORS = 100
 
 
-# (object handed back, handler, live stats, fd << 5: its row in the readiness counts, poll
+# (object handed back, handler, live stats, fd << 5: its row of counters, poll
 # count when registered)
 _Entry = tuple[Any, Handler, FdStat, int, int]
 
@@ -376,8 +376,7 @@ class IOLoop:
         timers = self._timers
         poll = self._poller.poll
         touched_add = self._touched.add
-        ready_counts = self._counters.ready
-        handler_times = self._counters.handler
+        cells = self._counters.cells
         hb = self._heartbeat
         heap = timers._heap
         waker_fd = self._waker_fd
@@ -447,7 +446,7 @@ class IOLoop:
                 obj, handler, _, base, registered = entry
                 if registered == polls:
                     continue  # a new registration made after this poll: not its event
-                ready_counts[base | (events & 31)] += 1
+                cells[base | (events & 31)] += 1.0
                 touched_add(fd)
                 hb.started = t
                 hb.what = fd
@@ -457,7 +456,7 @@ class IOLoop:
                     self._handler_failed(fd, entry, t)
                 t2 = clock()
                 spent = t2 - t
-                handler_times[fd] += spent
+                cells[base] += spent  # slot 0: time in the handler
                 if spent > threshold:
                     self._stalled(fd, fd, t, t2)
                 t = t2

@@ -1,12 +1,14 @@
 """The loop's self-measurement: live counters it updates in place, and frozen records of them.
 
-The live side is built for the hot path. The per-event counters of every fd live in two flat
-C arrays (``FdCounters``) indexed by fd number: 32 readiness counts per fd, indexed by the event
-mask itself, and the time spent in its handler. An event then updates two machine words in
-place: no branching, no Python object per counter to find in memory (with a thousand busy
-connections each such object is a cache miss, and they cost more than the arithmetic). The
-rest of an fd's figures (``FdStat``: its mask and the time in each) change only when the mask
-does. The frozen side (``LoopStats``) is built on request and may cost what it costs.
+The live side is built for the hot path. The per-event counters of every fd live in one flat C
+array of doubles (``FdCounters``), 32 per fd: the readiness counts indexed by the event mask
+itself, and in slot 0 (a mask no poller delivers) the time spent in its handler. An event then
+updates two machine words in place, usually in one cache line (slot 0 and the masks READ=1,
+WRITE=4, both=5): no branching, no Python object per counter to find in memory. With a thousand
+busy connections each such object is a cache miss, and those cost more than the arithmetic.
+Doubles count exactly up to 2**53. The rest of an fd's figures (``FdStat``: its mask and the
+time in each) change only when the mask does. The frozen side (``LoopStats``) is built on
+request and may cost what it costs.
 """
 
 from __future__ import annotations
@@ -27,31 +29,41 @@ _ERROR_MASKS = tuple(m for m in _MASKS if m & ERROR)
 SLOTS = 32  # readiness counts per fd: one per delivered mask (events & 31)
 
 
-class FdCounters:
-    """The per-event counters of every fd, in flat arrays indexed by fd number.
+HANDLER_SLOT = 0  # events & 31 is never 0: a poller reports an fd only with some bit set
+_ZEROS = bytes(8 * SLOTS)
 
-    ``ready[(fd << 5) | (events & 31)]`` counts deliveries of each mask and ``handler[fd]``
-    sums seconds spent in the fd's handler. Grown (never shrunk) to the highest fd registered:
-    256 bytes of counts per fd number, 2.5 MB at 10,000.
+
+class FdCounters:
+    """The per-event counters of every fd, in one flat array indexed by fd number.
+
+    ``cells[(fd << 5) | (events & 31)]`` counts deliveries of each mask and
+    ``cells[fd << 5]`` sums seconds spent in the fd's handler. Grown (never shrunk) to the
+    highest fd registered: 256 bytes per fd number, 2.5 MB at 10,000.
     """
 
-    __slots__ = ("handler", "ready")
+    __slots__ = ("cells",)
 
     def __init__(self) -> None:
-        self.ready = array("Q")
-        self.handler = array("d")
+        self.cells = array("d")
 
     def claim(self, fd: int) -> None:
         """Make room for ``fd`` and zero its counters (a new registration starts from 0)."""
-        have = len(self.handler)
+        have = len(self.cells) // SLOTS
         if fd >= have:
             grow = max(fd + 1, have * 2, 64) - have
-            self.handler.extend(array("d", bytes(8 * grow)))
-            self.ready.extend(array("Q", bytes(8 * SLOTS * grow)))
+            self.cells.extend(array("d", bytes(8 * SLOTS * grow)))
             return
         base = fd * SLOTS
-        self.ready[base : base + SLOTS] = array("Q", bytes(8 * SLOTS))
-        self.handler[fd] = 0.0
+        self.cells[base : base + SLOTS] = array("d", _ZEROS)
+
+    def ready(self, fd: int) -> list[int]:
+        base = fd * SLOTS
+        counts = [int(c) for c in self.cells[base : base + SLOTS]]
+        counts[HANDLER_SLOT] = 0
+        return counts
+
+    def handler_time(self, fd: int) -> float:
+        return self.cells[fd * SLOTS + HANDLER_SLOT]
 
 
 class FdStat:
@@ -94,14 +106,13 @@ class FdStat:
         counters = self._counters
         if counters is None:
             return self._ready
-        base = self.fd * SLOTS
-        return counters.ready[base : base + SLOTS].tolist()
+        return counters.ready(self.fd)
 
     @property
     def handler_time(self) -> float:
         """Seconds spent in this fd's handler so far."""
         counters = self._counters
-        return self._handler_time if counters is None else counters.handler[self.fd]
+        return self._handler_time if counters is None else counters.handler_time(self.fd)
 
     def detach(self) -> None:
         """Keep the counters as they are now, independent of the shared arrays."""
