@@ -32,6 +32,7 @@ import logging
 import operator
 import os
 import socket
+from array import array
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
@@ -64,7 +65,7 @@ _RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, 
 
 OnEvent = Callable[[str, str, int], None]
 
-_BYTES_IN: Final = operator.attrgetter("bytes_in")
+_TWO_ZEROS: Final = bytes(16)
 _QUEUE_BYTES: Final = operator.attrgetter("queue_bytes")
 # memoryview slices of the read buffer, made once per size: the send of a read of n bytes then
 # allocates nothing. Bigger reads slice afresh; their copy dwarfs one small object.
@@ -178,8 +179,9 @@ class Connection:
     """One accepted connection and its pending output (a deque of bytes/memoryview chunks)."""
 
     __slots__ = (
-        "bytes_in",
+        "at",
         "close_reason",
+        "counts",
         "created",
         "dropped",
         "eof",
@@ -187,7 +189,6 @@ class Connection:
         "listener",
         "listener_id",
         "mask",
-        "messages",
         "paused",
         "peer",
         "queue",
@@ -197,18 +198,31 @@ class Connection:
         "state",
     )
 
-    def __init__(self, sock: socket.socket, peer: str, listener: Listener, created: float) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        peer: str,
+        listener: Listener,
+        created: float,
+        counts: array[float] | None = None,
+    ) -> None:
         self.sock = sock
         self.fd = sock.fileno()
+        # Bytes read and reads that returned data: two cells of the server's counts array (at
+        # ``at`` and ``at + 1``), so a read updates machine words, not two int objects to find.
+        if counts is None:
+            counts = array("d", _TWO_ZEROS)
+            self.at = 0
+        else:
+            self.at = self.fd * 2
+        self.counts = counts
         self.peer = peer
         self.listener = listener
         self.listener_id = listener.id
         self.state = "open"  # | "paused" | "draining" | "closed"
         self.queue: collections.deque[bytes | memoryview] = collections.deque()
         self.queue_bytes = 0
-        self.bytes_in = 0
         self.dropped = 0  # queued output thrown away at close
-        self.messages = 0  # reads that returned data
         self.created = created
         self.mask = READ  # what we registered (without the implicit ERROR)
         self.paused = False  # READ dropped for backpressure
@@ -217,6 +231,23 @@ class Connection:
         # False only while the handler's fast path applies (direct strategy, nothing queued):
         # one flag for the hot path to test instead of three.
         self.slow = False
+
+    @property
+    def bytes_in(self) -> int:
+        """Bytes read so far."""
+        return int(self.counts[self.at])
+
+    @property
+    def messages(self) -> int:
+        """Reads that returned data."""
+        return int(self.counts[self.at + 1])
+
+    def detach(self) -> None:
+        """Keep the counts apart from the server's array, whose cells the next connection on
+        this fd number will reuse."""
+        at = self.at
+        self.counts = array("d", self.counts[at : at + 2])
+        self.at = 0
 
     @property
     def bytes_out(self) -> int:
@@ -273,6 +304,9 @@ class EchoServer:
         # path does not count everything twice.
         self._closed_bytes_in = 0
         self._closed_bytes_out = 0
+        # Two cells per fd number, [bytes read, reads]; see Connection. The cells of an fd with
+        # no open connection are zero, so a sum over the array is a sum over the open ones.
+        self._counts: array[float] = array("d")
         self.closed_connections = 0
         self._ids = itertools.count(1)
         self._listeners: dict[int, Listener] = {}
@@ -286,16 +320,14 @@ class EchoServer:
     @property
     def bytes_in(self) -> int:
         """Bytes read over the server's life."""
-        live: int = sum(map(_BYTES_IN, self._connections.values()))
-        return self._closed_bytes_in + live
+        return self._closed_bytes_in + int(sum(self._counts[0::2]))
 
     @property
     def bytes_out(self) -> int:
         """Bytes echoed over the server's life."""
-        live = self._connections.values()
         # An open connection has dropped nothing: what it read is sent or still queued.
-        sent: int = sum(map(_BYTES_IN, live)) - sum(map(_QUEUE_BYTES, live))
-        return self._closed_bytes_out + sent
+        queued: int = sum(map(_QUEUE_BYTES, self._connections.values()))
+        return self._closed_bytes_out + int(sum(self._counts[0::2])) - queued
 
     # -- views ----------------------------------------------------------------------------
 
@@ -483,7 +515,11 @@ class EchoServer:
         except OSError:
             pass  # the peer may already be gone; the first read will say so
         peer = format_address(str(addr[0]), int(addr[1])) if isinstance(addr, tuple) else str(addr)
-        conn = Connection(sock, peer, listener, self.loop.time())
+        counts = self._counts
+        at = sock.fileno() * 2
+        if at >= len(counts):
+            counts.extend(array("d", bytes(8 * max(at + 2 - len(counts), len(counts), 128))))
+        conn = Connection(sock, peer, listener, self.loop.time(), counts)
         conn.slow = not self._direct
         try:
             self.loop.add_handler(conn, self._on_connection, READ)
@@ -510,6 +546,7 @@ class EchoServer:
         buffer = self._buffer
         view = memoryview(buffer)
         views: list[memoryview | None] = [None] * _CACHED_VIEWS
+        counts = self._counts
         service = self._service
         fail = self._fail
         on_eof = self._on_eof
@@ -529,8 +566,9 @@ class EchoServer:
             if not n:
                 on_eof(conn)
                 return
-            conn.bytes_in += n
-            conn.messages += 1
+            at = conn.at
+            counts[at] += n
+            counts[at + 1] += 1.0
             if n < _CACHED_VIEWS:
                 data = views[n]
                 if data is None:
@@ -588,8 +626,9 @@ class EchoServer:
                 self._on_eof(conn)
                 return
             if n > 0:
-                conn.bytes_in += n
-                conn.messages += 1
+                at = conn.at
+                conn.counts[at] += n
+                conn.counts[at + 1] += 1.0
                 sent = 0
                 if self._direct and not conn.queue:
                     try:
@@ -681,6 +720,8 @@ class EchoServer:
         conn.queue_bytes = 0
         self._closed_bytes_in += conn.bytes_in
         self._closed_bytes_out += conn.bytes_out
+        conn.detach()
+        self._counts[conn.fd * 2 : conn.fd * 2 + 2] = array("d", _TWO_ZEROS)
         conn.listener.connections -= 1
         self.closed_connections += 1
         self._rows = None

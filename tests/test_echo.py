@@ -501,6 +501,27 @@ def test_output_dropped_at_close_is_counted_in_not_out(harness: Harness) -> None
     sock.close()
 
 
+def test_a_closed_connection_keeps_its_counts_and_the_next_on_its_fd_starts_at_zero(
+    harness: Harness,
+) -> None:
+    server = harness.server
+    port = harness.listen()
+    with connect(port) as sock:
+        sock.sendall(b"hello")
+        assert recv_exactly(sock, 5) == b"hello"
+        harness.wait_for(lambda: len(server.connections) == 1)
+        (first,) = harness.call(lambda: list(server.connections.values()))
+    harness.wait_for(lambda: not server.connections)
+    with connect(port) as sock:
+        sock.sendall(b"abc")
+        assert recv_exactly(sock, 3) == b"abc"
+        (second,) = harness.call(lambda: list(server.connections.values()))
+        assert second.fd == first.fd  # the lowest free number, reused
+        assert harness.call(lambda: (second.bytes_in, second.messages)) == (3, 1)
+        assert harness.call(lambda: (first.bytes_in, first.bytes_out, first.messages)) == (5, 5, 1)
+        assert harness.call(lambda: (server.bytes_in, server.bytes_out)) == (8, 8)
+
+
 def test_close_all_closes_everything(harness: Harness) -> None:
     port = harness.listen()
     socks = [connect(port) for _ in range(3)]
