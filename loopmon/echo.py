@@ -253,7 +253,7 @@ class Connection:
     def bytes_out(self) -> int:
         """Bytes echoed back so far. Derived, not counted: everything read is either sent,
         still queued, or was dropped at close, so the hot path keeps one counter, not two."""
-        return self.bytes_in - self.queue_bytes - self.dropped
+        return int(self.counts[self.at]) - self.queue_bytes - self.dropped
 
     @property
     def queue_chunks(self) -> int:

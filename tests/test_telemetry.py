@@ -101,6 +101,29 @@ def test_time_in_mask_fractions_are_exact(world) -> None:  # type: ignore[no-unt
     assert row4.write_fraction == pytest.approx(0.9)
 
 
+def test_only_touched_rows_are_rebuilt_and_the_server_order_is_kept(world) -> None:  # type: ignore[no-untyped-def]
+    loop, clock, server, telemetry, socks = world
+    fds = [connect(loop, clock, server, socks, READ) for _ in range(3)]
+    clock.advance(1.0)
+    telemetry.build()
+    clock.advance(1.0)
+    before = telemetry.build().connections  # all quiet now
+    clock.advance(0.5)
+    loop.update_handler(fds[1], READ | WRITE)
+    clock.advance(0.5)
+    after = telemetry.build().connections
+    assert [row.fd for row in after] == fds
+    assert after[0] is before[0] and after[2] is before[2]
+    assert after[1] is not before[1] and after[1].write_fraction == pytest.approx(0.5)
+    # A connection that closed and one that opened on the same build are both seen.
+    loop.remove_handler(fds[0])
+    del server.connections[fds[0]]
+    fresh = connect(loop, clock, server, socks, READ)
+    clock.advance(1.0)
+    rows = telemetry.build().connections
+    assert [row.fd for row in rows] == [fds[1], fds[2], fresh]
+
+
 def test_a_50_microsecond_flip_still_counts(world) -> None:  # type: ignore[no-untyped-def]
     loop, clock, server, telemetry, socks = world
     fd = connect(loop, clock, server, socks, READ)
