@@ -437,9 +437,10 @@ class IOLoop:
             t_dispatch = t
             threshold = self._stall_threshold
             for fd, events in event_pairs:
-                try:
-                    entry = handlers[fd]
-                except KeyError:
+                entry = handlers.get(fd)
+                if entry is None:
+                    # Not a raised KeyError: a wake-up is on this path, and raising costs
+                    # microseconds on a thread that just woke with cold caches.
                     if fd == waker_fd:
                         self._wake_due = True
                     continue  # or removed earlier in this pass
