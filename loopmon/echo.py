@@ -29,7 +29,6 @@ import errno
 import ipaddress
 import itertools
 import logging
-import operator
 import os
 import socket
 from array import array
@@ -66,7 +65,6 @@ _RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, 
 OnEvent = Callable[[str, str, int], None]
 
 _TWO_ZEROS: Final = bytes(16)
-_QUEUE_BYTES: Final = operator.attrgetter("queue_bytes")
 # memoryview slices of the read buffer, made once per size: the send of a read of n bytes then
 # allocates nothing. Bigger reads slice afresh; their copy dwarfs one small object.
 _CACHED_VIEWS: Final = 16384
@@ -178,10 +176,13 @@ class Listener:
 class Connection:
     """One accepted connection and its pending output (a deque of bytes/memoryview chunks)."""
 
-    __slots__ = (
+    # The four the per-event path reads come first, so they share the object's first cache line.
+    __slots__ = (  # noqa: RUF023
+        "slow",
+        "sock",
+        "counts",
         "at",
         "close_reason",
-        "counts",
         "created",
         "dropped",
         "eof",
@@ -193,29 +194,17 @@ class Connection:
         "peer",
         "queue",
         "queue_bytes",
-        "slow",
-        "sock",
         "state",
     )
 
-    def __init__(
-        self,
-        sock: socket.socket,
-        peer: str,
-        listener: Listener,
-        created: float,
-        counts: array[float] | None = None,
-    ) -> None:
+    def __init__(self, sock: socket.socket, peer: str, listener: Listener, created: float) -> None:
         self.sock = sock
         self.fd = sock.fileno()
-        # Bytes read and reads that returned data: two cells of the server's counts array (at
-        # ``at`` and ``at + 1``), so a read updates machine words, not two int objects to find.
-        if counts is None:
-            counts = array("d", _TWO_ZEROS)
-            self.at = 0
-        else:
-            self.at = self.fd * 2
-        self.counts = counts
+        # Bytes read and reads that returned data: ``counts[at]`` and ``counts[at + 1]``. Once
+        # registered, two cells of the loop's counters line for the fd (IOLoop.owner_cells),
+        # so a read updates machine words the loop's own counting has just brought into cache.
+        self.counts = array("d", _TWO_ZEROS)
+        self.at = 0
         self.peer = peer
         self.listener = listener
         self.listener_id = listener.id
@@ -243,8 +232,8 @@ class Connection:
         return int(self.counts[self.at + 1])
 
     def detach(self) -> None:
-        """Keep the counts apart from the server's array, whose cells the next connection on
-        this fd number will reuse."""
+        """Keep the counts apart from the loop's cells, which the next registration of this
+        fd number will reuse."""
         at = self.at
         self.counts = array("d", self.counts[at : at + 2])
         self.at = 0
@@ -302,11 +291,8 @@ class EchoServer:
         self.on_event = on_event
         # Bytes of connections already closed; the live ones are summed on demand, so the hot
         # path does not count everything twice.
-        self._closed_bytes_in = 0
-        self._closed_bytes_out = 0
-        # Two cells per fd number, [bytes read, reads]; see Connection. The cells of an fd with
-        # no open connection are zero, so a sum over the array is a sum over the open ones.
-        self._counts: array[float] = array("d")
+        self.closed_bytes_in = 0  # of connections already closed
+        self.closed_bytes_out = 0
         self.closed_connections = 0
         self._ids = itertools.count(1)
         self._listeners: dict[int, Listener] = {}
@@ -320,14 +306,13 @@ class EchoServer:
     @property
     def bytes_in(self) -> int:
         """Bytes read over the server's life."""
-        return self._closed_bytes_in + int(sum(self._counts[0::2]))
+        return self.closed_bytes_in + sum(conn.bytes_in for conn in self._connections.values())
 
     @property
     def bytes_out(self) -> int:
         """Bytes echoed over the server's life."""
-        # An open connection has dropped nothing: what it read is sent or still queued.
-        queued: int = sum(map(_QUEUE_BYTES, self._connections.values()))
-        return self._closed_bytes_out + int(sum(self._counts[0::2])) - queued
+        live = self._connections.values()
+        return self.closed_bytes_out + sum(conn.bytes_out for conn in live)
 
     # -- views ----------------------------------------------------------------------------
 
@@ -515,11 +500,7 @@ class EchoServer:
         except OSError:
             pass  # the peer may already be gone; the first read will say so
         peer = format_address(str(addr[0]), int(addr[1])) if isinstance(addr, tuple) else str(addr)
-        counts = self._counts
-        at = sock.fileno() * 2
-        if at >= len(counts):
-            counts.extend(array("d", bytes(8 * max(at + 2 - len(counts), len(counts), 128))))
-        conn = Connection(sock, peer, listener, self.loop.time(), counts)
+        conn = Connection(sock, peer, listener, self.loop.time())
         conn.slow = not self._direct
         try:
             self.loop.add_handler(conn, self._on_connection, READ)
@@ -530,6 +511,7 @@ class EchoServer:
             listener.error = f"cannot watch {peer}: {describe_error(exc)}"
             self._rows = None
             return
+        conn.counts, conn.at = self.loop.owner_cells(conn.fd)
         self._connections[conn.fd] = conn
         listener.accepted += 1
         listener.connections += 1
@@ -546,7 +528,6 @@ class EchoServer:
         buffer = self._buffer
         view = memoryview(buffer)
         views: list[memoryview | None] = [None] * _CACHED_VIEWS
-        counts = self._counts
         service = self._service
         fail = self._fail
         on_eof = self._on_eof
@@ -566,6 +547,7 @@ class EchoServer:
             if not n:
                 on_eof(conn)
                 return
+            counts = conn.counts
             at = conn.at
             counts[at] += n
             counts[at + 1] += 1.0
@@ -708,6 +690,7 @@ class EchoServer:
         if self._connections.get(conn.fd) is not conn:
             return
         del self._connections[conn.fd]
+        conn.detach()  # before the loop lets another registration have its cells
         self.loop.remove_handler(conn.fd)
         try:
             conn.sock.close()
@@ -718,10 +701,8 @@ class EchoServer:
         conn.queue.clear()
         conn.dropped += conn.queue_bytes
         conn.queue_bytes = 0
-        self._closed_bytes_in += conn.bytes_in
-        self._closed_bytes_out += conn.bytes_out
-        conn.detach()
-        self._counts[conn.fd * 2 : conn.fd * 2 + 2] = array("d", _TWO_ZEROS)
+        self.closed_bytes_in += conn.bytes_in
+        self.closed_bytes_out += conn.bytes_out
         conn.listener.connections -= 1
         self.closed_connections += 1
         self._rows = None

@@ -26,6 +26,7 @@ import signal
 import threading
 import time
 import traceback
+from array import array
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, ClassVar, TypeVar
@@ -33,6 +34,8 @@ from typing import Any, ClassVar, TypeVar
 from loopmon import events as _ev
 from loopmon import pollers
 from loopmon.loopstats import (
+    OWNER_SLOTS,
+    SLOTS,
     FdCounters,
     FdStat,
     HandlerError,
@@ -375,7 +378,6 @@ class IOLoop:
         popleft = callbacks.popleft
         timers = self._timers
         poll = self._poller.poll
-        touched_add = self._touched.add
         cells = self._counters.cells
         hb = self._heartbeat
         heap = timers._heap
@@ -448,7 +450,7 @@ class IOLoop:
                 if registered == polls:
                     continue  # a new registration made after this poll: not its event
                 cells[base | (events & 31)] += 1.0
-                touched_add(fd)
+                cells[base | 2] = 1.0  # touched: the same cache line as the count
                 hb.started = t
                 hb.what = fd
                 try:
@@ -748,7 +750,21 @@ class IOLoop:
         """The fds that saw an event or a mask change since the last call (loop thread)."""
         touched = self._touched
         self._touched = set()
+        # Events mark their fd in its counters line (no set insert per event); registrations
+        # and mask changes, which are rarer, go through the set.
+        touched.update(self._counters.take_touched())
         return touched
+
+    def owner_cells(self, fd: Any) -> tuple[array[float], int]:
+        """Two cells of the loop's per-fd counters line that the owner of ``fd``'s handler may
+        use for its own per-event counts: ``(cells, i)``, the cells being ``cells[i]`` and
+        ``cells[i + 1]``. Zeroed when the fd is registered; they share a cache line with
+        the loop's own counts for the fd, so a handler that counts there costs no extra
+        memory access. Valid until the fd is unregistered (loop thread only)."""
+        fdno, _ = self.split_fd(fd)
+        if fdno not in self._handlers:
+            raise KeyError(f"fd {fdno} is not registered with this IOLoop")
+        return self._counters.cells, fdno * SLOTS + OWNER_SLOTS[0]
 
     @property
     def internal_fds(self) -> frozenset[int]:

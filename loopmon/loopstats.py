@@ -1,12 +1,15 @@
 """The loop's self-measurement: live counters it updates in place, and frozen records of them.
 
-The live side is built for the hot path. The per-event counters of every fd live in one flat C
-array of doubles (``FdCounters``), 32 per fd: the readiness counts indexed by the event mask
-itself, and in slot 0 (a mask no poller delivers) the time spent in its handler. An event then
-updates two machine words in place, usually in one cache line (slot 0 and the masks READ=1,
-WRITE=4, both=5): no branching, no Python object per counter to find in memory. With a thousand
-busy connections each such object is a cache miss, and those cost more than the arithmetic.
-Doubles count exactly up to 2**53. The rest of an fd's figures (``FdStat``: its mask and the
+The live side is built for the hot path. The per-event figures of every fd live in one flat C
+array of doubles (``FdCounters``), 32 per fd, indexed by the event mask itself: the readiness
+counts. Masks no poller delivers hold the rest: slot 0 (no bits) the time spent in the handler,
+and the masks with bit 2 (EPOLLPRI, which loopmon never registers) a "touched" flag and two
+cells for the handler's owner (the echo server keeps a connection's byte and read counts
+there). An event then updates a few machine words in place, usually in one cache line (slots
+0-7 hold the handler time, READ=1, WRITE=4, both=5, the flag and the owner's cells): no
+branching, no Python object per counter to find in memory. With a thousand busy connections
+each such object is a cache miss, and those cost more than the arithmetic. Doubles count
+exactly up to 2**53. The rest of an fd's figures (``FdStat``: its mask and the
 time in each) change only when the mask does. The frozen side (``LoopStats``) is built on
 request and may cost what it costs.
 """
@@ -17,11 +20,13 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import compress
 
 from loopmon.events import ERROR, READ, WRITE
 from loopmon.snapshot import LAG_BUCKETS, LagHistogram
 
-_MASKS = range(32)
+_PRI = 2  # EPOLLPRI/POLLPRI: never registered, so never delivered; its masks hold other figures
+_MASKS = tuple(m for m in range(32) if not m & _PRI)
 _READ_MASKS = tuple(m for m in _MASKS if m & READ)
 _WRITE_MASKS = tuple(m for m in _MASKS if m & WRITE)
 _ERROR_MASKS = tuple(m for m in _MASKS if m & ERROR)
@@ -39,6 +44,9 @@ def _sum_counts(ready: Sequence[float]) -> tuple[int, int, int]:
 
 
 HANDLER_SLOT = 0  # events & 31 is never 0: a poller reports an fd only with some bit set
+TOUCHED_SLOT = 2  # 1.0 once an event was dispatched since the last take_touched()
+OWNER_SLOTS = (6, 7)  # the handler owner's two cells (IOLoop.owner_cells)
+_NOT_READINESS = (HANDLER_SLOT, TOUCHED_SLOT, 3, *OWNER_SLOTS)
 _ZEROS = bytes(8 * SLOTS)
 
 
@@ -68,8 +76,19 @@ class FdCounters:
     def ready(self, fd: int) -> list[int]:
         base = fd * SLOTS
         counts = [int(c) for c in self.cells[base : base + SLOTS]]
-        counts[HANDLER_SLOT] = 0
+        for slot in _NOT_READINESS:
+            counts[slot] = 0
         return counts
+
+    def take_touched(self) -> list[int]:
+        """The fds whose flag was set since the last call, clearing the flags (C-level work:
+        a strided slice, not a loop over every fd)."""
+        n = len(self.cells) // SLOTS
+        flags = self.cells[TOUCHED_SLOT::SLOTS]
+        if not any(flags):
+            return []
+        self.cells[TOUCHED_SLOT::SLOTS] = array("d", bytes(8 * n))
+        return list(compress(range(n), flags))
 
     def handler_time(self, fd: int) -> float:
         return self.cells[fd * SLOTS + HANDLER_SLOT]
@@ -79,12 +98,11 @@ class FdCounters:
         connection 25 times a second, so the usual case is a few C-level operations."""
         base = fd * SLOTS
         row = self.cells[base : base + SLOTS]
-        error = sum(row[8:])  # every mask from 8 up carries an ERROR bit
+        error = sum(row[8:])  # every mask from 8 up carries an ERROR bit (none has bit 2)
         if error:
-            row[HANDLER_SLOT] = 0.0
             return _sum_counts(row)
-        # The usual case: only masks 1-7 occurred.
-        return int(row[1] + row[3] + row[5] + row[7]), int(row[4] + row[5] + row[6] + row[7]), 0
+        # The usual case: only READ, WRITE or both occurred.
+        return int(row[1] + row[5]), int(row[4] + row[5]), 0
 
 
 class FdStat:

@@ -28,6 +28,8 @@ from loopmon.snapshot import (
 
 _new_row = tuple.__new__
 _ROW_QUEUE_BYTES = itemgetter(ConnectionRow._fields.index("queue_bytes"))
+_ROW_BYTES_IN = itemgetter(ConnectionRow._fields.index("bytes_in"))
+_ROW_BYTES_OUT = itemgetter(ConnectionRow._fields.index("bytes_out"))
 
 
 class ConnectionSource(Protocol):
@@ -49,12 +51,8 @@ class ServerSource(Protocol):
     """What telemetry reads of the server (loopmon.echo.EchoServer)."""
 
     strategy: str
-
-    @property
-    def bytes_in(self) -> int: ...
-
-    @property
-    def bytes_out(self) -> int: ...
+    closed_bytes_in: int  # bytes of connections already closed; the open ones are in the rows
+    closed_bytes_out: int
 
     @property
     def connections(self) -> Mapping[int, Any]: ...
@@ -160,8 +158,10 @@ class Telemetry:
             connections=rows,
             events=tuple(self._pending),
             queue_bytes=sum(map(_ROW_QUEUE_BYTES, rows)),
-            bytes_in=server.bytes_in if server is not None else 0,
-            bytes_out=server.bytes_out if server is not None else 0,
+            # The rows are exact as of now, so the open connections' bytes are summed from them
+            # at C speed instead of asking 10,000 connections again.
+            bytes_in=(server.closed_bytes_in + sum(map(_ROW_BYTES_IN, rows))) if server else 0,
+            bytes_out=(server.closed_bytes_out + sum(map(_ROW_BYTES_OUT, rows))) if server else 0,
         )
         self._prev_totals = totals
         self._prev_at = now

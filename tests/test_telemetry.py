@@ -33,8 +33,8 @@ class FakeConn:
 @dataclass
 class FakeServer:
     strategy: str = "seed"
-    bytes_in: int = 0
-    bytes_out: int = 0
+    closed_bytes_in: int = 0
+    closed_bytes_out: int = 0
     connections: dict[int, FakeConn] = field(default_factory=dict)
 
     def listener_rows(self) -> tuple[ListenerRow, ...]:
@@ -122,6 +122,33 @@ def test_only_touched_rows_are_rebuilt_and_the_server_order_is_kept(world) -> No
     clock.advance(1.0)
     rows = telemetry.build().connections
     assert [row.fd for row in rows] == [fds[1], fds[2], fresh]
+
+
+def test_events_alone_make_a_quiet_row_be_rebuilt(world) -> None:  # type: ignore[no-untyped-def]
+    # No mask change, no registration: only readiness. The loop marks the fd in its counters,
+    # and telemetry must see it (a set-based version once lost these after the first build).
+    loop, clock, server, telemetry, socks = world
+    a, b = socket.socketpair()
+    socks += [a, b]
+
+    def on_read(fd: int, events: int) -> None:
+        a.recv(100)
+        loop.stop()
+
+    loop.add_handler(a.fileno(), on_read, READ)
+    server.connections[a.fileno()] = FakeConn(a.fileno(), created=clock.now)
+    for _ in range(3):
+        clock.advance(1.0)
+        quiet = telemetry.build().connections
+    assert telemetry.build().connections[0] is quiet[0]
+    for _ in range(2):
+        b.send(b"x")
+        loop.start()
+        clock.advance(1.0)
+        (row,) = telemetry.build().connections
+        assert row is not quiet[0]
+        quiet = (row,)
+    assert row.ready_read == 2
 
 
 def test_a_50_microsecond_flip_still_counts(world) -> None:  # type: ignore[no-untyped-def]
