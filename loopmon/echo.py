@@ -31,7 +31,6 @@ import itertools
 import logging
 import os
 import socket
-from array import array
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
@@ -64,7 +63,6 @@ _RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, 
 
 OnEvent = Callable[[str, str, int], None]
 
-_TWO_ZEROS: Final = bytes(16)
 # memoryview slices of the read buffer, made once per size: the send of a read of n bytes then
 # allocates nothing. Bigger reads slice afresh; their copy dwarfs one small object.
 _CACHED_VIEWS: Final = 16384
@@ -180,8 +178,8 @@ class Connection:
     __slots__ = (  # noqa: RUF023
         "slow",
         "sock",
-        "counts",
-        "at",
+        "bytes_in",
+        "messages",
         "close_reason",
         "created",
         "dropped",
@@ -200,11 +198,8 @@ class Connection:
     def __init__(self, sock: socket.socket, peer: str, listener: Listener, created: float) -> None:
         self.sock = sock
         self.fd = sock.fileno()
-        # Bytes read and reads that returned data: ``counts[at]`` and ``counts[at + 1]``. Once
-        # registered, two cells of the loop's counters line for the fd (IOLoop.owner_cells),
-        # so a read updates machine words the loop's own counting has just brought into cache.
-        self.counts = array("d", _TWO_ZEROS)
-        self.at = 0
+        self.bytes_in = 0
+        self.messages = 0  # reads that returned data
         self.peer = peer
         self.listener = listener
         self.listener_id = listener.id
@@ -222,27 +217,10 @@ class Connection:
         self.slow = False
 
     @property
-    def bytes_in(self) -> int:
-        """Bytes read so far."""
-        return int(self.counts[self.at])
-
-    @property
-    def messages(self) -> int:
-        """Reads that returned data."""
-        return int(self.counts[self.at + 1])
-
-    def detach(self) -> None:
-        """Keep the counts apart from the loop's cells, which the next registration of this
-        fd number will reuse."""
-        at = self.at
-        self.counts = array("d", self.counts[at : at + 2])
-        self.at = 0
-
-    @property
     def bytes_out(self) -> int:
         """Bytes echoed back so far. Derived, not counted: everything read is either sent,
         still queued, or was dropped at close, so the hot path keeps one counter, not two."""
-        return int(self.counts[self.at]) - self.queue_bytes - self.dropped
+        return self.bytes_in - self.queue_bytes - self.dropped
 
     @property
     def queue_chunks(self) -> int:
@@ -511,7 +489,6 @@ class EchoServer:
             listener.error = f"cannot watch {peer}: {describe_error(exc)}"
             self._rows = None
             return
-        conn.counts, conn.at = self.loop.owner_cells(conn.fd)
         self._connections[conn.fd] = conn
         listener.accepted += 1
         listener.connections += 1
@@ -547,10 +524,8 @@ class EchoServer:
             if not n:
                 on_eof(conn)
                 return
-            counts = conn.counts
-            at = conn.at
-            counts[at] += n
-            counts[at + 1] += 1.0
+            conn.bytes_in += n
+            conn.messages += 1
             if n < _CACHED_VIEWS:
                 data = views[n]
                 if data is None:
@@ -608,9 +583,8 @@ class EchoServer:
                 self._on_eof(conn)
                 return
             if n > 0:
-                at = conn.at
-                conn.counts[at] += n
-                conn.counts[at + 1] += 1.0
+                conn.bytes_in += n
+                conn.messages += 1
                 sent = 0
                 if self._direct and not conn.queue:
                     try:
@@ -690,7 +664,6 @@ class EchoServer:
         if self._connections.get(conn.fd) is not conn:
             return
         del self._connections[conn.fd]
-        conn.detach()  # before the loop lets another registration have its cells
         self.loop.remove_handler(conn.fd)
         try:
             conn.sock.close()

@@ -26,7 +26,6 @@ import signal
 import threading
 import time
 import traceback
-from array import array
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, ClassVar, TypeVar
@@ -34,9 +33,6 @@ from typing import Any, ClassVar, TypeVar
 from loopmon import events as _ev
 from loopmon import pollers
 from loopmon.loopstats import (
-    OWNER_SLOTS,
-    SLOTS,
-    FdCounters,
     FdStat,
     HandlerError,
     LagRecorder,
@@ -64,9 +60,9 @@ _KEEP_STALLS = 100
 _KEEP_ERRORS = 100
 
 
-# (object handed back, handler, live stats, fd << 5: its row of counters, poll
-# count when registered)
-_Entry = tuple[Any, Handler, FdStat, int, int]
+# (object handed back, handler, live stats, its readiness counts (also on the stats: here the
+# hot path saves an attribute load), poll count when registered)
+_Entry = tuple[Any, Handler, FdStat, list[int], int]
 
 # Bound once: add_callback is on the path of every cross-thread wake.
 _copy_context = contextvars.copy_context
@@ -149,7 +145,6 @@ class IOLoop:
         self.time: Callable[[], float] = time_func or time.monotonic
         self._created = self.time()
         self._handlers: dict[int, _Entry] = {}
-        self._counters = FdCounters()
         self._callbacks: collections.deque[
             tuple[contextvars.Context, Callable[..., Any], tuple[Any, ...]]
         ] = collections.deque()
@@ -224,9 +219,8 @@ class IOLoop:
             raise FileExistsError(f"fd {fdno} is already registered with this IOLoop")
         mask = events | self.ERROR
         self._poller.register(fdno, mask)
-        self._counters.claim(fdno)
-        stat = FdStat(fdno, mask, self.time(), self._counters)
-        self._handlers[fdno] = (obj, handler, stat, fdno << 5, self._polls)
+        stat = FdStat(fdno, mask, self.time())
+        self._handlers[fdno] = (obj, handler, stat, stat.ready, self._polls)
         self._touched.add(fdno)
 
     def update_handler(self, fd: Any, events: int) -> None:
@@ -247,7 +241,6 @@ class IOLoop:
         if entry is None:
             return
         entry[2].set_mask(self.NONE, self.time())
-        entry[2].detach()
         self._touched.add(fdno)
         try:
             self._poller.unregister(fdno)
@@ -378,7 +371,7 @@ class IOLoop:
         popleft = callbacks.popleft
         timers = self._timers
         poll = self._poller.poll
-        cells = self._counters.cells
+        touched_add = self._touched.add
         hb = self._heartbeat
         heap = timers._heap
         waker_fd = self._waker_fd
@@ -446,11 +439,11 @@ class IOLoop:
                     if fd == waker_fd:
                         self._wake_due = True
                     continue  # or removed earlier in this pass
-                obj, handler, _, base, registered = entry
+                obj, handler, stat, ready, registered = entry
                 if registered == polls:
                     continue  # a new registration made after this poll: not its event
-                cells[base | (events & 31)] += 1.0
-                cells[base | 2] = 1.0  # touched: the same cache line as the count
+                ready[events & 31] += 1
+                touched_add(fd)
                 hb.started = t
                 hb.what = fd
                 try:
@@ -459,7 +452,7 @@ class IOLoop:
                     self._handler_failed(fd, entry, t)
                 t2 = clock()
                 spent = t2 - t
-                cells[base] += spent  # slot 0: time in the handler
+                stat.handler_time += spent
                 if spent > threshold:
                     self._stalled(fd, fd, t, t2)
                 t = t2
@@ -565,8 +558,6 @@ class IOLoop:
         if all_fds:
             for entry in list(self._handlers.values()):
                 self.close_fd(entry[0])
-        for entry in self._handlers.values():
-            entry[2].detach()
         self._handlers.clear()
         self._stop_watchdog()
         self._waker.close()
@@ -748,23 +739,10 @@ class IOLoop:
 
     def take_touched(self) -> set[int]:
         """The fds that saw an event or a mask change since the last call (loop thread)."""
-        touched = self._touched
-        self._touched = set()
-        # Events mark their fd in its counters line (no set insert per event); registrations
-        # and mask changes, which are rarer, go through the set.
-        touched.update(self._counters.take_touched())
+        # Copied and cleared, never replaced: the running pass holds this set's add method.
+        touched = self._touched.copy()
+        self._touched.clear()
         return touched
-
-    def owner_cells(self, fd: Any) -> tuple[array[float], int]:
-        """Two cells of the loop's per-fd counters line that the owner of ``fd``'s handler may
-        use for its own per-event counts: ``(cells, i)``, the cells being ``cells[i]`` and
-        ``cells[i + 1]``. Zeroed when the fd is registered; they share a cache line with
-        the loop's own counts for the fd, so a handler that counts there costs no extra
-        memory access. Valid until the fd is unregistered (loop thread only)."""
-        fdno, _ = self.split_fd(fd)
-        if fdno not in self._handlers:
-            raise KeyError(f"fd {fdno} is not registered with this IOLoop")
-        return self._counters.cells, fdno * SLOTS + OWNER_SLOTS[0]
 
     @property
     def internal_fds(self) -> frozenset[int]:
