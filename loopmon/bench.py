@@ -21,7 +21,10 @@ Workloads (``--workloads``):
   (a fresh server each round, counted from its open descriptors). The client opens all of
   them at once: a server that accepts more slowly than that burst overflows its backlog
   (1,024) and the rest arrive on the kernel's SYN-ACK retries (1, 2, 4, 8 s apart), so
-  connect/s falls from tens of thousands to a few thousand: it measures burst absorption;
+  connect/s falls from tens of thousands to a few thousand: it measures burst absorption.
+  With a loopmon server in the run, also what a telemetry snapshot of that many idle
+  connections costs the loop thread (``benchpeers snapshot``: built in-process, the clients
+  in a child, since one process cannot hold both ends of 10,000 connections here);
 - ``wake``: in one process, from another thread, ``IOLoop.add_callback(cb)`` to the start of
   ``cb`` against asyncio's (and uvloop's) ``call_soon_threadsafe``, the loop idle in its poll
   before every sample.
@@ -631,6 +634,14 @@ def format_report(report: dict[str, Any]) -> str:
                 for r in block["results"]
             ]
             out.extend(_table(header, rows))
+            snap = block.get("snapshot")
+            if snap and snap.get("samples"):
+                out.append(
+                    f"loopmon telemetry snapshot of {snap['connections']:,} idle connections: "
+                    f"median {snap['median_ms']:.2f} ms, p90 {snap['p90_ms']:.2f} ms, "
+                    f"max {snap['max_ms']:.2f} ms (first, every row built: "
+                    f"{snap['first_ms']:.1f} ms)"
+                )
         elif kind == "wake":
             out.append(f"{block['title']} (idle loop, microseconds)")
             header = ("impl", "samples", "p50 us", "p99 us", "p50 x asyncio", "p99 x asyncio")
@@ -1010,6 +1021,21 @@ def run_wake_round(
     return {"impl": impl, "samples": 0, "problem": f"exit {code}: {_tail(err)}"}
 
 
+def run_snapshot_round(children: Children, connections: int, deadline_s: float) -> dict[str, Any]:
+    """What one telemetry snapshot of ``connections`` idle connections costs the loop thread
+    (built in-process by ``benchpeers snapshot``, the clients in a child of its own)."""
+    argv = [sys.executable, "-m", "loopmon.benchpeers", "snapshot", str(connections)]
+    proc, out, err = children.spawn(argv, "snapshot")
+    code, _ = wait_rusage(proc, deadline_s + 60.0)
+    children.forget(proc)
+    for line in reversed(out.read_text(errors="replace").splitlines()):
+        with contextlib.suppress(ValueError):
+            data = json.loads(line)
+            if isinstance(data, dict) and "median_ms" in data:
+                return data
+    return {"connections": 0, "problem": f"exit {code}: {_tail(err)}"}
+
+
 # -- progress ------------------------------------------------------------------------------
 
 
@@ -1315,6 +1341,12 @@ def _run_idle(
             finally:
                 children.stop(server.proc)
     title = w.title if n == 10_000 else f"{n:,} idle connections"
+    snapshot = None
+    if any(spec.name.startswith("loopmon-") for spec in servers):
+        progress.show(f"{w.name}: loopmon's snapshot of {n:,} idle connections", 3.0)
+        snapshot = run_snapshot_round(children, n, settings.idle_deadline_s)
+        if "problem" in snapshot:
+            problems.append(f"snapshot: {snapshot['problem']}")
     return {
         "name": w.name,
         "title": title,
@@ -1323,6 +1355,7 @@ def _run_idle(
         "size": 0,
         "problems": problems,
         "results": summarise_idle({k: v for k, v in rounds.items() if v}),
+        "snapshot": snapshot,
     }
 
 

@@ -398,28 +398,121 @@ def measure_wake(
     }
 
 
+# -- the snapshot of many idle connections ---------------------------------------------------
+
+
+def measure_snapshot(
+    connections: int, samples: int = 20, host: str = "127.0.0.1", deadline_s: float = 30.0
+) -> dict[str, Any]:
+    """Build telemetry snapshots of ``connections`` idle connections (held by a ``loopmon
+    load --mode idle`` child, so the fds are split between two processes) on a loopmon loop
+    in this process; milliseconds per build, summarised."""
+    import subprocess
+
+    from loopmon.echo import EchoServer
+    from loopmon.ioloop import IOLoop
+    from loopmon.mailbox import Mailbox
+    from loopmon.telemetry import Telemetry
+
+    raise_nofile_limit()
+    loop = IOLoop(make_current=False)
+    server = EchoServer(loop, max_connections=connections + 64)
+    listener = server.start_listener(host, 0)
+    mailbox = Mailbox()
+    telemetry = Telemetry(loop, server, mailbox, 25.0)
+    thread = threading.Thread(target=loop.start, name="snapshot-loop", daemon=True)
+    thread.start()
+
+    def on_loop(fn: Callable[[], Any]) -> Any:
+        box: list[Any] = []
+        done = threading.Event()
+
+        def run() -> None:
+            box.append(fn())
+            done.set()
+
+        loop.add_callback(run)
+        if not done.wait(10.0):
+            raise TimeoutError("the loop did not answer")
+        return box[0]
+
+    def build_ms() -> float:
+        started = time.perf_counter()
+        telemetry.build()
+        return (time.perf_counter() - started) * 1000.0
+
+    argv = [sys.executable, "-m", "loopmon", "load", "--mode", "idle", "--host", host]
+    argv += ["--port", str(listener.port), "--clients", str(connections)]
+    argv += ["--duration", str(deadline_s + samples), "--progress", "none"]
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    times: list[float] = []
+    held = 0
+    try:
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            held = on_loop(lambda: len(server.connections))
+            if held >= connections or child.poll() is not None:
+                break
+            time.sleep(0.1)
+        if held:
+            for _ in range(samples + 2):
+                times.append(on_loop(build_ms))
+                time.sleep(0.04)
+    finally:
+        child.terminate()
+        child.wait(10.0)
+        loop.add_callback(loop.stop)
+        thread.join(10.0)
+        server.close_all()
+        loop.close()
+        mailbox.close()
+    # The first two builds cover every row (all registered, then all busy an interval ago);
+    # from the third on, an idle row is reused as it stands.
+    steady = sorted(times[2:])
+    return {
+        "connections": held,
+        "samples": len(steady),
+        "first_ms": times[0] if times else float("nan"),
+        "median_ms": _quantile_f(steady, 0.5),
+        "p90_ms": _quantile_f(steady, 0.9),
+        "max_ms": steady[-1] if steady else float("nan"),
+    }
+
+
+def _quantile_f(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m loopmon.benchpeers",
         description="Peer echo servers and the cross-thread wake probe for `loopmon bench`.",
     )
-    parser.add_argument("name", help=f"one of {', '.join(PEER_NAMES)}, or 'wake'")
-    parser.add_argument("impl", nargs="?", help="for wake: loopmon, asyncio or uvloop")
+    parser.add_argument("name", help=f"one of {', '.join(PEER_NAMES)}, 'wake' or 'snapshot'")
+    parser.add_argument(
+        "impl", nargs="?", help="for wake: loopmon, asyncio or uvloop; for snapshot: connections"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: an ephemeral port (printed)")
     parser.add_argument("--backlog", type=int, default=BACKLOG)
-    parser.add_argument("--samples", type=int, default=20000)
+    parser.add_argument("--samples", type=int, default=None, help="wake: 20000; snapshot: 20")
     parser.add_argument("--gap-us", type=float, default=300.0, help="idle time between wakes")
     parser.add_argument("--loop-cpu", type=int, default=None)
     parser.add_argument("--caller-cpu", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.name == "snapshot":
+        connections = int(args.impl or 10_000)
+        print(json.dumps(measure_snapshot(connections, args.samples or 20)), flush=True)
+        return 0
     if args.name == "wake":
         impls = [p.name for p in WAKE_IMPLS]
         if args.impl not in impls:
             parser.error(f"wake needs one of {', '.join(impls)}")
         result = measure_wake(
             args.impl,
-            args.samples,
+            args.samples or 20000,
             gap_s=args.gap_us / 1e6,
             loop_cpu=args.loop_cpu,
             caller_cpu=args.caller_cpu,

@@ -333,6 +333,14 @@ def _report() -> dict[str, object]:
                 "title": "10,000 idle connections",
                 "kind": "idle",
                 "results": bench.summarise_idle(idle),
+                "snapshot": {
+                    "connections": 10_000,
+                    "samples": 20,
+                    "first_ms": 41.0,
+                    "median_ms": 1.84,
+                    "p90_ms": 2.0,
+                    "max_ms": 2.5,
+                },
             },
             {
                 "name": "wake",
@@ -356,6 +364,10 @@ def test_format_report_has_a_row_per_server_and_the_notes() -> None:
     idle_lines = lines[lines.index("10,000 idle connections") :]
     idle_row = next(line for line in idle_lines if line.startswith("asyncio-protocol"))
     assert "(1 failed)" in idle_row
+    assert any(
+        line.startswith("loopmon telemetry snapshot of 10,000 idle") and "median 1.84 ms" in line
+        for line in idle_lines
+    )
     assert any(line.startswith("loopmon ") and "9.0" in line for line in lines)  # wake
     assert "note: tornado: skipped, tornado is not installed" in lines
     # Columns line up: the header and the rows of a block are equally wide (right-aligned).
@@ -411,6 +423,13 @@ def test_wake_probe_in_process() -> None:
         result = benchpeers.measure_wake(impl, 50, gap_s=0.0002, warmup=5)
         assert result["samples"] == 50 and result["lost"] == 0
         assert 0 < result["p50_us"] <= result["p99_us"] <= result["max_us"]
+
+
+def test_snapshot_probe_builds_with_a_child_holding_the_connections() -> None:
+    result = benchpeers.measure_snapshot(60, samples=5, deadline_s=15.0)
+    assert result["connections"] == 60 and result["samples"] == 5
+    assert 0 < result["median_ms"] <= result["p90_ms"] <= result["max_ms"]
+    assert result["first_ms"] > 0
 
 
 # -- end to end (subprocesses; still bounded to a few seconds) --------------------------------
