@@ -1010,30 +1010,32 @@ def run_wake_round(
     argv = [sys.executable, "-m", "loopmon.benchpeers", "wake", impl, "--samples", str(samples)]
     if loop_cpu is not None and caller_cpu is not None:
         argv += ["--loop-cpu", str(loop_cpu), "--caller-cpu", str(caller_cpu)]
-    proc, out, err = children.spawn(argv, f"wake-{impl}")
-    code, _ = wait_rusage(proc, 30.0 + samples * 0.005)
-    children.forget(proc)
-    for line in reversed(out.read_text(errors="replace").splitlines()):
-        with contextlib.suppress(ValueError):
-            data = json.loads(line)
-            if isinstance(data, dict) and "p50_us" in data:
-                return data
-    return {"impl": impl, "samples": 0, "problem": f"exit {code}: {_tail(err)}"}
+    data, problem = _probe(children, argv, f"wake-{impl}", 30.0 + samples * 0.005, "p50_us")
+    return data if data is not None else {"impl": impl, "samples": 0, "problem": problem}
 
 
 def run_snapshot_round(children: Children, connections: int, deadline_s: float) -> dict[str, Any]:
     """What one telemetry snapshot of ``connections`` idle connections costs the loop thread
     (built in-process by ``benchpeers snapshot``, the clients in a child of its own)."""
     argv = [sys.executable, "-m", "loopmon.benchpeers", "snapshot", str(connections)]
-    proc, out, err = children.spawn(argv, "snapshot")
-    code, _ = wait_rusage(proc, deadline_s + 60.0)
+    data, problem = _probe(children, argv, "snapshot", deadline_s + 60.0, "median_ms")
+    return data if data is not None else {"connections": 0, "problem": problem}
+
+
+def _probe(
+    children: Children, argv: list[str], name: str, timeout_s: float, key: str
+) -> tuple[dict[str, Any] | None, str]:
+    """Run a ``benchpeers`` probe to the end: the last JSON object it printed that has
+    ``key``, or None and why not."""
+    proc, out, err = children.spawn(argv, name)
+    code, _ = wait_rusage(proc, timeout_s)
     children.forget(proc)
     for line in reversed(out.read_text(errors="replace").splitlines()):
         with contextlib.suppress(ValueError):
             data = json.loads(line)
-            if isinstance(data, dict) and "median_ms" in data:
-                return data
-    return {"connections": 0, "problem": f"exit {code}: {_tail(err)}"}
+            if isinstance(data, dict) and key in data:
+                return data, ""
+    return None, f"exit {code}: {_tail(err)}"
 
 
 # -- progress ------------------------------------------------------------------------------
