@@ -39,7 +39,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -306,7 +306,7 @@ def _pin(cpu: int | None) -> None:
             pass
 
 
-def _quantile(sorted_values: list[int], q: float) -> float:
+def _quantile(sorted_values: Sequence[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
     index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
@@ -473,16 +473,10 @@ def measure_snapshot(
         "connections": held,
         "samples": len(steady),
         "first_ms": times[0] if times else float("nan"),
-        "median_ms": _quantile_f(steady, 0.5),
-        "p90_ms": _quantile_f(steady, 0.9),
+        "median_ms": _quantile(steady, 0.5),
+        "p90_ms": _quantile(steady, 0.9),
         "max_ms": steady[-1] if steady else float("nan"),
     }
-
-
-def _quantile_f(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from loopmon.snapshot import (
 )
 
 _new_row = tuple.__new__
+_ROW = itemgetter(1)  # the row in a tracked entry
 _ROW_QUEUE_BYTES = itemgetter(ConnectionRow._fields.index("queue_bytes"))
 _ROW_BYTES_IN = itemgetter(ConnectionRow._fields.index("bytes_in"))
 _ROW_BYTES_OUT = itemgetter(ConnectionRow._fields.index("bytes_out"))
@@ -81,7 +82,6 @@ class Telemetry:
         self._prev_at = self._started
         self._prev_totals = loop.figures()
         self._tracked: dict[int, list[Any]] = {}
-        self._row_of: dict[int, ConnectionRow] = {}  # the last row built for each fd
         self._busy_rows: set[int] = set()  # fds whose last row covered an interval with events
         self._pending: list[LoopEvent] = []
         self._periodic = PeriodicCallback(self.tick, 1000.0 / hz, io_loop=loop)
@@ -181,23 +181,19 @@ class Telemetry:
         assert self.server is not None
         connections = self.server.connections
         tracked = self._tracked
-        row_of = self._row_of
         touched = self.loop.take_touched()
         rebuild = touched | self._busy_rows if self._busy_rows else touched
         busy: set[int] = set()
         span = now - since
         inv = 1.0 / span if span > 0 else 0.0
         fd_stat = self.loop.fd_stat
-        if len(row_of) != len(connections) and not rebuild.issuperset(
-            connections.keys() - row_of.keys()
-        ):
-            rebuild = rebuild | (connections.keys() - row_of.keys())
+        if len(tracked) != len(connections):
+            rebuild = rebuild | (connections.keys() - tracked.keys())  # not yet tracked
         for fd in rebuild:
             conn = connections.get(fd)
             stat = None if conn is None else fd_stat(fd)
             if conn is None or stat is None:
                 # Closed (or closed but not yet forgotten by the server): no row.
-                row_of.pop(fd, None)
                 tracked.pop(fd, None)
                 continue
             entry = tracked.get(fd)
@@ -248,14 +244,12 @@ class Telemetry:
             )
             # [connection, row, built at, read, write, mask since then]
             tracked[fd] = [conn, row, now, read, write, mask]
-            row_of[fd] = row
             if not quiet:
                 busy.add(fd)  # its next row must be built even if nothing touches it
         self._busy_rows = busy
-        if len(row_of) != len(connections):
+        if len(tracked) != len(connections):
             # Rows of fds the server no longer lists, or connections without a stat yet.
-            for fd in row_of.keys() - connections.keys():
-                del row_of[fd]
-                tracked.pop(fd, None)
-            return tuple(row_of[fd] for fd in connections if fd in row_of)
-        return tuple(map(row_of.__getitem__, connections))
+            for fd in tracked.keys() - connections.keys():
+                del tracked[fd]
+            return tuple(tracked[fd][1] for fd in connections if fd in tracked)
+        return tuple(map(_ROW, map(tracked.__getitem__, connections)))
