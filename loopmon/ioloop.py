@@ -175,6 +175,7 @@ class IOLoop:
         self._heartbeat = Heartbeat()
         self._stall_threshold = math.inf
         self._watchdog: Watchdog | None = None
+        self._watch_by_signal = False
         self._on_stall: Callable[[Stall], None] | None = None
         self._on_error: Callable[[HandlerError], None] | None = None
 
@@ -606,16 +607,30 @@ class IOLoop:
         if self._on_stall is not None:
             self._on_stall(stall)
 
-    def set_blocking_log_threshold(self, seconds: float | None) -> None:
+    def set_blocking_log_threshold(
+        self, seconds: float | None, *, use_signal: bool = False
+    ) -> None:
         """Log (with the loop thread's stack) and record any callback or handler that runs
-        longer than ``seconds``; None or 0 turns it off."""
+        longer than ``seconds``; None or 0 turns it off.
+
+        A watchdog thread looks for stalls. With ``use_signal``, a loop running on the main
+        thread is watched by a SIGALRM interval timer instead, when no one else in the process
+        has SIGALRM or ITIMER_REAL (otherwise, and on any other thread, it falls back to the
+        thread): a single-threaded server saves the cost a second thread puts on every
+        syscall. ``watchdog_mode`` says which one is watching."""
         self._stop_watchdog()
+        self._watch_by_signal = use_signal
         if not seconds or seconds <= 0:
             self._stall_threshold = math.inf
             return
         self._stall_threshold = float(seconds)
         if self._running:
             self._start_watchdog()
+
+    @property
+    def watchdog_mode(self) -> str:
+        """``"thread"`` or ``"signal"`` while a watchdog runs, else ``"off"``."""
+        return self._watchdog.mode if self._watchdog is not None else "off"
 
     def set_blocking_signal_threshold(
         self, seconds: float | None, action: Callable[..., Any] | None = None
@@ -637,7 +652,11 @@ class IOLoop:
     def _start_watchdog(self) -> None:
         assert self._thread_ident is not None
         self._watchdog = Watchdog(
-            self._heartbeat, self._thread_ident, self._stall_threshold, clock=self.time
+            self._heartbeat,
+            self._thread_ident,
+            self._stall_threshold,
+            clock=self.time,
+            use_signal=self._watch_by_signal,
         )
         self._watchdog.start()
 

@@ -109,7 +109,7 @@ class LoopRunner:
         ready = threading.Event()
         failure: list[BaseException] = []
         self._thread = threading.current_thread()
-        self._main(ready, failure, on_ready)
+        self._main(ready, failure, on_ready, on_calling_thread=True)
         if failure:
             raise failure[0]
 
@@ -118,6 +118,7 @@ class LoopRunner:
         ready: threading.Event,
         failure: list[BaseException],
         on_ready: Callable[[LoopRunner], None] | None = None,
+        on_calling_thread: bool = False,
     ) -> None:
         try:
             loop = IOLoop(backend=self._backend, make_current=False)
@@ -133,7 +134,9 @@ class LoopRunner:
                 else None
             )
             if self.stall_threshold:
-                loop.set_blocking_log_threshold(self.stall_threshold)
+                # Run on the caller's (main) thread, the loop may be the process's only
+                # thread: keep it so, watching for stalls with SIGALRM rather than a thread.
+                loop.set_blocking_log_threshold(self.stall_threshold, use_signal=on_calling_thread)
         except BaseException as exc:
             failure.append(exc)
             ready.set()

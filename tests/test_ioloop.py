@@ -638,6 +638,79 @@ def test_blocking_threshold_logs_the_stack_once_and_records_the_stall(
     loop.close()
 
 
+def _run_a_stall(loop: IOLoop, seen: dict[str, object]) -> None:
+    def slow_callback_for_the_alarm() -> None:
+        seen["mode"] = loop.watchdog_mode
+        seen["threads"] = threading.active_count()
+        time.sleep(0.3)
+
+    loop.add_callback(slow_callback_for_the_alarm)
+    loop.add_callback(loop.stop)
+    loop.start()
+
+
+@pytest.mark.timeout(120, method="thread")  # pytest-timeout's default takes SIGALRM
+def test_a_main_thread_loop_can_be_watched_by_sigalrm_with_no_second_thread(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    if not hasattr(signal, "setitimer"):
+        pytest.skip("no setitimer here")
+    if signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+        pytest.skip("SIGALRM is taken in this process (pytest-timeout?)")
+    loop = IOLoop(make_current=False)
+    loop.set_blocking_log_threshold(0.05, use_signal=True)
+    seen: dict[str, object] = {}
+    before = threading.active_count()
+    with caplog.at_level(logging.WARNING, logger="loopmon"):
+        _run_a_stall(loop, seen)
+    assert seen == {"mode": "signal", "threads": before}
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # once per stall, though the alarm fired a dozen times
+    assert "slow_callback_for_the_alarm" in warnings[0].getMessage()
+    stall = loop.stats().stalls[-1]
+    assert stall.duration_s >= 0.3
+    assert "slow_callback_for_the_alarm" in stall.stack
+    # Stopped with the loop: the timer disarmed and SIGALRM given back.
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)
+    assert loop.watchdog_mode == "off"
+    loop.close()
+
+
+def test_the_alarm_watchdog_leaves_a_sigalrm_someone_else_owns_alone() -> None:
+    if not hasattr(signal, "setitimer"):
+        pytest.skip("no setitimer here")
+    theirs = signal.getsignal(signal.SIGALRM)
+
+    def their_handler(signum: int, frame: object) -> None:
+        pass
+
+    signal.signal(signal.SIGALRM, their_handler)
+    try:
+        loop = IOLoop(make_current=False)
+        loop.set_blocking_log_threshold(0.05, use_signal=True)
+        seen: dict[str, object] = {}
+        _run_a_stall(loop, seen)
+        assert seen["mode"] == "thread"
+        assert signal.getsignal(signal.SIGALRM) is their_handler
+        assert loop.stats().stalls[-1].duration_s >= 0.3
+        loop.close()
+    finally:
+        signal.signal(signal.SIGALRM, theirs if theirs is not None else signal.SIG_DFL)
+
+
+def test_the_alarm_watchdog_falls_back_to_a_thread_off_the_main_thread() -> None:
+    loop = IOLoop(make_current=False)
+    loop.set_blocking_log_threshold(0.05, use_signal=True)
+    seen: dict[str, object] = {}
+    worker = threading.Thread(target=_run_a_stall, args=(loop, seen))
+    worker.start()
+    worker.join(5)
+    assert seen["mode"] == "thread"
+    assert loop.stats().stalls[-1].duration_s >= 0.3
+    loop.close()
+
+
 def test_blocking_signal_threshold_is_an_alias(loop: IOLoop) -> None:
     loop.set_blocking_signal_threshold(1.0)
     assert loop._stall_threshold == 1.0
