@@ -62,7 +62,7 @@ _KEEP_ERRORS = 100
 
 # (object handed back, handler, live stats, its readiness counts (also on the stats: here the
 # hot path saves an attribute load), poll count when registered)
-_Entry = tuple[Any, Handler, FdStat, list[int], int]
+_Entry = tuple[Any, Handler, FdStat, list[Any], int]  # FdStat.ready is the 4th
 
 # Bound once: add_callback is on the path of every cross-thread wake.
 _copy_context = contextvars.copy_context
@@ -440,7 +440,7 @@ class IOLoop:
                     if fd == waker_fd:
                         self._wake_due = True
                     continue  # or removed earlier in this pass
-                obj, handler, stat, ready, registered = entry
+                obj, handler, _, ready, registered = entry
                 if registered == polls:
                     continue  # a new registration made after this poll: not its event
                 ready[events & 31] += 1
@@ -453,7 +453,7 @@ class IOLoop:
                     self._handler_failed(fd, entry, t)
                 t2 = clock()
                 spent = t2 - t
-                stat.handler_time += spent
+                ready[0] += spent  # the handler's time: see FdStat.ready
                 if spent > threshold:
                     self._stalled(fd, fd, t, t2)
                 t = t2

@@ -3,6 +3,10 @@
 The live side is built for the hot path: one ``FdStat`` per registration with slots, whose
 readiness counts are a 32-slot list indexed by the event mask itself (one list increment per
 event, no branching), and whose time in each mask is accounted only when the mask changes.
+Cell 0 of that list, which no delivery uses (a poller never reports an empty mask), holds the
+time spent in the handler: the dispatch then touches one per-fd object per event, not two.
+With 1,000 busy connections the second object's cache misses cost about 4 % of a 128-byte
+round trip (interleaved A/B against a C client).
 (Flat ``array('d')`` counters, one cache line per fd, were tried and measured: CPython 3.11's
 subscript on an array costs about 120 ns against 50 for a list, which outweighed the cache
 misses saved, with 100 and with 1,000 busy connections alike.) The frozen side
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass
+from typing import Any
 
 from loopmon.events import ERROR, READ, WRITE
 from loopmon.snapshot import LAG_BUCKETS, LagHistogram
@@ -28,7 +33,6 @@ class FdStat:
 
     __slots__ = (
         "fd",
-        "handler_time",
         "mask",
         "read_time",
         "ready",
@@ -44,8 +48,13 @@ class FdStat:
         self.registered_at = now
         self.read_time = 0.0  # seconds with READ registered, up to ``since``
         self.write_time = 0.0
-        self.ready = [0] * 32  # readiness counts by delivered mask
-        self.handler_time = 0.0
+        # Readiness counts by delivered mask; cell 0 (no delivery is an empty mask) is the
+        # seconds spent in the handler, kept here so the dispatch touches one object per event.
+        self.ready: list[Any] = [0.0] + [0] * 31  # float, then 31 ints
+
+    @property
+    def handler_time(self) -> float:
+        return float(self.ready[0])
 
     def account(self, now: float) -> None:
         """Credit the time since the last change to the mask held during it."""

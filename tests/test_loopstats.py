@@ -7,6 +7,7 @@ import socket
 from loopmon.events import ERROR, READ, WRITE
 from loopmon.ioloop import IOLoop
 from loopmon.loopstats import FdStat
+from tests.loop_helpers import FakeClock
 
 
 def test_a_new_registration_of_the_same_fd_starts_from_zero() -> None:
@@ -35,3 +36,31 @@ def test_ready_counts_count_a_mask_with_both_bits_in_both() -> None:
     stat.ready[READ | WRITE] += 1
     stat.ready[READ | ERROR] += 1
     assert stat.ready_counts() == (4, 1, 1)
+
+
+def test_handler_time_is_exact_and_kept_apart_from_the_readiness_counts() -> None:
+    # Handler time shares the readiness list (cell 0, which no mask uses): a mix-up would
+    # show as a count that moved by a fraction or a time that moved by one.
+    clock = FakeClock()
+    loop = IOLoop(make_current=False, time_func=clock)
+    a, b = socket.socketpair()
+    calls: list[int] = []
+
+    def slow(fd: int, events: int) -> None:
+        a.recv(1)  # one byte a pass: level triggering calls again while two are left
+        calls.append(events)
+        clock.advance(0.25)
+        if len(calls) == 3:
+            loop.stop()
+
+    try:
+        loop.add_handler(a.fileno(), slow, READ)
+        b.send(b"xyz")
+        loop.start()
+        (fd,) = loop.stats().fds
+        assert fd.handler_time_s == 0.75
+        assert (fd.ready_read, fd.ready_write, fd.ready_error) == (3, 0, 0)
+    finally:
+        loop.close()
+        a.close()
+        b.close()
