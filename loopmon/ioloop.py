@@ -376,97 +376,130 @@ class IOLoop:
         hb = self._heartbeat
         heap = timers._heap
         waker_fd = self._waker_fd
+        # The running totals live in locals while the loop runs. They are published to the
+        # attributes stats() and figures() read at the start of every pass that runs a
+        # callback or a timer (where such readers run: telemetry is a timer) and when the
+        # loop leaves, so what those readers see is exact. Seven attribute updates a pass
+        # cost ~0.3 us, which is 2-3 % of a round trip when a pass carries one or two events.
+        polls = self._polls
+        events_total = self._events_total
+        callbacks_total = self._callbacks_total
+        timers_total = self._timers_total
+        busy_total = self._busy
+        poll_total = self._poll_time
+        last_pass = self._last_pass
         t = clock()
-        while True:
-            pass_start = t
-            ncallbacks = len(callbacks)
-            due = timers.pop_due(t) if heap and heap[0][0] <= t else ()
-            for _ in range(ncallbacks):
-                ctx, callback, args = popleft()
-                hb.started = t
-                hb.what = callback
-                try:
-                    ret = ctx.run(callback, *args)
-                    if ret is not None:
-                        self._watch_result(ret)
-                except Exception:
-                    self._callback_failed(callback, args, t)
-                t2 = clock()
-                if t2 - t > self._stall_threshold:
-                    self._stalled(callback, -1, t, t2)
-                t = t2
-            for timeout in due:
-                timer_cb = timeout.callback
-                if timer_cb is None:
-                    continue  # cancelled by an earlier one this pass
-                hb.started = t
-                hb.what = timer_cb
-                try:
-                    timeout.context.run(timer_cb, *timeout.args)
-                except Exception:
-                    self._callback_failed(timer_cb, timeout.args, t)
-                t2 = clock()
-                if t2 - t > self._stall_threshold:
-                    self._stalled(timer_cb, -1, t, t2)
-                t = t2
-            ntimers = len(due)
-            if self._wake_due:
-                self._wake_due = False
-                self._waker.consume()
+        try:
+            while True:
+                pass_start = t
+                ncallbacks = len(callbacks)
+                due = timers.pop_due(t) if heap and heap[0][0] <= t else ()
+                if ncallbacks or due:
+                    self._iterations = polls
+                    self._events_total = events_total
+                    self._callbacks_total = callbacks_total
+                    self._timers_total = timers_total
+                    self._busy = busy_total
+                    self._poll_time = poll_total
+                    self._last_pass = last_pass
+                    for _ in range(ncallbacks):
+                        ctx, callback, args = popleft()
+                        hb.started = t
+                        hb.what = callback
+                        try:
+                            ret = ctx.run(callback, *args)
+                            if ret is not None:
+                                self._watch_result(ret)
+                        except Exception:
+                            self._callback_failed(callback, args, t)
+                        t2 = clock()
+                        if t2 - t > self._stall_threshold:
+                            self._stalled(callback, -1, t, t2)
+                        t = t2
+                    for timeout in due:
+                        timer_cb = timeout.callback
+                        if timer_cb is None:
+                            continue  # cancelled by an earlier one this pass
+                        hb.started = t
+                        hb.what = timer_cb
+                        try:
+                            timeout.context.run(timer_cb, *timeout.args)
+                        except Exception:
+                            self._callback_failed(timer_cb, timeout.args, t)
+                        t2 = clock()
+                        if t2 - t > self._stall_threshold:
+                            self._stalled(timer_cb, -1, t, t2)
+                        t = t2
+                ntimers = len(due)
+                if self._wake_due:
+                    self._wake_due = False
+                    self._waker.consume()
 
-            if callbacks:
-                timeout_s: float | None = 0.0
-            else:
-                deadline = timers.next_deadline()
-                timeout_s = (
-                    _MAX_WAIT if deadline is None else min(max(deadline - t, 0.0), _MAX_WAIT)
-                )
-            if not self._running:
-                self._busy += t - pass_start
-                break
-            hb.what = None
-            t_poll = t
-            event_pairs = poll(timeout_s)
-            t = clock()
-            polls = self._polls = self._polls + 1
-            poll_s = t - t_poll
-            t_dispatch = t
-            threshold = self._stall_threshold
-            for fd, events in event_pairs:
-                entry = handlers.get(fd)
-                if entry is None:
-                    # Not a raised KeyError: a wake-up is on this path, and raising costs
-                    # microseconds on a thread that just woke with cold caches.
-                    if fd == waker_fd:
-                        self._wake_due = True
-                    continue  # or removed earlier in this pass
-                obj, handler, _, ready, registered = entry
-                if registered == polls:
-                    continue  # a new registration made after this poll: not its event
-                ready[events & 31] += 1
-                touched_add(fd)
-                hb.started = t
-                hb.what = fd
-                try:
-                    handler(obj, events)
-                except Exception:
-                    self._handler_failed(fd, entry, t)
-                t2 = clock()
-                spent = t2 - t
-                ready[0] += spent  # the handler's time: see FdStat.ready
-                if spent > threshold:
-                    self._stalled(fd, fd, t, t2)
-                t = t2
-            busy = (t_poll - pass_start) + (t - t_dispatch)
-            self._busy += busy
-            self._poll_time += poll_s
-            nevents = len(event_pairs)
-            self._events_total += nevents
-            self._callbacks_total += ncallbacks
-            self._timers_total += ntimers
-            self._iterations += 1
-            # A plain tuple: a frozen record per pass would cost more than the pass's bookkeeping.
-            self._last_pass = (poll_s, busy, nevents, ncallbacks, ntimers)
+                if callbacks:
+                    timeout_s: float | None = 0.0
+                elif heap and heap[0][2].callback is not None:
+                    # The next deadline, read off a live head without a call.
+                    wait = heap[0][0] - t
+                    timeout_s = 0.0 if wait < 0.0 else (wait if wait < _MAX_WAIT else _MAX_WAIT)
+                else:
+                    deadline = timers.next_deadline()  # drops cancelled heads first
+                    timeout_s = (
+                        _MAX_WAIT if deadline is None else min(max(deadline - t, 0.0), _MAX_WAIT)
+                    )
+                if not self._running:
+                    busy_total += t - pass_start
+                    break
+                hb.what = None
+                t_poll = t
+                event_pairs = poll(timeout_s)
+                t = clock()
+                polls += 1
+                self._polls = polls  # add_handler stamps registrations with it
+                poll_s = t - t_poll
+                t_dispatch = t
+                threshold = self._stall_threshold
+                for fd, events in event_pairs:
+                    entry = handlers.get(fd)
+                    if entry is None:
+                        # Not a raised KeyError: a wake-up is on this path, and raising costs
+                        # microseconds on a thread that just woke with cold caches.
+                        if fd == waker_fd:
+                            self._wake_due = True
+                        continue  # or removed earlier in this pass
+                    obj, handler, _, ready, registered = entry
+                    if registered == polls:
+                        continue  # a new registration made after this poll: not its event
+                    ready[events & 31] += 1
+                    touched_add(fd)
+                    hb.started = t
+                    hb.what = fd
+                    try:
+                        handler(obj, events)
+                    except Exception:
+                        self._handler_failed(fd, entry, t)
+                    t2 = clock()
+                    spent = t2 - t
+                    ready[0] += spent  # the handler's time: see FdStat.ready
+                    if spent > threshold:
+                        self._stalled(fd, fd, t, t2)
+                    t = t2
+                busy = (t_poll - pass_start) + (t - t_dispatch)
+                busy_total += busy
+                poll_total += poll_s
+                nevents = len(event_pairs)
+                events_total += nevents
+                callbacks_total += ncallbacks
+                timers_total += ntimers
+                # A plain tuple: a frozen record per pass would cost more than its bookkeeping.
+                last_pass = (poll_s, busy, nevents, ncallbacks, ntimers)
+        finally:
+            self._iterations = polls
+            self._events_total = events_total
+            self._callbacks_total = callbacks_total
+            self._timers_total = timers_total
+            self._busy = busy_total
+            self._poll_time = poll_total
+            self._last_pass = last_pass
 
     def stop(self) -> None:
         """Make ``start()`` return after the current pass; before ``start()``, the next

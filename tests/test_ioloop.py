@@ -17,6 +17,8 @@ from concurrent.futures import Future
 import pytest
 
 from loopmon.ioloop import IOLoop, PeriodicCallback
+from loopmon.loopstats import PassStats
+from loopmon.snapshot import LoopFigures
 from tests.loop_helpers import BACKENDS, FakeClock, run_one_pass
 
 
@@ -868,6 +870,47 @@ def test_take_touched_sees_events_while_the_loop_keeps_running() -> None:
     finally:
         loop.add_callback(loop.stop)
         thread.join(2.0)
+        loop.close()
+        a.close()
+        b.close()
+
+
+def test_pass_totals_are_exact_where_callbacks_and_timers_read_them() -> None:
+    # The loop keeps its running totals in locals and publishes them before any callback or
+    # timer runs, and when it stops: a reader there (telemetry is a timer) sees every pass.
+    clock = FakeClock()
+    loop = IOLoop(make_current=False, time_func=clock)
+    a, b = socket.socketpair()
+    dispatched: list[int] = []
+    during: list[LoopFigures] = []
+    last: list[PassStats] = []
+
+    def check() -> None:
+        during.append(loop.figures())
+        last.append(loop.stats().last_pass)
+        loop.stop()
+
+    def handler(fd: int, events: int) -> None:
+        a.recv(1)  # one byte a pass
+        clock.advance(0.01)  # the only busy time the fake clock sees
+        dispatched.append(events)
+        if len(dispatched) == 3:
+            loop.remove_handler(a.fileno())
+            loop.call_at(clock.now, check)  # due at the start of the next pass
+
+    try:
+        loop.add_handler(a.fileno(), handler, IOLoop.READ)
+        b.send(b"xyz")
+        loop.start()
+        (seen,) = during
+        assert (seen.iterations, seen.events, seen.callbacks) == (3, 3, 0)
+        assert seen.busy_s == pytest.approx(0.03)
+        assert seen.poll_s == 0.0
+        assert (last[0].events, last[0].callbacks, last[0].timers) == (1, 0, 0)
+        assert last[0].busy_s == pytest.approx(0.01)
+        after = loop.figures()
+        assert (after.iterations, after.events, after.busy_s) == (3, 3, pytest.approx(0.03))
+    finally:
         loop.close()
         a.close()
         b.close()
