@@ -33,6 +33,9 @@ from typing import Any, ClassVar, TypeVar
 from loopmon import events as _ev
 from loopmon import pollers
 from loopmon.loopstats import (
+    HANDLER,
+    OBJ,
+    REGISTERED,
     FdStat,
     HandlerError,
     LagRecorder,
@@ -60,9 +63,10 @@ _KEEP_STALLS = 100
 _KEEP_ERRORS = 100
 
 
-# (object handed back, handler, live stats, its readiness counts (also on the stats: here the
-# hot path saves an attribute load), poll count when registered)
-_Entry = tuple[Any, Handler, FdStat, list[Any], int]  # FdStat.ready is the 4th
+# A registration's entry is its FdStat's ``ready`` list: the readiness counts, and in the cells
+# no mask uses, the handler's time, the object and handler to call and the poll count when
+# registered (see loopstats).
+_Cells = list[Any]
 
 # Bound once: add_callback is on the path of every cross-thread wake.
 _copy_context = contextvars.copy_context
@@ -144,7 +148,8 @@ class IOLoop:
         self.backend: str = self._poller.name
         self.time: Callable[[], float] = time_func or time.monotonic
         self._created = self.time()
-        self._handlers: dict[int, _Entry] = {}
+        self._handlers: dict[int, _Cells] = {}
+        self._stats: dict[int, FdStat] = {}
         self._callbacks: collections.deque[
             tuple[contextvars.Context, Callable[..., Any], tuple[Any, ...]]
         ] = collections.deque()
@@ -221,13 +226,18 @@ class IOLoop:
         mask = events | self.ERROR
         self._poller.register(fdno, mask)
         stat = FdStat(fdno, mask, self.time())
-        self._handlers[fdno] = (obj, handler, stat, stat.ready, self._polls)
+        cells = stat.ready
+        cells[OBJ] = obj
+        cells[HANDLER] = handler
+        cells[REGISTERED] = self._polls
+        self._handlers[fdno] = cells
+        self._stats[fdno] = stat
         self._touched.add(fdno)
 
     def update_handler(self, fd: Any, events: int) -> None:
         fdno, _ = self.split_fd(fd)
         mask = events | self.ERROR
-        stat = self._handlers[fdno][2]
+        stat = self._stats[fdno]
         if stat.mask == mask:
             return
         self._poller.modify(fdno, mask)
@@ -238,10 +248,12 @@ class IOLoop:
         """Stop watching ``fd``; its events not yet dispatched this pass are dropped. An
         unknown fd is ignored."""
         fdno, _ = self.split_fd(fd)
-        entry = self._handlers.pop(fdno, None)
-        if entry is None:
+        cells = self._handlers.pop(fdno, None)
+        if cells is None:
             return
-        entry[2].set_mask(self.NONE, self.time())
+        # The cells keep their object and handler: a handler that removed itself and then
+        # raised is still reported with them.
+        self._stats.pop(fdno).set_mask(self.NONE, self.time())
         self._touched.add(fdno)
         try:
             self._poller.unregister(fdno)
@@ -459,27 +471,26 @@ class IOLoop:
                 t_dispatch = t
                 threshold = self._stall_threshold
                 for fd, events in event_pairs:
-                    entry = handlers.get(fd)
-                    if entry is None:
+                    cells = handlers.get(fd)
+                    if cells is None:
                         # Not a raised KeyError: a wake-up is on this path, and raising costs
                         # microseconds on a thread that just woke with cold caches.
                         if fd == waker_fd:
                             self._wake_due = True
                         continue  # or removed earlier in this pass
-                    obj, handler, _, ready, registered = entry
-                    if registered == polls:
+                    if cells[6] == polls:  # REGISTERED
                         continue  # a new registration made after this poll: not its event
-                    ready[events & 31] += 1
+                    cells[events & 31] += 1
                     touched_add(fd)
                     hb.started = t
                     hb.what = fd
                     try:
-                        handler(obj, events)
+                        cells[3](cells[2], events)  # HANDLER(OBJ, events)
                     except Exception:
-                        self._handler_failed(fd, entry, t)
+                        self._handler_failed(fd, cells, t)
                     t2 = clock()
                     spent = t2 - t
-                    ready[0] += spent  # the handler's time: see FdStat.ready
+                    cells[0] += spent  # HANDLER_TIME
                     if spent > threshold:
                         self._stalled(fd, fd, t, t2)
                     t = t2
@@ -590,9 +601,10 @@ class IOLoop:
         except (OSError, KeyError, ValueError):
             pass
         if all_fds:
-            for entry in list(self._handlers.values()):
-                self.close_fd(entry[0])
+            for cells in list(self._handlers.values()):
+                self.close_fd(cells[OBJ])
         self._handlers.clear()
+        self._stats.clear()
         self._stop_watchdog()
         self._waker.close()
         self._poller.close()
@@ -620,9 +632,9 @@ class IOLoop:
         self._record_error(describe(callback), -1, at)
         self.handle_callback_exception(functools.partial(callback, *args) if args else callback)
 
-    def _handler_failed(self, fd: int, entry: _Entry, at: float) -> None:
+    def _handler_failed(self, fd: int, cells: _Cells, at: float) -> None:
         self._record_error(f"handler for fd {fd}", fd, at)
-        self.handle_callback_exception((entry[0], entry[1]))
+        self.handle_callback_exception((cells[OBJ], cells[HANDLER]))
 
     def _record_error(self, what: str, fd: int, at: float) -> None:
         record = HandlerError(at, what, fd, traceback.format_exc())
@@ -764,7 +776,7 @@ class IOLoop:
             poll_s=self._poll_time,
             last_pass=PassStats(*self._last_pass),
             lag=self._lag.freeze(),
-            fds=tuple(entry[2].freeze(now) for entry in self._handlers.values()),
+            fds=tuple(stat.freeze(now) for stat in self._stats.values()),
             stalls=tuple(self._stalls),
             errors=tuple(self._errors),
             stall_count=self._stall_count,
@@ -786,8 +798,7 @@ class IOLoop:
 
     def fd_stat(self, fd: int) -> FdStat | None:
         """The live counters of a registered fd (loop thread only: they change under you)."""
-        entry = self._handlers.get(fd)
-        return entry[2] if entry is not None else None
+        return self._stats.get(fd)
 
     def take_touched(self) -> set[int]:
         """The fds that saw an event or a mask change since the last call (loop thread)."""

@@ -3,10 +3,14 @@
 The live side is built for the hot path: one ``FdStat`` per registration with slots, whose
 readiness counts are a 32-slot list indexed by the event mask itself (one list increment per
 event, no branching), and whose time in each mask is accounted only when the mask changes.
-Cell 0 of that list, which no delivery uses (a poller never reports an empty mask), holds the
-time spent in the handler: the dispatch then touches one per-fd object per event, not two.
-With 1,000 busy connections the second object's cache misses cost about 4 % of a 128-byte
-round trip (interleaved A/B against a C client).
+That list is also the loop's whole per-fd entry. The cells no delivered mask can use hold the
+time spent in the handler (``HANDLER_TIME``), the object and handler to call (``OBJ``,
+``HANDLER``) and the poll count at registration (``REGISTERED``): cell 0, and every mask with bit
+0x2, since every mask a poller returns is non-zero and within READ | WRITE | ERROR (the poller
+contract tests check it on every poll). So the dispatch reads and writes one list per event,
+with no tuple or record beside it: with 1,000 busy connections each further per-fd object is a
+cache miss, and a few of them cost several per cent of a 128-byte round trip (interleaved A/B
+against a C client: the tuple alone was 2-5 %).
 (Flat ``array('d')`` counters, one cache line per fd, were tried and measured: CPython 3.11's
 subscript on an array costs about 120 ns against 50 for a list, which outweighed the cache
 misses saved, with 100 and with 1,000 busy connections alike.) The frozen side
@@ -22,7 +26,14 @@ from typing import Any
 from loopmon.events import ERROR, READ, WRITE
 from loopmon.snapshot import LAG_BUCKETS, LagHistogram
 
-_MASKS = range(32)
+# Cells of FdStat.ready that hold no readiness count (see the module's docstring).
+HANDLER_TIME = 0
+OBJ = 2
+HANDLER = 3
+REGISTERED = 6
+_UNDELIVERED = 0x2  # no poller reports this bit, so no mask with it is ever counted
+
+_MASKS = tuple(m for m in range(1, 32) if not m & _UNDELIVERED)
 _READ_MASKS = tuple(m for m in _MASKS if m & READ)
 _WRITE_MASKS = tuple(m for m in _MASKS if m & WRITE)
 _ERROR_MASKS = tuple(m for m in _MASKS if m & ERROR)
@@ -48,13 +59,14 @@ class FdStat:
         self.registered_at = now
         self.read_time = 0.0  # seconds with READ registered, up to ``since``
         self.write_time = 0.0
-        # Readiness counts by delivered mask; cell 0 (no delivery is an empty mask) is the
-        # seconds spent in the handler, kept here so the dispatch touches one object per event.
-        self.ready: list[Any] = [0.0] + [0] * 31  # float, then 31 ints
+        # Readiness counts by delivered mask, and in the cells no mask uses, what the loop's
+        # dispatch needs: the handler's time (a float), the object and handler to call and
+        # the registration's poll count (set by the loop).
+        self.ready: list[Any] = [0.0] + [0] * 31
 
     @property
     def handler_time(self) -> float:
-        return float(self.ready[0])
+        return float(self.ready[HANDLER_TIME])
 
     def account(self, now: float) -> None:
         """Credit the time since the last change to the mask held during it."""

@@ -218,8 +218,8 @@ class Telemetry:
             if error:
                 nread, nwrite, error = stat.ready_counts()
             else:  # the usual case: only masks 1-7 occurred
-                nread = ready[1] + ready[3] + ready[5] + ready[7]
-                nwrite = ready[4] + ready[5] + ready[6] + ready[7]
+                nread = ready[1] + ready[5]  # 3 and 7 have bit 0x2: not counts
+                nwrite = ready[4] + ready[5]
             # tuple.__new__ skips NamedTuple's Python-level __new__: half the cost of a row.
             row = _new_row(
                 ConnectionRow,
