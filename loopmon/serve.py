@@ -189,10 +189,15 @@ class StatusPrinter:
         except (AttributeError, OSError, ValueError):
             return True  # not a file (a StringIO): writing cannot block
         try:
-            _, writable, _ = select.select([], [fd], [], 0)
+            # select(), which every OS supports on a terminal (macOS's poll() does not), as
+            # long as the number fits in FD_SETSIZE; poll() past it.
+            if fd < 1024:
+                return bool(select.select([], [fd], [], 0)[1])
+            probe = select.poll()
+            probe.register(fd, select.POLLOUT)
+            return any(mask & select.POLLOUT for _, mask in probe.poll(0))
         except (OSError, ValueError):
             return False
-        return bool(writable)
 
 
 # -- the command ------------------------------------------------------------------------------

@@ -311,7 +311,31 @@ def test_status_line_from_loop_figures() -> None:
     assert STATUS.match(line)
 
 
-def test_a_full_stdout_skips_status_lines_instead_of_blocking_the_loop() -> None:
+def _above_fd_setsize(fd: int) -> int:
+    """A duplicate of ``fd`` numbered past select()'s FD_SETSIZE (the original is closed)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1100:
+        if hard != resource.RLIM_INFINITY and hard < 1100:
+            pytest.skip("RLIMIT_NOFILE is too low for an fd past 1024")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1100, hard))
+    high = next(n for n in range(1030, 1100) if not _is_open(n))
+    os.dup2(fd, high)
+    os.close(fd)
+    return high
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("where", ["low fd", "fd past FD_SETSIZE"])
+def test_a_full_stdout_skips_status_lines_instead_of_blocking_the_loop(where: str) -> None:
     from loopmon.events import READ
     from loopmon.serve import StatusPrinter
     from loopmon.snapshot import LoopFigures, Snapshot
@@ -335,6 +359,8 @@ def test_a_full_stdout_skips_status_lines_instead_of_blocking_the_loop() -> None
             return self.posted.pop(0), [], 0
 
     r, w = os.pipe()
+    if where != "low fd":
+        w = _above_fd_setsize(w)
     os.set_blocking(w, False)
     with contextlib.suppress(BlockingIOError):
         while True:
