@@ -407,13 +407,15 @@ class IOLoop:
                 ncallbacks = len(callbacks)
                 due = timers.pop_due(t) if heap and heap[0][0] <= t else ()
                 if ncallbacks or due:
-                    self._iterations = polls
-                    self._events_total = events_total
-                    self._callbacks_total = callbacks_total
-                    self._timers_total = timers_total
-                    self._busy = busy_total
-                    self._poll_time = poll_total
-                    self._last_pass = last_pass
+                    self._publish(
+                        polls,
+                        events_total,
+                        callbacks_total,
+                        timers_total,
+                        busy_total,
+                        poll_total,
+                        last_pass,
+                    )
                     for _ in range(ncallbacks):
                         ctx, callback, args = popleft()
                         hb.started = t
@@ -504,13 +506,34 @@ class IOLoop:
                 # A plain tuple: a frozen record per pass would cost more than its bookkeeping.
                 last_pass = (poll_s, busy, nevents, ncallbacks, ntimers)
         finally:
-            self._iterations = polls
-            self._events_total = events_total
-            self._callbacks_total = callbacks_total
-            self._timers_total = timers_total
-            self._busy = busy_total
-            self._poll_time = poll_total
-            self._last_pass = last_pass
+            self._publish(
+                polls,
+                events_total,
+                callbacks_total,
+                timers_total,
+                busy_total,
+                poll_total,
+                last_pass,
+            )
+
+    def _publish(
+        self,
+        iterations: int,
+        events: int,
+        callbacks: int,
+        timers: int,
+        busy_s: float,
+        poll_s: float,
+        last_pass: tuple[float, float, int, int, int],
+    ) -> None:
+        """Where ``stats()`` and ``figures()`` read the running totals ``_run`` keeps."""
+        self._iterations = iterations
+        self._events_total = events
+        self._callbacks_total = callbacks
+        self._timers_total = timers
+        self._busy = busy_s
+        self._poll_time = poll_s
+        self._last_pass = last_pass
 
     def stop(self) -> None:
         """Make ``start()`` return after the current pass; before ``start()``, the next
