@@ -262,6 +262,22 @@ def serve_tornado(sock: socket.socket) -> None:
     ioloop.IOLoop.current().start()
 
 
+def settle_allocator() -> None:
+    """Put the process's malloc where a long-running server's is.
+
+    glibc serves a block above its mmap threshold (128 KiB at start) with its own mmap(), and
+    raises the threshold to the size of such a block when one is freed. asyncio reads with
+    ``recv(256 KiB)`` and CPython shrinks the result in place, which for an mmapped block is an
+    mremap() to one page, so the block freed is small and the threshold never moves: every read
+    costs mmap + a page fault + mremap + munmap, and the server 3-4x the CPU per round trip of
+    the same server after its first full 256 KiB read, when the threshold has moved and reads
+    come from the heap. Which of the two states a bench met depended on what ran before (a
+    64 KiB workload can move it); freeing one large block at start puts every peer in the
+    steady state, the one a server that has run for a while is in. Peers that never allocate
+    that much per read are unaffected."""
+    bytes(1 << 20)  # allocated with mmap, freed with munmap: the threshold becomes 1 MiB
+
+
 def serve(name: str, host: str, port: int, backlog: int) -> int:
     if name not in PEER_NAMES:
         print(f"unknown peer {name!r}; peers: {', '.join(PEER_NAMES)}", file=sys.stderr)
@@ -271,6 +287,7 @@ def serve(name: str, host: str, port: int, backlog: int) -> int:
         print(next(n for n in notes if n.startswith(name + ":")), file=sys.stderr)
         return 3
     raise_nofile_limit()
+    settle_allocator()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         sock = _listen_socket(host, port, backlog)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import platform
 import socket
 import subprocess
 import sys
@@ -416,6 +417,43 @@ def test_wait_rusage_reports_cpu(tmp_path: Path) -> None:
     code, cpu = bench.wait_rusage(proc, 30)
     assert code == 0 and cpu is not None and cpu > 0
     assert proc.poll() == 0
+
+
+_READS_WITH_FAULTS = """
+import resource, socket, sys
+from loopmon import benchpeers
+if sys.argv[1] == "settled":
+    benchpeers.settle_allocator()
+a, b = socket.socketpair()
+def faults(n):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(n):
+        a.send(b"x" * 128)
+        b.recv(262144)  # what asyncio's transport asks for on every read
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults(20)
+print(faults(500))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc thresholds")
+def test_settled_peer_reads_from_the_heap_not_a_fresh_mapping_each_time() -> None:
+    def faults(state: str) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", _READS_WITH_FAULTS, state],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            check=True,
+        ).stdout
+        return int(out)
+
+    unsettled = faults("unsettled")
+    if unsettled < 500:
+        pytest.skip(f"this libc serves 256 KiB reads from the heap already ({unsettled} faults)")
+    # A fresh mapping per read faults its first page in; the heap's memory is already there.
+    assert faults("settled") < 50
 
 
 def test_wake_probe_in_process() -> None:
