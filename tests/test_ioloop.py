@@ -229,6 +229,16 @@ def test_an_fd_registered_after_the_poll_does_not_get_its_stale_event(loop: IOLo
             s.close()
 
 
+def test_the_poll_count_goes_on_across_restarts(loop: IOLoop) -> None:
+    def run_one_poll() -> int:
+        loop.add_callback(lambda: loop.add_callback(loop.stop))  # one poll between the two
+        loop.start()
+        return loop.stats().iterations
+
+    assert run_one_poll() == 1
+    assert run_one_poll() == 2
+
+
 def test_many_handlers(loop: IOLoop) -> None:
     pairs = [socket.socketpair() for _ in range(100)]
     try:
