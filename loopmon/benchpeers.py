@@ -7,7 +7,8 @@ documentation teaches, run in its own process:
 
 prints ``listening on HOST:PORT (peer NAME)`` once it accepts connections and runs until SIGTERM
 or SIGINT. Every peer sets TCP_NODELAY on its connections (asyncio and uvloop do it by
-themselves) and listens with the same backlog, so none is helped or hurt by its defaults.
+themselves) and listens with the same backlog, so none is helped or hurt by its defaults, and
+starts with its allocator in a long-running server's state (``settle_allocator``).
 
 - ``asyncio-protocol``: ``asyncio.Protocol``, ``transport.write(data)`` in ``data_received``:
   the baseline every ratio is taken against.
