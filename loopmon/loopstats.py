@@ -94,6 +94,12 @@ class FdStat:
     def ready_counts(self) -> tuple[int, int, int]:
         """(read, write, error) readiness counts; an event with both bits counts in both."""
         ready = self.ready
+        if not any(ready[8:]):
+            # The usual case, and what a snapshot of many rows mostly meets: no mask with the
+            # ERROR bits (8 and up) has occurred, so only READ (1), WRITE (4) and both (5) can
+            # have counts; 3 and 7 have bit 0x2 and hold no count.
+            both = ready[5]
+            return ready[1] + both, ready[4] + both, 0
         return (
             sum(ready[m] for m in _READ_MASKS),
             sum(ready[m] for m in _WRITE_MASKS),

@@ -213,13 +213,7 @@ class Telemetry:
                 held = entry[5]  # type: ignore[index]
                 rf = (read - entry[3] - (gap if held & READ else 0.0)) * inv  # type: ignore[index]
                 wf = (write - entry[4] - (gap if held & WRITE else 0.0)) * inv  # type: ignore[index]
-            ready = stat.ready
-            error = sum(ready[8:])  # every mask from 8 up carries an ERROR bit
-            if error:
-                nread, nwrite, error = stat.ready_counts()
-            else:  # the usual case: only masks 1-7 occurred
-                nread = ready[1] + ready[5]  # 3 and 7 have bit 0x2: not counts
-                nwrite = ready[4] + ready[5]
+            nread, nwrite, error = stat.ready_counts()
             # tuple.__new__ skips NamedTuple's Python-level __new__: half the cost of a row.
             row = _new_row(
                 ConnectionRow,

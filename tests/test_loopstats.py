@@ -39,6 +39,19 @@ def test_ready_counts_count_a_mask_with_both_bits_in_both() -> None:
     assert stat.ready_counts() == (4, 1, 1)
 
 
+def test_ready_counts_without_an_error_mask_ignore_the_dispatch_cells() -> None:
+    # The short path (no ERROR mask seen) must read only the count cells, not what the loop
+    # keeps in the cells no mask uses.
+    stat = FdStat(5, READ | WRITE, 0.0)
+    stat.ready[2], stat.ready[3], stat.ready[0] = object(), print, 0.5
+    stat.ready[READ] += 3
+    stat.ready[WRITE] += 2
+    stat.ready[READ | WRITE] += 1
+    assert stat.ready_counts() == (4, 3, 0)
+    stat.ready[WRITE | ERROR] += 1
+    assert stat.ready_counts() == (4, 4, 1)
+
+
 def test_handler_time_is_exact_and_kept_apart_from_the_readiness_counts() -> None:
     # Handler time shares the readiness list (cell 0, which no mask uses): a mix-up would
     # show as a count that moved by a fraction or a time that moved by one.
