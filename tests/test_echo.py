@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import errno
 import itertools
+import os
 import pickle
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from loopmon import echo as echo_module
 from loopmon.echo import RECV_SIZE, EchoServer, ListenerError
 from loopmon.events import READ, WRITE
 from loopmon.ioloop import IOLoop
@@ -266,6 +269,53 @@ def test_direct_never_registers_write_for_small_messages(harness: Harness) -> No
             sock.sendall(b"x" * (i + 1))
             assert recv_exactly(sock, i + 1) == b"x" * (i + 1)
         assert harness.call(ready_write_of_connections, harness) == 0
+
+
+@pytest.mark.parametrize("write_fd", [True, False], ids=["os.write", "socket.send"])
+def test_direct_sends_with_the_platforms_call_and_echoes_exactly(
+    monkeypatch: pytest.MonkeyPatch, write_fd: bool
+) -> None:
+    # POSIX sends with os.write on the fd; elsewhere (Windows) socket.send. Both must give the
+    # same bytes, partial sends included, and the same reasons on a reset.
+    monkeypatch.setattr(echo_module, "_WRITE_FD", write_fd)
+    written: list[int] = []
+    sent: list[int] = []
+    real_write, real_send = os.write, socket.socket.send
+
+    def counting_write(fd: int, data: Any) -> int:
+        written.append(fd)
+        return real_write(fd, data)
+
+    def counting_send(self: socket.socket, data: Any, *flags: int) -> int:
+        sent.append(self.fileno())
+        return real_send(self, data, *flags)
+
+    monkeypatch.setattr(os, "write", counting_write)
+    monkeypatch.setattr(socket.socket, "send", counting_send)
+    harness = Harness(BACKENDS[0])
+    try:
+        port = harness.listen()
+        message = payload(600_000, seed=7)
+        with connect(port) as sock:
+            received: list[bytes] = []
+            reader = threading.Thread(target=lambda: received.append(recv_until_eof(sock)))
+            reader.start()
+            sock.sendall(message)
+            sock.shutdown(socket.SHUT_WR)
+            reader.join(TIMEOUT)
+            assert received and received[0] == message
+        doomed = connect(port)
+        doomed.sendall(payload(300_000))  # echoed into a socket that never reads
+        conns = harness.server.connections
+        harness.wait_for(lambda: len(conns) == 1 and next(iter(conns.values())).bytes_in > 0)
+        (fd,) = harness.call(lambda: list(conns))
+        reset(doomed)
+        harness.wait_for(lambda: not conns)
+        assert closes(harness)[-1].endswith(("connection reset by peer", "broken pipe"))
+    finally:
+        harness.close()
+    assert (fd in written) is write_fd
+    assert (fd in sent) is not write_fd
 
 
 def test_seed_flips_the_mask_for_every_message(harness: Harness) -> None:
