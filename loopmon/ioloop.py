@@ -359,11 +359,13 @@ class IOLoop:
         IOLoop._current.instance = self
         self._thread_ident = threading.get_ident()
         self._running = True
-        self._install_signal_wakeup()
-        self._arm_lag_probe()
-        if self._watchdog is None and self._stall_threshold < math.inf:
-            self._start_watchdog()
         try:
+            # Inside the try: a setup that fails (EMFILE on the signal pipe, a thread that
+            # will not start) must leave the loop stopped and closable, not "running".
+            self._install_signal_wakeup()
+            self._arm_lag_probe()
+            if self._watchdog is None and self._stall_threshold < math.inf:
+                self._start_watchdog()
             self._run()
         finally:
             self._running = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextvars
 import datetime
+import errno
 import logging
 import os
 import signal
@@ -745,6 +746,30 @@ def test_add_callback_from_signal_wakes_the_loop_on_the_main_thread() -> None:
     finally:
         signal.signal(signal.SIGUSR1, old)
         loop.close()
+
+
+def test_a_start_whose_setup_fails_leaves_the_loop_stopped_and_closable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Out of descriptors, the signal pipe cannot be made. start() must raise that, and leave
+    # the loop neither "running" nor current, so it can be closed or started again.
+    loop = IOLoop(make_current=False)
+    loop.set_blocking_log_threshold(1.0)
+
+    def no_fds(*args: object) -> tuple[int, int]:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(os, "pipe2", no_fds)
+    monkeypatch.setattr(os, "pipe", no_fds)
+    with pytest.raises(OSError, match="Too many open files"):
+        loop.start()
+    assert not loop.is_running()
+    assert loop.watchdog_mode == "off"
+    assert IOLoop.current(instance=False) is not loop
+    monkeypatch.undo()
+    loop.add_callback(loop.stop)
+    loop.start()  # and it runs once descriptors are back
+    loop.close()
 
 
 # -- singletons ----------------------------------------------------------------------------
