@@ -54,6 +54,8 @@ __all__ = [
 ]
 
 MODES: Final = ("rr", "flood", "slow", "idle", "churn")
+# Descriptors beyond one per client: the loop's poller, waker and signal pipe, std streams.
+FD_HEADROOM: Final = 64
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 10000
 PATTERN_SIZE: Final = 1 << 20
@@ -713,19 +715,22 @@ def is_this_machine(family: int, sockaddr: Any) -> bool:
     return True
 
 
-def raise_fd_limit(wanted: int) -> None:
-    """Lift the soft descriptor limit towards ``wanted`` (up to the hard limit)."""
+def raise_fd_limit(wanted: int) -> int | None:
+    """Lift the soft descriptor limit towards ``wanted`` (up to the hard limit); the soft
+    limit then, None where there is none to read or it is unlimited."""
     try:
         import resource
     except ImportError:
-        return
+        return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if soft != resource.RLIM_INFINITY and soft < target:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
         except (ValueError, OSError):
             pass
+    return None if soft == resource.RLIM_INFINITY else int(soft)
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -772,7 +777,14 @@ def run(
             )
             return 2
         print(f"loopmon load: warning: loading {host}, another machine", file=err)
-    raise_fd_limit(args.clients + 64)
+    limit = raise_fd_limit(args.clients + FD_HEADROOM)
+    if limit is not None and args.clients + FD_HEADROOM > limit:
+        print(
+            f"loopmon load: --clients {args.clients} needs about {args.clients + FD_HEADROOM:,} "
+            f"open files; this process may have {limit:,} (ulimit -n, up to ulimit -Hn)",
+            file=err,
+        )
+        return 2
     try:
         loop = IOLoop(backend=args.backend, make_current=False)
     except (ValueError, RuntimeError) as exc:

@@ -347,6 +347,19 @@ def test_another_machine_is_refused_without_allow_remote() -> None:
     assert len(err.strip().splitlines()) == 1
 
 
+def test_more_clients_than_descriptors_is_refused_before_any_connect() -> None:
+    # It used to open what it could, then die starting its loop (EMFILE on the signal pipe).
+    resource = pytest.importorskip("resource")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no descriptor limit here")
+    code, out, err = run_load("--port", "9", "--clients", str(hard), "--duration", "0.1")
+    assert code == 2
+    assert f"--clients {hard} needs about" in err and "open files" in err
+    assert len(err.strip().splitlines()) == 1
+    assert out == ""
+
+
 def test_usage_errors_exit_2() -> None:
     for argv in (["--clients", "0"], ["--size", "-1"], ["--duration", "0"], ["--mode", "x"]):
         with pytest.raises(SystemExit) as info:
