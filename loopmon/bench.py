@@ -42,11 +42,13 @@ import math
 import os
 import platform
 import re
+import resource
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -62,6 +64,14 @@ SATURATED = 0.85  # CPU share of one core above which a side counts as the limit
 READY_TIMEOUT_S = 15.0
 CLIENT_GRACE_S = 30.0  # beyond --duration, before a load client is killed
 STOP_GRACE_S = 2.0  # SIGTERM, then SIGKILL
+# loopmon serve's --max-connections in the bench: the descriptor limit is the only bound wanted.
+NO_CAP = 1 << 24
+# Descriptors a process needs beyond one per connection (its own files, pipes, epoll).
+FD_HEADROOM = 256
+# Fewer wake samples than this per round make a p99 of a handful of points.
+MIN_WAKE_SAMPLES_PER_ROUND = 100
+# Other work taking more than this share of the servers' core in a round is reported.
+INTERFERENCE_SHARE = 0.25
 SELECT_MAX_FDS = 1024 - 16  # select()'s FD_SETSIZE, less the server's own descriptors
 IDLE_DEADLINE_S = 25.0  # for all idle connections to be accepted (SYN retries: 1, 3, 7 s)
 SCHEMA = 1
@@ -144,6 +154,33 @@ def saturation(client_util: float | None, server_util: float | None) -> str:
 
 
 _LISTENING = re.compile(r"listening on (?:\[(?P<host6>[^\]]+)\]|(?P<host>[^\s:]+)):(?P<port>\d+)")
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity (a figure nothing was measured for) as None, so
+    ``--json`` is JSON that every parser takes, not Python's NaN extension."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def interference(index: int, core_busy: float | None, server_util: float | None) -> str:
+    """A note when something besides the server kept the servers' core busy in a round (the
+    core's busy share, softirq included, less the server process's own): its figures are
+    then noisier than the interleaving can cancel. Empty when not, or not known."""
+    if core_busy is None or server_util is None:
+        return ""
+    other = core_busy - server_util
+    if other <= INTERFERENCE_SHARE:
+        return ""
+    return (
+        f"round {index + 1}: other work took {other:.0%} of the servers' core "
+        "(that round's figures are noisier)"
+    )
 
 
 def parse_listening(line: str) -> tuple[str, int] | None:
@@ -282,7 +319,7 @@ def loopmon_specs(backends: Sequence[str]) -> list[ServerSpec]:
                 "--strategy",
                 strategy,
                 "--max-connections",
-                "20000",
+                str(NO_CAP),
                 "--quiet",
             )
             specs.append(
@@ -356,6 +393,8 @@ def select_servers(
                 )
             wanted.update(hits)
         chosen = [s for s in specs if s.name in wanted]
+        if not chosen:
+            raise ValueError("no server to run: " + "; ".join(notes))
     if chosen and all(s.name != BASELINE for s in chosen):
         base = [s for s in specs if s.name == BASELINE]
         if base:
@@ -365,8 +404,10 @@ def select_servers(
 
 
 def parse_workloads(text: str | None) -> list[str]:
-    if not text:
+    if text is None:
         return list(WORKLOAD_NAMES)
+    if not text.replace(",", "").strip():
+        raise ValueError(f"no workload named; workloads: {', '.join(WORKLOAD_NAMES)}")
     out: list[str] = []
     for token in (t.strip() for t in text.split(",")):
         if not token:
@@ -404,6 +445,7 @@ class RoundResult:
     saturated: str = "?"
     wall_s: float = 0.0
     problem: str = ""
+    note: str = ""  # not a failure: something that makes the round's figures less sure
 
 
 @dataclass(slots=True)
@@ -466,7 +508,8 @@ def summarise_rr(
                 "errors": sum(r.errors for r in results),
                 "mismatches": sum(r.mismatches for r in results),
                 "connect_failures": sum(r.connect_failures for r in results),
-                "problems": sorted({r.problem for r in results if r.problem}),
+                "problems": sorted({r.problem for r in results if r.problem})
+                + [r.note for r in results if r.note],
                 "rounds": [asdict(r) for r in results],
             }
         )
@@ -700,6 +743,9 @@ class Children:
         self.workdir = workdir
         self.procs: list[subprocess.Popen[bytes]] = []
         self._n = 0
+        # Signals reach the bench's own cleanup; a SIGKILL does not, so every child also
+        # dies with the bench on Linux.
+        self._preexec = benchpeers.die_with_parent()
 
     def spawn(self, argv: Sequence[str], tag: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
         self._n += 1
@@ -712,6 +758,9 @@ class Children:
                 stdout=fout,
                 stderr=ferr,
                 start_new_session=True,
+                # Only while this is the one thread: a fork beside others can find a lock
+                # held forever by a thread that is not there to release it.
+                preexec_fn=self._preexec if threading.active_count() == 1 else None,  # noqa: PLW1509
             )
         self.procs.append(proc)
         return proc, out, err
@@ -932,6 +981,7 @@ def run_rr_round(
         if result.server_cpu_s is not None and busy > 0:
             result.server_util = result.server_cpu_s / busy
     result.saturated = saturation(result.client_util, result.server_util)
+    result.note = interference(index, result.server_core_busy, result.server_util)
     return result
 
 
@@ -1019,7 +1069,14 @@ def run_snapshot_round(children: Children, connections: int, deadline_s: float) 
     (built in-process by ``benchpeers snapshot``, the clients in a child of its own)."""
     argv = [sys.executable, "-m", "loopmon.benchpeers", "snapshot", str(connections)]
     data, problem = _probe(children, argv, "snapshot", deadline_s + 60.0, "median_ms")
-    return data if data is not None else {"connections": 0, "problem": problem}
+    if data is None:
+        return {"connections": 0, "problem": problem}
+    held = int(data.get("connections") or 0)
+    if not data.get("samples"):
+        data["problem"] = f"no snapshot taken: the probe held {held:,} of {connections:,}"
+    elif held < connections:
+        data["problem"] = f"the probe held only {held:,} of {connections:,} connections"
+    return data
 
 
 def _probe(
@@ -1104,7 +1161,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--idle-connections", type=positive_int, default=10_000, help="for idle-10k (%(default)s)"
     )
     parser.add_argument(
-        "--wake-samples", type=positive_int, help="per implementation (20000; quick 3000)"
+        "--wake-samples",
+        type=positive_int,
+        help=f"per implementation, over up to 5 rounds (20000; quick 3000; at least "
+        f"{MIN_WAKE_SAMPLES_PER_ROUND})",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--list", action="store_true", help="list servers and workloads, exit")
@@ -1131,19 +1191,42 @@ def plan(args: argparse.Namespace) -> tuple[Settings, list[ServerSpec], list[str
     workloads = parse_workloads(getattr(args, "workloads", None))
     rounds = args.rounds or (2 if quick else 5)
     duration = args.duration or (0.75 if quick else 3.0)
+    wake_samples = args.wake_samples or (3000 if quick else 20_000)
+    if "wake" in workloads and wake_samples < MIN_WAKE_SAMPLES_PER_ROUND:
+        raise ValueError(
+            f"--wake-samples {wake_samples}: at least {MIN_WAKE_SAMPLES_PER_ROUND}, "
+            "or its p99 is a handful of points"
+        )
+    idle_connections = getattr(args, "idle_connections", 10_000)
+    if "idle-10k" in workloads:
+        check_fd_limit(idle_connections)
     settings = Settings(
         rounds=rounds,
         duration_s=duration,
         idle_rounds=1 if quick else min(rounds, 2),
-        idle_connections=getattr(args, "idle_connections", 10_000),
+        idle_connections=idle_connections,
         idle_deadline_s=10.0 if quick else IDLE_DEADLINE_S,
-        wake_samples=args.wake_samples or (3000 if quick else 20_000),
+        wake_samples=wake_samples,
         servers=tuple(s.name for s in chosen),
         workloads=tuple(workloads),
         quick=quick,
         host=getattr(args, "bench_host", "127.0.0.1"),
     )
     return settings, chosen, notes
+
+
+def check_fd_limit(connections: int) -> None:
+    """``ValueError`` unless one process may hold ``connections`` sockets (each server, the
+    idle client and the snapshot probe do): better said before the run than found in a
+    client's traceback half-way through it."""
+    limit = benchpeers.raise_nofile_limit()  # the soft limit, lifted to the hard one
+    need = connections + FD_HEADROOM
+    if limit != resource.RLIM_INFINITY and need > limit:
+        raise ValueError(
+            f"--idle-connections {connections} needs about {need:,} open files per process; "
+            f"this system allows {limit:,} (ulimit -Hn); ask for at most "
+            f"{max(limit - FD_HEADROOM, 0):,}"
+        )
 
 
 def cpu_split() -> tuple[set[int] | None, set[int] | None, str]:
@@ -1173,15 +1256,16 @@ def _raise_nofile() -> None:
 
 @contextlib.contextmanager
 def _interruptible() -> Iterator[None]:
-    """SIGINT and SIGTERM raise KeyboardInterrupt, so the ``finally`` that ends every child
-    runs: even where SIGINT came in ignored (a background job of a script)."""
+    """SIGINT, SIGTERM and SIGHUP (the terminal closed) raise KeyboardInterrupt, so the
+    ``finally`` that ends every child runs: even where SIGINT came in ignored (a background
+    job of a script)."""
 
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     old: dict[signal.Signals, Any] = {}
     try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)):
             old[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread: the caller handles signals
         pass
@@ -1370,8 +1454,10 @@ def _run_wake(
     progress: Progress,
 ) -> dict[str, Any]:
     impls, skipped = benchpeers.discover(benchpeers.WAKE_IMPLS)
-    rounds_n = min(settings.rounds, 5)
-    per_round = max(settings.wake_samples // rounds_n, 100)
+    # Up to five rounds, none smaller than MIN_WAKE_SAMPLES_PER_ROUND (plan() checked there is
+    # one): the samples taken are the samples asked for, give or take a rounding.
+    rounds_n = max(1, min(settings.rounds, 5, settings.wake_samples // MIN_WAKE_SAMPLES_PER_ROUND))
+    per_round = settings.wake_samples // rounds_n
     rounds: dict[str, list[dict[str, Any]]] = {i: [] for i in impls}
     for index in range(rounds_n):
         for impl in impls:
@@ -1422,7 +1508,7 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
             for problem in result.get("problems", []):
                 notes.append(f"{block['name']}: {name}: {problem}")
     if args.json:
-        json.dump(report, out, indent=2)
+        json.dump(finite(report), out, indent=2, allow_nan=False)
         out.write("\n")
     else:
         out.write(format_report(report) + "\n")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import importlib
 import importlib.util
 import json
@@ -93,6 +94,28 @@ def discover(
             continue
         names.append(peer.name)
     return names, notes
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has Linux send the child SIGTERM when this process dies, however
+    it dies (SIGKILL included), so no server or client outlives the bench; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took hold
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 def raise_nofile_limit() -> int:
@@ -462,6 +485,8 @@ def measure_snapshot(
     argv = [sys.executable, "-m", "loopmon", "load", "--mode", "idle", "--host", host]
     argv += ["--port", str(listener.port), "--clients", str(connections)]
     argv += ["--duration", str(deadline_s + samples), "--progress", "none"]
+    # No preexec_fn here: the loop thread runs. The bench ends this process's group, which
+    # holds the child, and the child's --duration ends it in any case.
     child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     times: list[float] = []
     held = 0

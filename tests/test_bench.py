@@ -3,14 +3,18 @@ shape) and one tiny end-to-end run. Speed is reported by the benchmark, never as
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import platform
+import resource
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -198,6 +202,63 @@ def test_parse_workloads() -> None:
     assert bench.parse_workloads("rr") == ["rr-1k", "rr-64k", "rr-128"]
     with pytest.raises(ValueError, match="unknown workload"):
         bench.parse_workloads("rr-2k")
+    for nothing in ("", ",", " , "):
+        with pytest.raises(ValueError, match="no workload named"):
+            bench.parse_workloads(nothing)
+
+
+def test_only_unavailable_servers_is_an_error_that_says_why() -> None:
+    specs = [s for s in _specs() if s.name not in ("uvloop", "tornado")]
+    with pytest.raises(ValueError, match="uvloop: not available here"):
+        bench.select_servers(specs, "uvloop,tornado", known=["uvloop", "tornado"])
+
+
+def test_too_few_wake_samples_and_too_many_idle_connections_are_refused() -> None:
+    parser = cli.build_parser()
+    with pytest.raises(ValueError, match="--wake-samples 50: at least 100"):
+        bench.plan(parser.parse_args(["bench", "--workloads", "wake", "--wake-samples", "50"]))
+    # Not asked for the wake test: its sample count does not matter.
+    bench.plan(parser.parse_args(["bench", "--workloads", "rr-1k", "--wake-samples", "50"]))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no descriptor limit here")
+    too_many = ["bench", "--workloads", "idle-10k", "--idle-connections", str(hard)]
+    with pytest.raises(ValueError, match=r"needs about .* open files per process"):
+        bench.plan(parser.parse_args(too_many))
+    assert bench.run(parser.parse_args(too_many), stdout=io.StringIO()) == 2
+
+
+def test_wake_rounds_take_the_samples_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[int] = []
+
+    def fake_round(children: object, impl: str, samples: int, *cpus: object) -> dict[str, Any]:
+        asked.append(samples)
+        return {"impl": impl, "samples": samples, "p50_us": 1.0, "p99_us": 2.0}
+
+    base = bench.plan(cli.build_parser().parse_args(["bench"]))[0]
+    monkeypatch.setattr(bench, "run_wake_round", fake_round)
+    monkeypatch.setattr(benchpeers, "discover", lambda impls: (["loopmon"], []))
+    wake = next(w for w in bench.WORKLOADS if w.kind == "wake")
+    for samples, rounds, expected in ((250, 5, [125, 125]), (20_000, 5, [4000] * 5)):
+        asked.clear()
+        settings = dataclasses.replace(base, wake_samples=samples, rounds=rounds)
+        bench._run_wake(None, wake, settings, None, None, bench.Progress(1.0, io.StringIO()))  # type: ignore[arg-type]
+        assert asked == expected
+
+
+def test_a_round_with_other_work_on_the_servers_core_is_noted() -> None:
+    assert bench.interference(0, 0.95, 0.90) == ""
+    assert bench.interference(0, None, 0.5) == ""
+    note = bench.interference(1, 0.94, 0.42)
+    assert note.startswith("round 2: other work took 52% of the servers' core")
+    summary = bench.summarise_rr(
+        {
+            "asyncio-protocol": [
+                RoundResult(0, True, round_trips=10, round_trips_per_s=1.0, note=note)
+            ]
+        }
+    )
+    assert note in summary[0]["problems"]
 
 
 def test_workloads_match_the_issue() -> None:
@@ -381,6 +442,58 @@ def test_report_is_json() -> None:
     report = _report()
     again = json.loads(json.dumps(report))
     assert again["workloads"][0]["results"][1]["ratio_rounds"][2] is None
+
+
+def test_json_has_no_nan_where_nothing_was_measured() -> None:
+    # A probe that measured nothing prints NaN figures; --json must still be strict JSON.
+    report = {"snapshot": {"median_ms": float("nan"), "max_ms": float("inf"), "n": [1.5, -0.0]}}
+    text = json.dumps(bench.finite(report), allow_nan=False)
+    assert json.loads(text) == {"snapshot": {"median_ms": None, "max_ms": None, "n": [1.5, 0.0]}}
+
+
+def test_a_snapshot_that_measured_nothing_is_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = {"connections": 0, "samples": 0, "median_ms": float("nan")}
+    monkeypatch.setattr(bench, "_probe", lambda *a: (dict(empty), ""))
+    snap = bench.run_snapshot_round(None, 25_000, 1.0)  # type: ignore[arg-type]
+    assert snap["problem"] == "no snapshot taken: the probe held 0 of 25,000"
+    monkeypatch.setattr(bench, "_probe", lambda *a: ({**empty, "connections": 9, "samples": 3}, ""))
+    snap = bench.run_snapshot_round(None, 10, 1.0)  # type: ignore[arg-type]
+    assert snap["problem"] == "the probe held only 9 of 10 connections"
+
+
+def test_sighup_ends_the_bench_like_ctrl_c() -> None:
+    with pytest.raises(KeyboardInterrupt), bench._interruptible():
+        signal.raise_signal(signal.SIGHUP)
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_children_die_with_the_bench_even_when_it_is_killed(tmp_path: Path) -> None:
+    # The bench, SIGKILLed, runs no cleanup: its server must still not outlive it.
+    code = (
+        "import sys, pathlib; from loopmon import bench; "
+        "c = bench.Children(pathlib.Path(sys.argv[1])); "
+        "p, _, _ = c.spawn([sys.executable, '-c', 'import time; time.sleep(60)'], 's'); "
+        "print(p.pid, flush=True); import time; time.sleep(60)"
+    )
+    fake_bench = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert fake_bench.stdout is not None
+    server = int(fake_bench.stdout.readline())
+    fake_bench.kill()
+    fake_bench.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{server}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            break
+        if state == "Z":
+            break  # dead, waiting for init to reap it
+        time.sleep(0.02)
+    else:
+        pytest.fail(f"the server {server} outlived the killed bench")
 
 
 def test_children_are_stopped_with_their_groups(tmp_path: Path) -> None:
