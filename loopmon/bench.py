@@ -259,8 +259,9 @@ def parse_vmrss_kb(text: str) -> int | None:
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """CPU time a live process has used: the sum of its threads' schedstat run time
-    (nanoseconds), else utime + stime (clock ticks); None once it is gone."""
+    """CPU time a live process has used: the sum of its threads' schedstat run time, the
+    figure the kernel splits into rusage's utime and stime, here to the nanosecond where
+    rusage (and /proc's utime + stime, the fallback) counts clock ticks; None once it is gone."""
     try:
         total = 0
         for task in os.listdir(f"/proc/{pid}/task"):
@@ -571,11 +572,11 @@ def summarise_wake(
 
 
 LEGEND = (
-    "rt/s: round trips per second (the client's count); srv us/rt: the server process's CPU time",
-    "  per round trip over the whole round; x asyncio: median per-round ratio of rt/s; "
-    "cpu x: the same",
-    "  for srv us/rt (lower is leaner); cpu srv/cli: each process's share of its core inside "
-    "the round;",
+    "rt/s: round trips per second (the client's count); MB/s: payload echoed, one way;",
+    "  srv us/rt: the server process's CPU time (user + system, as its rusage counts it) per",
+    "  round trip, from the client's start to its exit; x asyncio: median of the per-round",
+    "  ratios of rt/s (each round's is in --json); cpu x: the same for srv us/rt (lower is",
+    "  leaner); cpu srv/cli: each process's share of its core inside the round;",
     f"  saturated: the side above {SATURATED:.0%}; errors: errors/mismatches (connect failures "
     "for idle).",
 )
