@@ -374,9 +374,11 @@ class IOLoop:
             if self._lag_timeout is not None:
                 self._timers.cancel(self._lag_timeout)
                 self._lag_timeout = None
-            self._stop_watchdog()
-            self._uninstall_signal_wakeup()
-            IOLoop._current.instance = old_current
+            try:
+                self._stop_watchdog()
+            finally:
+                self._uninstall_signal_wakeup()
+                IOLoop._current.instance = old_current
 
     def _run(self) -> None:
         # Locals for the hot path: every attribute lookup here runs per event.
@@ -721,14 +723,15 @@ class IOLoop:
 
     def _start_watchdog(self) -> None:
         assert self._thread_ident is not None
-        self._watchdog = Watchdog(
+        watchdog = Watchdog(
             self._heartbeat,
             self._thread_ident,
             self._stall_threshold,
             clock=self.time,
             use_signal=self._watch_by_signal,
         )
-        self._watchdog.start()
+        watchdog.start()  # kept only once it runs: one that failed to start has nothing to stop
+        self._watchdog = watchdog
 
     def _stop_watchdog(self) -> None:
         if self._watchdog is not None:

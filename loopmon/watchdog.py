@@ -114,7 +114,7 @@ class Watchdog:
                 signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
             # else: the handler stays, and does nothing now that _stopped is set
         thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
             thread.join(1.0)
         self.mode = "stopped"
 

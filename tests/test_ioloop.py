@@ -772,6 +772,30 @@ def test_a_start_whose_setup_fails_leaves_the_loop_stopped_and_closable(
     loop.close()
 
 
+def test_a_watchdog_thread_that_will_not_start_leaves_the_loop_closable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop = IOLoop(make_current=False)
+    loop.set_blocking_log_threshold(1.0)
+    real_start = threading.Thread.start
+
+    def refuse(self: threading.Thread) -> None:
+        if self.name == "loopmon-watchdog":
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        loop.start()
+    assert not loop.is_running() and loop.watchdog_mode == "off"
+    assert IOLoop.current(instance=False) is not loop
+    assert signal.set_wakeup_fd(-1) == -1  # the loop's signal pipe is not left installed
+    monkeypatch.undo()
+    loop.add_callback(loop.stop)
+    loop.start()
+    loop.close()
+
+
 # -- singletons ----------------------------------------------------------------------------
 
 
