@@ -101,7 +101,9 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 def die_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` that has Linux send the child SIGTERM when this process dies, however
-    it dies (SIGKILL included), so no server or client outlives the bench; None elsewhere."""
+    it dies (SIGKILL included), so no server or client the bench started outlives it; None
+    elsewhere. (The snapshot probe's own client, a grandchild, is not covered: after a SIGKILL
+    of the bench it runs out its --duration.)"""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -486,7 +488,7 @@ def measure_snapshot(
     argv += ["--port", str(listener.port), "--clients", str(connections)]
     argv += ["--duration", str(deadline_s + samples), "--progress", "none"]
     # No preexec_fn here: the loop thread runs. The bench ends this process's group, which
-    # holds the child, and the child's --duration ends it in any case.
+    # holds the child, and if the bench cannot, the child's --duration ends it.
     child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     times: list[float] = []
     held = 0

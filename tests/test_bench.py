@@ -3,9 +3,11 @@ shape) and one tiny end-to-end run. Speed is reported by the benchmark, never as
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
+import os
 import platform
 import resource
 import signal
@@ -258,7 +260,7 @@ def test_a_round_with_other_work_on_the_servers_core_is_noted() -> None:
             ]
         }
     )
-    assert note in summary[0]["problems"]
+    assert summary[0]["notes"] == [note] and summary[0]["problems"] == []
 
 
 def test_workloads_match_the_issue() -> None:
@@ -461,10 +463,32 @@ def test_a_snapshot_that_measured_nothing_is_a_problem(monkeypatch: pytest.Monke
     assert snap["problem"] == "the probe held only 9 of 10 connections"
 
 
-def test_sighup_ends_the_bench_like_ctrl_c() -> None:
-    with pytest.raises(KeyboardInterrupt), bench._interruptible():
-        signal.raise_signal(signal.SIGHUP)
-    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+def test_sighup_ends_the_bench_like_ctrl_c_unless_it_came_in_ignored() -> None:
+    before = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        with pytest.raises(KeyboardInterrupt), bench._interruptible():
+            signal.raise_signal(signal.SIGHUP)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+        with bench._interruptible():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
+def test_a_small_descriptor_limit_skips_the_default_idle_test_and_still_lists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(benchpeers, "raise_nofile_limit", lambda: 4096)
+    parser = cli.build_parser()
+    settings, _, notes = bench.plan(parser.parse_args(["bench"]))
+    assert "idle-10k" not in settings.workloads and "wake" in settings.workloads
+    assert any(n.startswith("idle-10k skipped: --idle-connections 10000 needs") for n in notes)
+    with pytest.raises(ValueError, match="needs about"):
+        bench.plan(parser.parse_args(["bench", "--workloads", "idle-10k"]))
+    out = io.StringIO()
+    assert bench.run(parser.parse_args(["bench", "--list"]), stdout=out) == 0
+    assert "idle-10k" in out.getvalue()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
@@ -481,19 +505,24 @@ def test_children_die_with_the_bench_even_when_it_is_killed(tmp_path: Path) -> N
     )
     assert fake_bench.stdout is not None
     server = int(fake_bench.stdout.readline())
+    fake_bench.stdout.close()
     fake_bench.kill()
     fake_bench.wait(10)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{server}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            break
-        if state == "Z":
-            break  # dead, waiting for init to reap it
-        time.sleep(0.02)
-    else:
-        pytest.fail(f"the server {server} outlived the killed bench")
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                state = Path(f"/proc/{server}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except FileNotFoundError:
+                break
+            if state == "Z":
+                break  # dead, waiting for init to reap it
+            time.sleep(0.02)
+        else:
+            pytest.fail(f"the server {server} outlived the killed bench")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server, signal.SIGKILL)
 
 
 def test_children_are_stopped_with_their_groups(tmp_path: Path) -> None:

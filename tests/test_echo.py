@@ -276,7 +276,8 @@ def test_direct_sends_with_the_platforms_call_and_echoes_exactly(
     monkeypatch: pytest.MonkeyPatch, write_fd: bool
 ) -> None:
     # POSIX sends with os.write on the fd; elsewhere (Windows) socket.send. Both must give the
-    # same bytes, partial sends included, and the same reasons on a reset.
+    # same bytes and the same reason when the peer resets. (Queued output is flushed with
+    # socket.send on either path, so only the direct send is told apart here.)
     monkeypatch.setattr(echo_module, "_WRITE_FD", write_fd)
     written: list[int] = []
     sent: list[int] = []
@@ -314,8 +315,10 @@ def test_direct_sends_with_the_platforms_call_and_echoes_exactly(
         assert closes(harness)[-1].endswith(("connection reset by peer", "broken pipe"))
     finally:
         harness.close()
-    assert (fd in written) is write_fd
-    assert (fd in sent) is not write_fd
+    if write_fd:
+        assert fd in written
+    else:
+        assert fd in sent and fd not in written
 
 
 def test_seed_flips_the_mask_for_every_message(harness: Harness) -> None:
