@@ -110,3 +110,15 @@ def payload(size: int, seed: int = 0) -> bytes:
     import random
 
     return random.Random(seed).randbytes(size)
+
+
+def send_all_then_eof(sock: socket.socket, message: bytes) -> bytes:
+    """Send ``message`` and half-close while another thread reads: what came back before EOF
+    (reading at the same time, so an echo bigger than the socket buffers cannot deadlock)."""
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(recv_until_eof(sock)))
+    reader.start()
+    sock.sendall(message)
+    sock.shutdown(socket.SHUT_WR)
+    reader.join(TIMEOUT)
+    return received[0] if received else b""

@@ -32,6 +32,7 @@ from tests.echo_helpers import (
     recv_exactly,
     recv_until_eof,
     reset,
+    send_all_then_eof,
 )
 
 
@@ -123,13 +124,7 @@ def test_half_close_gets_every_byte_then_eof(harness: Harness, strategy: str) ->
     port = harness.listen()
     message = payload(3 << 20, seed=7)  # well past the high watermark: reads pause on the way
     with connect(port) as sock:
-        received: list[bytes] = []
-        reader = threading.Thread(target=lambda: received.append(recv_until_eof(sock)))
-        reader.start()
-        sock.sendall(message)
-        sock.shutdown(socket.SHUT_WR)
-        reader.join(TIMEOUT)
-        assert received and received[0] == message
+        assert send_all_then_eof(sock, message) == message
     harness.wait_for(lambda: not harness.server.connections)
     assert closes(harness)[-1].endswith("closed: closed by peer")
 
@@ -298,13 +293,7 @@ def test_direct_sends_with_the_platforms_call_and_echoes_exactly(
         port = harness.listen()
         message = payload(600_000, seed=7)
         with connect(port) as sock:
-            received: list[bytes] = []
-            reader = threading.Thread(target=lambda: received.append(recv_until_eof(sock)))
-            reader.start()
-            sock.sendall(message)
-            sock.shutdown(socket.SHUT_WR)
-            reader.join(TIMEOUT)
-            assert received and received[0] == message
+            assert send_all_then_eof(sock, message) == message
         doomed = connect(port)
         doomed.sendall(payload(300_000))  # echoed into a socket that never reads
         conns = harness.server.connections
