@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from loopmon import __version__, benchpeers, pollers
-from loopmon.loadgen import positive_float, positive_int
+from loopmon.loadgen import FD_HEADROOM, positive_float, positive_int
 
 BASELINE = "asyncio-protocol"
 REFERENCE = "bare-epoll"
@@ -66,8 +66,6 @@ CLIENT_GRACE_S = 30.0  # beyond --duration, before a load client is killed
 STOP_GRACE_S = 2.0  # SIGTERM, then SIGKILL
 # loopmon serve's --max-connections in the bench: the descriptor limit is the only bound wanted.
 NO_CAP = 1 << 24
-# Descriptors a process needs beyond one per connection (its own files, pipes, epoll).
-FD_HEADROOM = 256
 # Fewer wake samples than this per round make a p99 of a handful of points.
 MIN_WAKE_SAMPLES_PER_ROUND = 100
 # Other work taking more than this share of the servers' core in a round is reported.
