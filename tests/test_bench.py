@@ -193,9 +193,10 @@ def test_select_servers_rejects_unknown_and_notes_unavailable() -> None:
     assert "uvloop: not available here, skipped" in notes
 
 
-def test_quick_keeps_the_best_backend_and_every_peer() -> None:
+def test_quick_keeps_the_best_backend_and_the_peers_the_targets_name() -> None:
     names = bench.quick_servers(_specs())
-    assert names == ["loopmon-epoll-direct", *benchpeers.PEER_NAMES]
+    assert names == ["loopmon-epoll-direct", "asyncio-protocol", "bare-epoll", "uvloop"]
+    assert set(bench.QUICK_PEERS) <= set(benchpeers.PEER_NAMES)
 
 
 def test_parse_workloads() -> None:
@@ -278,10 +279,12 @@ def test_peers_listen_with_loopmons_backlog() -> None:
 def test_plan_quick_and_explicit() -> None:
     parser = cli.build_parser()
     args = parser.parse_args(["bench", "--quick"])
-    settings, _, _ = bench.plan(args)
+    settings, _, notes = bench.plan(args)
     assert settings.quick and settings.rounds == 2 and settings.duration_s == 0.75
     assert settings.servers[0].startswith("loopmon-") and "asyncio-protocol" in settings.servers
     assert all(not n.startswith("loopmon-") or "-poll-" not in n for n in settings.servers)
+    assert "asyncio-streams" not in settings.servers
+    assert any(n.startswith("--quick leaves out asyncio-streams") for n in notes)
     args = parser.parse_args(
         ["bench", "--rounds", "3", "--duration", "0.5", "--only", "bare-epoll", "--workloads", "rr"]
     )
