@@ -20,8 +20,9 @@ byte (in churn, from starting to connect) to receiving its last. Connections tha
 counted and replaced after a short pause. The run stops by itself after ``--duration``; SIGINT
 and SIGTERM stop it early, and the summary is printed either way.
 
-Exit status: 1 if any byte mismatched, 2 on a usage error or when no connection could be made
-at all, else 0.
+Exit status: 1 if any byte mismatched, or if any connection failed or errored (the summary
+and one line on stderr say how many); 2 on a usage error or when no connection could be made at
+all; else 0. Stopping a run with SIGINT or SIGTERM is not a failure.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from typing import Any, Final, TextIO
 from loopmon import pollers
 from loopmon.events import ERROR, NONE, READ, WRITE
 from loopmon.ioloop import IOLoop, PeriodicCallback
+from loopmon.pollers.select import FD_SETSIZE
 
 __all__ = [
     "MODES",
@@ -56,6 +58,10 @@ __all__ = [
 MODES: Final = ("rr", "flood", "slow", "idle", "churn")
 # Descriptors beyond one per client: the loop's poller, waker and signal pipe, std streams.
 FD_HEADROOM: Final = 64
+# A message larger than this is a typo, not a workload: the client holds one per connection.
+MAX_SIZE: Final = 64 << 20
+DEFAULT_INFLIGHT: Final = 65536
+DEFAULT_READ_RATE: Final = 65536
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 10000
 PATTERN_SIZE: Final = 1 << 20
@@ -213,6 +219,7 @@ class LoadGenerator:
         self.mismatches = 0
         self.connect_failures = 0
         self.connections_made = 0
+        self.held_at_end = 0  # connections open when the run ended, before they were closed
         self.reasons: collections.Counter[str] = collections.Counter()
         self.first_mismatch = ""
         self.latency = LatencyHistogram()
@@ -269,6 +276,7 @@ class LoadGenerator:
         self.finished = True
         self.exit_reason = reason
         self.t_end = self.clock()
+        self.held_at_end = self.open_connections
         for timer in (self._slow_timer, self._progress_timer):
             if timer is not None:
                 timer.stop()
@@ -280,7 +288,14 @@ class LoadGenerator:
         self.loop.stop()
 
     def summary(self) -> dict[str, Any]:
+        """The run's figures. A latency nothing measured (no round trip completed) is None,
+        not a zero that reads as infinitely fast."""
         elapsed = self.elapsed
+        timed = self.latency.total > 0
+
+        def ms(seconds: float) -> float | None:
+            return round(seconds * 1000, 3) if timed else None
+
         return {
             "mode": self.mode,
             "clients": self.clients,
@@ -291,9 +306,10 @@ class LoadGenerator:
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
             "mb_per_s": round(self.bytes_received / elapsed / 1e6, 3) if elapsed else 0.0,
-            "latency_p50_ms": round(self.latency.quantile(0.5) * 1000, 3),
-            "latency_p99_ms": round(self.latency.quantile(0.99) * 1000, 3),
-            "latency_max_ms": round(self.latency.max_s * 1000, 3),
+            "latency_p50_ms": ms(self.latency.quantile(0.5)),
+            "latency_p99_ms": ms(self.latency.quantile(0.99)),
+            "latency_max_ms": ms(self.latency.max_s),
+            "connections_held": self.held_at_end if self.finished else self.open_connections,
             "errors": self.errors,
             "mismatches": self.mismatches,
             "connect_failures": self.connect_failures,
@@ -623,6 +639,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def message_size(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"at most {MAX_SIZE:,} bytes (64 MiB): {value:,}")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -652,7 +675,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--clients", type=positive_int, default=10, help="connections (%(default)s)"
     )
     parser.add_argument(
-        "--size", type=positive_int, default=1024, help="message size in bytes (%(default)s)"
+        "--size", type=message_size, default=1024, help="message size in bytes (%(default)s)"
     )
     parser.add_argument(
         "--duration", type=positive_float, default=5.0, help="seconds to run (%(default)s)"
@@ -661,14 +684,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--inflight",
         type=positive_int,
-        default=65536,
-        help="flood: bytes sent but not yet echoed, per client (%(default)s)",
+        default=None,
+        help=f"flood only: bytes sent but not yet echoed, per client ({DEFAULT_INFLIGHT})",
     )
     parser.add_argument(
         "--read-rate",
         type=positive_int,
-        default=65536,
-        help="slow: bytes read per second, per client (%(default)s)",
+        default=None,
+        help=f"slow only: bytes read per second, per client ({DEFAULT_READ_RATE})",
     )
     parser.add_argument(
         "--backend",
@@ -734,16 +757,23 @@ def raise_fd_limit(wanted: int) -> int | None:
 
 
 def format_summary(s: dict[str, Any]) -> str:
+    if s["latency_p50_ms"] is None:
+        latency = "latency n/a (no round trip completed)"
+    else:
+        latency = (
+            f"latency p50 {s['latency_p50_ms']:.3f} ms, p99 {s['latency_p99_ms']:.3f} ms, "
+            f"max {s['latency_max_ms']:.3f} ms"
+        )
     return (
-        f"{s['mode']}: {s['clients']} clients x {s['size']} B for {s['duration_s']:.1f} s "
+        f"{s['mode']}: {s['clients']:,} clients x {s['size']:,} B for {s['duration_s']:.1f} s "
         f"({s['backend']})\n"
         f"  {s['round_trips']:,} round trips, {s['round_trips_per_s']:,.0f}/s, "
         f"{s['mb_per_s']:.2f} MB/s echoed\n"
-        f"  latency p50 {s['latency_p50_ms']:.3f} ms, p99 {s['latency_p99_ms']:.3f} ms, "
-        f"max {s['latency_max_ms']:.3f} ms\n"
-        f"  sent {s['bytes_sent']:,} B, received {s['bytes_received']:,} B; "
-        f"{s['errors']} errors, {s['mismatches']} mismatches, "
-        f"{s['connect_failures']} connect failures"
+        f"  {latency}\n"
+        f"  {s['connections_held']:,} of {s['clients']:,} connections open at the end; "
+        f"sent {s['bytes_sent']:,} B, received {s['bytes_received']:,} B\n"
+        f"  {s['errors']:,} errors, {s['mismatches']:,} mismatches, "
+        f"{s['connect_failures']:,} connect failures"
     )
 
 
@@ -760,6 +790,13 @@ def run(
 ) -> int:
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    for option, value, mode in (
+        ("--inflight", args.inflight, "flood"),
+        ("--read-rate", args.read_rate, "slow"),
+    ):
+        if value is not None and args.mode != mode:
+            print(f"loopmon load: {option} applies to --mode {mode} only", file=err)
+            return 2
     port = args.port[-1] if isinstance(args.port, list) else args.port
     host = args.host
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -790,6 +827,15 @@ def run(
     except (ValueError, RuntimeError) as exc:
         print(f"loopmon load: {exc}", file=err)
         return 2
+    if loop.backend == "select" and args.clients + FD_HEADROOM > FD_SETSIZE:
+        # Every connection is an fd, and select() cannot watch one numbered FD_SETSIZE or more.
+        loop.close()
+        print(
+            f"loopmon load: --backend select watches fds below {FD_SETSIZE} only: at most "
+            f"{FD_SETSIZE - FD_HEADROOM} clients (use epoll, kqueue or poll for more)",
+            file=err,
+        )
+        return 2
 
     progress = args.progress
     tty_line = progress == "auto" and err.isatty()
@@ -808,8 +854,8 @@ def run(
         clients=args.clients,
         size=args.size,
         duration=args.duration,
-        inflight=args.inflight,
-        read_rate=args.read_rate,
+        inflight=args.inflight or DEFAULT_INFLIGHT,
+        read_rate=args.read_rate or DEFAULT_READ_RATE,
         on_progress=show if progress == "jsonl" or tty_line else None,
     )
 
@@ -825,7 +871,12 @@ def run(
     try:
         gen.start()
         if not gen.finished:
-            loop.start()
+            try:
+                loop.start()
+            except (OSError, ValueError) as exc:
+                # The loop's own setup failed (its signal pipe, say): nothing ran.
+                print(f"loopmon load: cannot run the client's loop: {describe(exc)}", file=err)
+                return 2
         gen.finish()
     finally:
         for sig, handler in old.items():
@@ -850,5 +901,13 @@ def run(
         print(f"loopmon load: problems: {top}", file=err)
     if gen.mismatches:
         print(f"loopmon load: MISMATCH: {gen.first_mismatch}", file=err)
+        return 1
+    if gen.errors or gen.connect_failures:
+        # Scripts read the status: a run that lost connections did not do what was asked.
+        print(
+            f"loopmon load: failed: {gen.errors:,} errors, "
+            f"{gen.connect_failures:,} connect failures",
+            file=err,
+        )
         return 1
     return 0

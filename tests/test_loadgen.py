@@ -18,6 +18,7 @@ from loopmon import loadgen
 from loopmon.echo import EchoServer
 from loopmon.ioloop import IOLoop
 from loopmon.loadgen import PATTERN_SIZE, LatencyHistogram, LoadGenerator, expected_bytes
+from loopmon.pollers.select import FD_SETSIZE
 from tests.echo_helpers import BACKENDS
 
 SUMMARY_KEYS = {
@@ -27,6 +28,7 @@ SUMMARY_KEYS = {
     "duration_s",
     "round_trips",
     "round_trips_per_s",
+    "connections_held",
     "bytes_sent",
     "bytes_received",
     "mb_per_s",
@@ -361,7 +363,98 @@ def test_more_clients_than_descriptors_is_refused_before_any_connect() -> None:
 
 
 def test_usage_errors_exit_2() -> None:
-    for argv in (["--clients", "0"], ["--size", "-1"], ["--duration", "0"], ["--mode", "x"]):
+    too_big = str(loadgen.MAX_SIZE + 1)
+    for argv in (
+        ["--clients", "0"],
+        ["--size", "-1"],
+        ["--size", too_big],
+        ["--size", "99999999999999999999999999"],
+        ["--duration", "0"],
+        ["--mode", "x"],
+    ):
         with pytest.raises(SystemExit) as info:
             args_for(*argv)
         assert info.value.code == 2
+    assert args_for("--size", str(loadgen.MAX_SIZE)).size == loadgen.MAX_SIZE
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--inflight", "100"], "--inflight applies to --mode flood only"),
+        (["--mode", "slow", "--inflight", "100"], "--inflight applies to --mode flood only"),
+        (["--read-rate", "100"], "--read-rate applies to --mode slow only"),
+        (["--mode", "flood", "--read-rate", "100"], "--read-rate applies to --mode slow only"),
+    ],
+)
+def test_an_option_for_another_mode_is_refused_not_ignored(argv: list[str], says: str) -> None:
+    code, out, err = run_load("--port", "9", "--duration", "0.1", *argv)
+    assert (code, out, err.strip()) == (2, "", f"loopmon load: {says}")
+
+
+def test_select_refuses_more_clients_than_it_can_watch_in_one_line() -> None:
+    # It used to connect them all, then die with a traceback when the loop's own signal pipe
+    # got an fd beyond FD_SETSIZE.
+    clients = FD_SETSIZE - loadgen.FD_HEADROOM + 1
+    code, out, err = run_load(
+        "--port", "9", "--backend", "select", "--clients", str(clients), "--duration", "0.1"
+    )
+    assert code == 2 and out == ""
+    assert err.strip() == (
+        f"loopmon load: --backend select watches fds below {FD_SETSIZE} only: at most "
+        f"{clients - 1} clients (use epoll, kqueue or poll for more)"
+    )
+
+
+def _serve_on_a_thread(**kwargs: Any) -> tuple[IOLoop, EchoServer, int, threading.Thread]:
+    loop = IOLoop(make_current=False)
+    server = EchoServer(loop, **kwargs)
+    listener = server.start_listener("127.0.0.1", 0)
+    thread = threading.Thread(target=loop.start)
+    thread.start()
+    return loop, server, listener.port, thread
+
+
+def _stop(loop: IOLoop, server: EchoServer, thread: threading.Thread) -> None:
+    loop.add_callback(loop.stop)
+    thread.join(5)
+    server.close_all()
+    loop.close()
+
+
+def test_a_run_that_lost_connections_exits_1_and_says_why() -> None:
+    loop, server, port, thread = _serve_on_a_thread(max_connections=0)  # closes every one
+    try:
+        code, out, err = run_load(
+            "--port", str(port), "--clients", "2", "--duration", "0.3", "--json",
+            "--progress", "none",
+        )  # fmt: skip
+    finally:
+        _stop(loop, server, thread)
+    summary = json.loads(out)
+    assert summary["errors"] >= 2 and summary["round_trips"] == 0
+    assert code == 1
+    assert f"loopmon load: failed: {summary['errors']:,} errors, 0 connect failures" in err
+
+
+def test_nothing_measured_is_null_not_zero_and_idle_says_what_it_held() -> None:
+    loop, server, port, thread = _serve_on_a_thread()
+    try:
+        code, out, err = run_load(
+            "--port", str(port), "--mode", "idle", "--clients", "5", "--duration", "0.3",
+            "--json", "--progress", "none",
+        )  # fmt: skip
+        code2, text, _ = run_load(
+            "--port", str(port), "--mode", "idle", "--clients", "5", "--duration", "0.3"
+        )
+    finally:
+        _stop(loop, server, thread)
+    assert code == 0 and code2 == 0, err
+    summary = json.loads(out)
+    assert summary["round_trips"] == 0
+    assert summary["latency_p50_ms"] is None and summary["latency_p99_ms"] is None
+    assert summary["latency_max_ms"] is None
+    assert summary["connections_held"] == 5
+    assert "latency n/a (no round trip completed)" in text
+    assert "5 of 5 connections open at the end" in text
+    assert "0.000 ms" not in text

@@ -4,7 +4,7 @@ listeners, shows its progress while it runs and its summary at the end, and stop
 With ``--json --progress jsonl`` the load command writes one JSON object per line to stderr
 about once a second (elapsed_s, round_trips, round_trips_per_s, mb_per_s, errors, mismatches,
 open_connections) and one JSON summary line to stdout when it ends; it exits non-zero if any
-byte came back wrong.
+byte came back wrong or any connection failed.
 """
 
 from __future__ import annotations
@@ -299,12 +299,17 @@ class LoadPanel(QGroupBox):
             f"{s.get('size', '?')} B for {float(s.get('duration_s', 0)):.1f} s: "
             f"{int(s.get('round_trips', 0)):,} round trips "
             f"({float(s.get('round_trips_per_s', 0)):,.0f}/s), "
-            f"{float(s.get('mb_per_s', 0)):.1f} MB/s; latency p50 "
-            f"{float(s.get('latency_p50_ms', 0)):.2f} ms, p99 "
-            f"{float(s.get('latency_p99_ms', 0)):.2f} ms, max "
-            f"{float(s.get('latency_max_ms', 0)):.2f} ms; "
+            f"{float(s.get('mb_per_s', 0)):.1f} MB/s; {LoadPanel.describe_latency(s)}; "
             f"{s.get('errors', 0)} errors, {s.get('mismatches', 0)} mismatches"
         )
+
+    @staticmethod
+    def describe_latency(s: dict[str, Any]) -> str:
+        # None: no round trip completed, so there is no latency to show (not a zero).
+        p50, p99, top = (s.get(k) for k in ("latency_p50_ms", "latency_p99_ms", "latency_max_ms"))
+        if p50 is None or p99 is None or top is None:
+            return "latency n/a"
+        return f"latency p50 {float(p50):.2f} ms, p99 {float(p99):.2f} ms, max {float(top):.2f} ms"
 
     def _finish(self) -> None:
         process, self.process = self.process, None
