@@ -206,8 +206,9 @@ class StatusPrinter:
 def run(
     args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
-    out = stdout or sys.stdout
-    err = stderr or sys.stderr
+    # sys.stdout is None when the shell closed it (``>&-``): serve anyway, printing nothing.
+    out: TextIO | None = stdout or sys.stdout
+    err = stderr or sys.stderr or sys.__stderr__
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="loopmon serve: %(message)s")
     ports: list[int] = list(args.port) if args.port else [cli.DEFAULT_PORT]
@@ -247,7 +248,7 @@ def run(
         print(f"loopmon serve: {exc}", file=err)
         return 2
     failure: list[ListenerError] = []
-    status = None if args.quiet else StatusPrinter(runner.mailbox, out)
+    status = None if args.quiet or out is None else StatusPrinter(runner.mailbox, out)
 
     def on_ready(r: LoopRunner) -> None:
         # On the loop thread, before any connection: all listeners or none.
@@ -259,9 +260,16 @@ def run(
             failure.append(exc)
             loop.stop()
             return
-        for listener in listeners:
-            print(f"listening on {listener.address} (backend {loop.backend})", file=out)
-        out.flush()
+        if out is None:
+            return
+        try:
+            for listener in listeners:
+                print(f"listening on {listener.address} (backend {loop.backend})", file=out)
+            out.flush()
+        except (OSError, ValueError) as exc:
+            # A full disk or a closed pipe: the echo does not need stdout, so keep serving.
+            print(f"loopmon serve: cannot write to stdout ({exc}); serving silently", file=err)
+            return
         if status is not None:
             status.attach(loop)
 

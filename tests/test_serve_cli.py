@@ -156,6 +156,53 @@ def test_serve_sigint_exits_0_and_quiet_prints_no_status(served: list[Served]) -
     assert "Traceback" not in "\n".join(s.err.rest())
 
 
+@pytest.mark.parametrize("stdout", ["closed", "/dev/full"])
+def test_serve_without_a_usable_stdout_serves_and_exits_0(stdout: str) -> None:
+    # It used to print a traceback (None has no flush; ENOSPC from flush) on its first line.
+    if stdout == "/dev/full" and not Path(stdout).exists():
+        pytest.skip("no /dev/full here")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    target = subprocess.DEVNULL if stdout == "closed" else open(stdout, "w")  # noqa: SIM115
+    close_fds = stdout == "closed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loopmon", "serve", "--port", str(port)],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=target,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Close fd 1 in the child for the "closed" case, as ``>&-`` does.
+        preexec_fn=(lambda: os.close(1)) if close_fds else None,  # noqa: PLW1509
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with connect(port) as sock:
+                    sock.sendall(b"still echoing")
+                    assert recv_exactly(sock, 13) == b"still echoing"
+                break
+            except ConnectionRefusedError:
+                assert proc.poll() is None, proc.communicate()[1]
+                assert time.monotonic() < deadline, "serve never listened"
+                time.sleep(0.05)
+        time.sleep(1.3)  # a status line's worth
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if target is not subprocess.DEVNULL:
+            target.close()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    if stdout == "/dev/full":
+        assert "cannot write to stdout" in err and "serving silently" in err
+
+
 def test_serve_several_ports(served: list[Served]) -> None:
     s = serve(served, "--port", "0", "--port", "0", "--quiet", "--backend", BACKENDS[-1])
     addresses = s.wait_listening(2)
