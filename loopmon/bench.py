@@ -401,7 +401,8 @@ def select_servers(
             wanted.update(hits)
         chosen = [s for s in specs if s.name in wanted]
         if not chosen:
-            raise ValueError("no server to run: " + "; ".join(notes))
+            why = "; ".join(notes) or f"--only {only!r} names no server"
+            raise ValueError(f"no server to run: {why}")
     if chosen and all(s.name != BASELINE for s in chosen):
         base = [s for s in specs if s.name == BASELINE]
         if base:
@@ -610,9 +611,14 @@ def format_report(report: dict[str, Any]) -> str:
     """The human table: one block per workload."""
     settings = report["settings"]
     machine = report["machine"]
+    kinds = {block["kind"] for block in report["workloads"]}
+    # Say what was run: the rounds' length means nothing to a run without rr workloads.
+    if "rr" in kinds:
+        what = f"{settings['rounds']} interleaved rounds x {settings['duration_s']:g} s per server"
+    else:
+        what = ", ".join(block["name"] for block in report["workloads"]) or "nothing run"
     out = [
-        f"loopmon {report['loopmon']} bench: {settings['rounds']} interleaved rounds x "
-        f"{settings['duration_s']:g} s per server, Python {machine['python']}, "
+        f"loopmon {report['loopmon']} bench: {what}, Python {machine['python']}, "
         f"{machine['cpu_count']} CPUs ({machine['cpu_model']}), {machine['pinning']}",
     ]
     header: tuple[str, ...]
@@ -651,11 +657,16 @@ def format_report(report: dict[str, Any]) -> str:
                     _fmt(r["cpu_ratio_to_reference"], ".2f"),
                     f"{_fmt(r['server_util'], '.0%')}/{_fmt(r['client_util'], '.0%')}",
                     r["saturated"],
-                    f"{r['errors']}/{r['mismatches']}"
+                    f"{r['errors']:,}/{r['mismatches']:,}"
                     + (f" ({r['rounds_failed']} failed)" if r["rounds_failed"] else ""),
                 )
                 for r in block["results"]
             ]
+            if all(r["cpu_ratio_to_reference"] is None for r in block["results"]):
+                # The reference was not in the run: a column of dashes says nothing.
+                drop = header.index(f"cpu x {report['reference']}")
+                header = header[:drop] + header[drop + 1 :]
+                rows = [row[:drop] + row[drop + 1 :] for row in rows]
             out.extend(_table(header, rows))
         elif kind == "idle":
             out.append(block["title"])
@@ -708,7 +719,8 @@ def format_report(report: dict[str, Any]) -> str:
             ]
             out.extend(_table(header, rows))
     out.append("")
-    out.extend(LEGEND)
+    if kinds & {"rr", "idle"}:
+        out.extend(LEGEND)
     for note in report["notes"]:
         out.append(f"note: {note}")
     out.append(f"elapsed {report['elapsed_s']:.0f} s")
@@ -1138,6 +1150,17 @@ class Progress:
 # -- the command ---------------------------------------------------------------------------
 
 
+def whole_number(text: str) -> int:
+    """A count that may be zero here: whether it is enough depends on the run (see plan)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Benchmark loopmon's echo server against asyncio (Protocol and streams), a bare "
@@ -1170,7 +1193,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--wake-samples",
-        type=positive_int,
+        type=whole_number,
         help=f"per implementation, over up to 5 rounds (20000; quick 3000; at least "
         f"{MIN_WAKE_SAMPLES_PER_ROUND})",
     )
@@ -1202,7 +1225,9 @@ def plan(args: argparse.Namespace) -> tuple[Settings, list[ServerSpec], list[str
     workloads = parse_workloads(getattr(args, "workloads", None))
     rounds = args.rounds or (2 if quick else 5)
     duration = args.duration or (0.75 if quick else 3.0)
-    wake_samples = args.wake_samples or (3000 if quick else 20_000)
+    wake_samples = args.wake_samples
+    if wake_samples is None:
+        wake_samples = 3000 if quick else 20_000
     if "wake" in workloads and wake_samples < MIN_WAKE_SAMPLES_PER_ROUND:
         raise ValueError(
             f"--wake-samples {wake_samples}: at least {MIN_WAKE_SAMPLES_PER_ROUND}, "
@@ -1271,6 +1296,14 @@ def _raise_nofile() -> None:
     benchpeers.raise_nofile_limit()  # inherited by every server and client
 
 
+class Interrupted(KeyboardInterrupt):
+    """A signal ended the run; the exit status is 128 + its number, as a shell reports it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 @contextlib.contextmanager
 def _interruptible() -> Iterator[None]:
     """SIGINT, SIGTERM and SIGHUP (the terminal closed) raise KeyboardInterrupt, so the
@@ -1278,7 +1311,7 @@ def _interruptible() -> Iterator[None]:
     job of a script)."""
 
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        raise Interrupted(signum)
 
     old: dict[signal.Signals, Any] = {}
     signals = [signal.SIGINT, signal.SIGTERM]
@@ -1503,6 +1536,15 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         return 2
     if getattr(args, "list", False):
         every, skipped = discover_servers()
+        if getattr(args, "json", False):
+            listing = {
+                "servers": [{"name": x.name, "description": x.description} for x in every],
+                "skipped": skipped,
+                "workloads": [{"name": w.name, "title": w.title} for w in WORKLOADS],
+            }
+            json.dump(listing, out, indent=2)
+            print(file=out)
+            return 0
         for spec in every:
             print(f"{spec.name:24} {spec.description}", file=out)
         for note in skipped:
@@ -1517,9 +1559,9 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     try:
         with _interruptible():
             report = execute(settings, specs, notes)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("\nloopmon bench: interrupted; every server and client stopped", file=sys.stderr)
-        return 130
+        return 128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
     for block in report["workloads"]:
         for problem in block.get("problems", []):
             notes.append(f"{block['name']}: {problem}")

@@ -305,6 +305,26 @@ def test_run_lists_servers_and_workloads() -> None:
     assert bench.run(args, stdout=out) == 0
     text = out.getvalue()
     assert "asyncio-protocol" in text and "loopmon-epoll-direct" in text and "idle-10k" in text
+    out = io.StringIO()
+    args = cli.build_parser().parse_args(["bench", "--list", "--json"])
+    assert bench.run(args, stdout=out) == 0
+    listing = json.loads(out.getvalue())
+    assert "asyncio-protocol" in [x["name"] for x in listing["servers"]]
+    assert [w["name"] for w in listing["workloads"]] == list(bench.WORKLOAD_NAMES)
+
+
+def test_only_with_no_name_in_it_says_so() -> None:
+    with pytest.raises(ValueError, match="no server to run: --only ',' names no server"):
+        bench.select_servers(_specs(), ",")
+
+
+def test_too_few_wake_samples_get_one_message_zero_included() -> None:
+    parser = cli.build_parser()
+    for n in ("0", "10", "99"):
+        with pytest.raises(ValueError, match=f"--wake-samples {n}: at least 100"):
+            bench.plan(parser.parse_args(["bench", "--workloads", "wake", "--wake-samples", n]))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--wake-samples", "-1"])
 
 
 # -- summaries, table, JSON ----------------------------------------------------------------
@@ -443,6 +463,28 @@ def test_format_report_has_a_row_per_server_and_the_notes() -> None:
     assert len(block) == 4 and len({len(line) for line in block}) == 1
 
 
+def test_a_report_without_rr_says_what_ran_and_leaves_out_what_does_not_apply() -> None:
+    report = _report()
+    wake_only = {**report, "workloads": [report["workloads"][2]]}
+    text = bench.format_report(wake_only)
+    first = text.splitlines()[0]
+    assert "interleaved rounds" not in first and "bench: wake, Python" in first
+    assert "rt/s: round trips per second" not in text  # the legend explains the rr tables
+    assert "rt/s: round trips per second" in bench.format_report(report)
+
+
+def test_the_reference_column_is_left_out_when_the_reference_did_not_run() -> None:
+    report = _report()
+    block = report["workloads"][0]
+    for r in block["results"]:
+        r["cpu_ratio_to_reference"] = None
+    text = bench.format_report({**report, "workloads": [block]})
+    header = next(line for line in text.splitlines() if line.startswith("server"))
+    assert f"cpu x {bench.REFERENCE}" not in header and "cpu x asyncio" in header
+    with_it = bench.format_report(_report())
+    assert f"cpu x {bench.REFERENCE}" in with_it
+
+
 def test_report_is_json() -> None:
     report = _report()
     again = json.loads(json.dumps(report))
@@ -469,8 +511,10 @@ def test_a_snapshot_that_measured_nothing_is_a_problem(monkeypatch: pytest.Monke
 def test_sighup_ends_the_bench_like_ctrl_c_unless_it_came_in_ignored() -> None:
     before = signal.signal(signal.SIGHUP, signal.SIG_DFL)
     try:
-        with pytest.raises(KeyboardInterrupt), bench._interruptible():
+        with pytest.raises(KeyboardInterrupt) as info, bench._interruptible():
             signal.raise_signal(signal.SIGHUP)
+        assert isinstance(info.value, bench.Interrupted)
+        assert info.value.signum == signal.SIGHUP  # run() exits 128 + it, as a shell reports
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
         with bench._interruptible():
