@@ -31,7 +31,10 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, inherit: bool = Fal
         return argparse.SUPPRESS if inherit else value
 
     parser.add_argument(
-        "--host", default=default(DEFAULT_HOST), help=f"address to listen on ({DEFAULT_HOST})"
+        "--host",
+        type=host_address,
+        default=default(DEFAULT_HOST),
+        help=f"address to listen on ({DEFAULT_HOST})",
     )
     parser.add_argument(
         "--port",
@@ -52,6 +55,11 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, inherit: bool = Fal
         default=default("direct"),
         help="echo strategy (direct)",
     )
+
+
+def host_address(text: str) -> str:
+    """A host as typed: ``[::1]`` (as in a URL, and as loopmon prints its listeners) is ::1."""
+    return text[1:-1] if text.startswith("[") and text.endswith("]") else text
 
 
 def port_number(text: str) -> int:

@@ -58,3 +58,12 @@ def test_options_before_the_subcommand_are_kept() -> None:
     assert (args.port, args.backend) == ([5], "poll")
     args = build_parser().parse_args(["gui", "--port", "6"])
     assert args.port == [6]
+
+
+def test_a_bracketed_host_is_the_address_inside() -> None:
+    # As in a URL, and as loopmon prints its IPv6 listeners ([::1]:10000).
+    parser = build_parser()
+    assert parser.parse_args(["serve", "--host", "[::1]"]).host == "::1"
+    assert parser.parse_args(["--host", "[::1]"]).host == "::1"
+    assert parser.parse_args(["serve", "--host", "::1"]).host == "::1"
+    assert parser.parse_args(["serve", "--host", "localhost"]).host == "localhost"

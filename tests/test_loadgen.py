@@ -245,13 +245,20 @@ class CorruptingServer:
         with conn:
             try:
                 while data := conn.recv(65536):
-                    if offset <= self.at < offset + len(data):
+                    if self.at < 0:
+                        data = self.garble(data)
+                    elif offset <= self.at < offset + len(data):
                         i = self.at - offset
                         data = data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]
                     conn.sendall(data)
                     offset += len(data)
             except OSError:
                 pass
+
+    @staticmethod
+    def garble(data: bytes) -> bytes:
+        """``at`` < 0: every chunk comes back with its first byte flipped and one byte more."""
+        return bytes([data[0] ^ 0xFF]) + data[1:] + b"!"
 
     def close(self) -> None:
         self.sock.close()
@@ -282,6 +289,68 @@ def test_a_flipped_bit_is_a_mismatch_and_exit_status_1() -> None:
     assert summary["mismatches"] == 2  # one per connection
     assert code == 1
     assert "MISMATCH" in err and "byte 5000" in err
+
+
+def test_wrong_bytes_are_not_round_trips_and_the_first_wrong_byte_is_named() -> None:
+    # Every reply is wrong at its first byte and one byte too long. It used to count them as
+    # round trips, as MB/s echoed, and to report "1 bytes never sent" instead of byte 0.
+    bad = CorruptingServer(at=-1)
+    try:
+        code, out, err = run_load(
+            "--port", str(bad.port), "--clients", "1", "--size", "100", "--duration", "0.3",
+            "--json", "--progress", "none",
+        )  # fmt: skip
+    finally:
+        bad.close()
+    summary = json.loads(out)
+    assert code == 1
+    assert summary["mismatches"] >= 1 and summary["bytes_received"] > 0
+    assert summary["round_trips"] == 0 and summary["mb_per_s"] == 0.0
+    assert summary["latency_p50_ms"] is None
+    assert "MISMATCH: connection 0 (client 0): byte 0: expected" in err
+
+
+def test_bytes_beyond_what_was_sent_are_named_as_such(
+    loop: IOLoop, make_server: Callable[..., EchoServer]
+) -> None:
+    server = make_server()
+    listener = server.start_listener("127.0.0.1", 0)
+    gen = LoadGenerator(
+        loop, socket.AF_INET, ("127.0.0.1", listener.port), clients=1, size=10, duration=5
+    )
+    gen.start()
+    client = next(iter(gen._by_fd.values()))
+    client.sent = client.received = 0  # nothing sent yet, as far as the check knows
+    assert gen._received(client, b"xyz") == 3
+    assert gen.mismatches == 1
+    assert gen.first_mismatch.endswith("3 bytes never sent")
+    gen.finish()
+
+
+def test_a_bracketed_ipv6_host_is_accepted() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    loop = IOLoop(make_current=False)
+    server = EchoServer(loop)
+    try:
+        listener = server.start_listener("::1", 0)
+    except Exception:
+        loop.close()
+        pytest.skip("::1 is not available here")
+    thread = threading.Thread(target=loop.start)
+    thread.start()
+    try:
+        code, out, err = run_load(
+            "--host", "[::1]", "--port", str(listener.port), "--clients", "2",
+            "--duration", "0.3", "--json", "--progress", "none",
+        )  # fmt: skip
+    finally:
+        loop.add_callback(loop.stop)
+        thread.join(5)
+        server.close_all()
+        loop.close()
+    assert code == 0, err
+    assert json.loads(out)["round_trips"] > 0
 
 
 def test_json_summary_and_jsonl_progress() -> None:
