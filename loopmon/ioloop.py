@@ -392,6 +392,7 @@ class IOLoop:
         hb = self._heartbeat
         heap = timers._heap
         waker_fd = self._waker_fd
+        signal_fd = self._signal_pipe[0] if self._signal_pipe is not None else -1
         # The running totals live in locals while the loop runs. They are published to the
         # attributes stats() and figures() read at the start of every pass that runs a
         # callback or a timer (where such readers run: telemetry is a timer) and when the
@@ -476,15 +477,20 @@ class IOLoop:
                 poll_s = t - t_poll
                 t_dispatch = t
                 threshold = self._stall_threshold
+                skipped = 0  # events no handler received: the loop's own fds, stale ones
                 for fd, events in event_pairs:
                     cells = handlers.get(fd)
                     if cells is None:
                         # Not a raised KeyError: a wake-up is on this path, and raising costs
                         # microseconds on a thread that just woke with cold caches.
+                        skipped += 1
                         if fd == waker_fd:
                             self._wake_due = True
+                        elif fd == signal_fd:
+                            self._drain_signal_pipe()
                         continue  # or removed earlier in this pass
                     if cells[6] == polls:  # REGISTERED
+                        skipped += 1
                         continue  # a new registration made after this poll: not its event
                     cells[events & 31] += 1
                     touched_add(fd)
@@ -503,7 +509,7 @@ class IOLoop:
                 busy = (t_poll - pass_start) + (t - t_dispatch)
                 busy_total += busy
                 poll_total += poll_s
-                nevents = len(event_pairs)
+                nevents = len(event_pairs) - skipped
                 events_total += nevents
                 callbacks_total += ncallbacks
                 timers_total += ntimers
@@ -754,12 +760,28 @@ class IOLoop:
             os.close(rfd)
             os.close(wfd)
             return
-        self._signal_pipe = (rfd, wfd)
-        self.add_handler(rfd, self._drain_signal_pipe, self.READ)
-
-    def _drain_signal_pipe(self, fd: int, events: int) -> None:
+        # Like the waker, the loop's own fd rather than a handler's: a signal (the stall
+        # watch's SIGALRM ticks among them) is not an event of the program's, and so is
+        # neither counted nor shown as one.
         try:
-            while os.read(fd, 4096):
+            self._poller.register(rfd, self.READ)
+        except (OSError, ValueError):
+            # select() past FD_SETSIZE, say. A signal handler then wakes the loop through the
+            # waker instead (add_callback_from_signal), as on a thread other than the main one.
+            log.debug(
+                "cannot watch the signal pipe; signals wake the loop by its waker", exc_info=True
+            )
+            signal.set_wakeup_fd(self._old_wakeup_fd if self._old_wakeup_fd is not None else -1)
+            os.close(rfd)
+            os.close(wfd)
+            return
+        self._signal_pipe = (rfd, wfd)
+
+    def _drain_signal_pipe(self) -> None:
+        if self._signal_pipe is None:
+            return
+        try:
+            while os.read(self._signal_pipe[0], 4096):
                 pass
         except (BlockingIOError, InterruptedError):
             pass
@@ -773,7 +795,10 @@ class IOLoop:
         except ValueError:
             pass
         self._signal_pipe = None
-        self.remove_handler(rfd)
+        try:
+            self._poller.unregister(rfd)
+        except (OSError, KeyError, ValueError):
+            log.debug("error unregistering the signal pipe", exc_info=True)
         os.close(rfd)
         os.close(wfd)
 

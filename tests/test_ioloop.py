@@ -748,6 +748,64 @@ def test_add_callback_from_signal_wakes_the_loop_on_the_main_thread() -> None:
         loop.close()
 
 
+def test_a_signal_is_not_an_event_and_its_pipe_is_the_loops_own() -> None:
+    # The stall watch's SIGALRM ticks made an idle `loopmon serve` report ~40 events/s, and
+    # the signal pipe was a handler like any program fd.
+    loop = IOLoop(make_current=False)
+    seen: dict[str, object] = {}
+    count = [0]
+
+    def on_usr1(signum: int, frame: object) -> None:
+        count[0] += 1
+        if count[0] == 3:
+            loop.add_callback_from_signal(loop.stop)
+
+    def look() -> None:
+        assert loop._signal_pipe is not None
+        rfd = loop._signal_pipe[0]
+        seen["internal"] = rfd in loop.internal_fds
+        seen["stat"] = loop.fd_stat(rfd)
+        for delay in (0.05, 0.1, 0.15):
+            threading.Timer(delay, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+
+    old = signal.signal(signal.SIGUSR1, on_usr1)
+    try:
+        loop.add_callback(look)
+        loop.start()
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    stats = loop.stats()
+    loop.close()
+    assert count[0] == 3
+    assert seen == {"internal": True, "stat": None}
+    assert stats.events == 0  # three signals woke the loop; no handler ran
+    assert stats.iterations >= 3
+
+
+def test_a_signal_pipe_the_poller_cannot_watch_leaves_signals_to_the_waker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # select() cannot watch an fd past FD_SETSIZE: `loopmon load --backend select` with 1,020
+    # clients died on it with a traceback. The loop runs on without the pipe.
+    loop = IOLoop(make_current=False)
+
+    def refuse(fd: int, events: int) -> None:
+        raise ValueError(f"fd {fd} is beyond select()'s FD_SETSIZE")
+
+    monkeypatch.setattr(loop._poller, "register", refuse)
+    old = signal.signal(signal.SIGUSR1, lambda *_: loop.add_callback_from_signal(loop.stop))
+    try:
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+        started = time.monotonic()
+        loop.start()
+        assert time.monotonic() - started < 3.0
+        assert loop._signal_pipe is None
+        assert signal.set_wakeup_fd(-1) == -1  # nothing left installed
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+        loop.close()
+
+
 def test_a_start_whose_setup_fails_leaves_the_loop_stopped_and_closable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
