@@ -452,6 +452,14 @@ class EchoServer:
                 sock.close()
                 listener.refused += 1
                 self._rows = None
+                if listener.refused == 1 or listener.refused % 1000 == 0:
+                    log.warning(
+                        "%s: %d connection(s) closed at once: %d open is the most allowed "
+                        "(max_connections)",
+                        listener.address,
+                        listener.refused,
+                        self.max_connections,
+                    )
                 continue
             self._add_connection(listener, sock, addr)
 

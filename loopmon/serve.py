@@ -113,9 +113,12 @@ def status_line(
     queue_bytes: int,
     bytes_in: int,
     bytes_out: int,
+    turned_away: int = 0,
 ) -> str:
     """One compact line for the last interval: ``bytes_in``/``bytes_out`` were moved during
-    ``interval.span_s``; ``connections`` and ``queue_bytes`` are as of now."""
+    ``interval.span_s``; ``connections`` and ``queue_bytes`` are as of now; ``turned_away``
+    connections were closed at once (over --max-connections, or an fd the poller cannot
+    watch) during the interval, and are mentioned only when there were some."""
     span = interval.span_s
     rate_in = bytes_in / span if span > 0 else 0.0
     rate_out = bytes_out / span if span > 0 else 0.0
@@ -124,8 +127,13 @@ def status_line(
         f"{connections} conns | {interval.events_per_s:,.0f} events/s | "
         f"in {format_bytes(rate_in)}/s out {format_bytes(rate_out)}/s | "
         f"queued {format_bytes(queue_bytes)} | busy {interval.utilization:.0%} | "
-        f"lag p99 {lag_ms:.1f} ms"
+        f"lag p99 {lag_ms:.1f} ms" + (f" | {turned_away:,} turned away" if turned_away > 0 else "")
     )
+
+
+def turned_away(snapshot: Snapshot) -> int:
+    """Connections the listeners closed at once or could not take, since they started."""
+    return sum(row.refused + row.errors for row in snapshot.listeners)
 
 
 class StatusPrinter:
@@ -145,6 +153,9 @@ class StatusPrinter:
         self.every_s = every_s
         self.skipped = 0
         self._printed: Snapshot | None = None
+        # Counted from the start, not from the first snapshot: connections turned away before
+        # the first line are reported on it.
+        self._turned_away = 0
         self._loop: IOLoop | None = None
 
     def attach(self, loop: IOLoop) -> None:
@@ -176,8 +187,10 @@ class StatusPrinter:
             snapshot.queue_bytes,
             snapshot.bytes_in - printed.bytes_in,
             snapshot.bytes_out - printed.bytes_out,
+            turned_away(snapshot) - self._turned_away,
         )
         self._printed = snapshot
+        self._turned_away = turned_away(snapshot)
         try:
             print(line, file=self.out, flush=True)
         except (OSError, ValueError):

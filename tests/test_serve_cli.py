@@ -356,6 +356,28 @@ def test_status_line_from_loop_figures() -> None:
         "lag p99 1.0 ms"
     )
     assert STATUS.match(line)
+    turned = status_line(interval, 12, 0, 0, 0, turned_away=1500)
+    assert turned.endswith("lag p99 1.0 ms | 1,500 turned away") and STATUS.match(turned)
+
+
+def test_serve_says_when_it_turns_connections_away(served: list[Served]) -> None:
+    # Connections over --max-connections were closed without a word anywhere.
+    s = serve(served, "--port", "0", "--max-connections", "1")
+    port = s.port
+    with connect(port) as kept, connect(port) as second, connect(port) as third:
+        kept.sendall(b"x")
+        assert recv_exactly(kept, 1) == b"x"
+        for sock in (second, third):
+            sock.settimeout(5)
+            assert sock.recv(10) == b""  # closed at once
+        line = ""
+        deadline = time.monotonic() + 10
+        while "turned away" not in line and time.monotonic() < deadline:
+            line = s.out.next(timeout=5) or ""
+        assert line.endswith("| 2 turned away"), s.out.seen
+    assert s.stop(signal.SIGINT) == 0
+    err = "\n".join(s.err.rest())
+    assert "1 connection(s) closed at once: 1 open is the most allowed" in err
 
 
 def _above_fd_setsize(fd: int) -> int:
