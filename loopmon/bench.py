@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from loopmon import __version__, benchpeers, pollers
-from loopmon.loadgen import FD_HEADROOM, positive_float, positive_int
+from loopmon.loadgen import FD_HEADROOM, count, positive_float, positive_int
 
 BASELINE = "asyncio-protocol"
 REFERENCE = "bare-epoll"
@@ -1150,17 +1150,6 @@ class Progress:
 # -- the command ---------------------------------------------------------------------------
 
 
-def whole_number(text: str) -> int:
-    """A count that may be zero here: whether it is enough depends on the run (see plan)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Benchmark loopmon's echo server against asyncio (Protocol and streams), a bare "
@@ -1193,7 +1182,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--wake-samples",
-        type=whole_number,
+        type=count,  # zero too: plan() says how many are enough, with the reason
         help=f"per implementation, over up to 5 rounds (20000; quick 3000; at least "
         f"{MIN_WAKE_SAMPLES_PER_ROUND})",
     )

@@ -19,7 +19,7 @@ from loopmon import cli
 from loopmon.echo import ListenerError
 from loopmon.events import READ
 from loopmon.ioloop import IOLoop
-from loopmon.loadgen import raise_fd_limit
+from loopmon.loadgen import count, raise_fd_limit
 from loopmon.mailbox import Mailbox
 from loopmon.runner import LoopRunner
 from loopmon.snapshot import LoopFigures, Snapshot
@@ -36,16 +36,6 @@ STATUS_S = 1.0
 # Snapshots a second behind the status line: two per line, so each line covers a full second.
 STATUS_HZ = 2.0
 MAX_TELEMETRY_HZ = 1000.0
-
-
-def count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
-    return value
 
 
 def byte_size(text: str) -> int:

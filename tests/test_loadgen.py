@@ -276,16 +276,21 @@ def run_load(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def test_a_flipped_bit_is_a_mismatch_and_exit_status_1() -> None:
-    bad = CorruptingServer(at=5000)
+def load_a_corrupting_server(at: int, clients: int, size: int) -> tuple[int, dict[str, Any], str]:
+    """(exit status, JSON summary, stderr) of a short run against ``CorruptingServer(at)``."""
+    bad = CorruptingServer(at)
     try:
         code, out, err = run_load(
-            "--port", str(bad.port), "--clients", "2", "--size", "1000", "--duration", "0.3",
-            "--json", "--progress", "none",
+            "--port", str(bad.port), "--clients", str(clients), "--size", str(size),
+            "--duration", "0.3", "--json", "--progress", "none",
         )  # fmt: skip
     finally:
         bad.close()
-    summary = json.loads(out)
+    return code, json.loads(out), err
+
+
+def test_a_flipped_bit_is_a_mismatch_and_exit_status_1() -> None:
+    code, summary, err = load_a_corrupting_server(at=5000, clients=2, size=1000)
     assert summary["mismatches"] == 2  # one per connection
     assert code == 1
     assert "MISMATCH" in err and "byte 5000" in err
@@ -294,15 +299,7 @@ def test_a_flipped_bit_is_a_mismatch_and_exit_status_1() -> None:
 def test_wrong_bytes_are_not_round_trips_and_the_first_wrong_byte_is_named() -> None:
     # Every reply is wrong at its first byte and one byte too long. It used to count them as
     # round trips, as MB/s echoed, and to report "1 bytes never sent" instead of byte 0.
-    bad = CorruptingServer(at=-1)
-    try:
-        code, out, err = run_load(
-            "--port", str(bad.port), "--clients", "1", "--size", "100", "--duration", "0.3",
-            "--json", "--progress", "none",
-        )  # fmt: skip
-    finally:
-        bad.close()
-    summary = json.loads(out)
+    code, summary, err = load_a_corrupting_server(at=-1, clients=1, size=100)
     assert code == 1
     assert summary["mismatches"] >= 1 and summary["bytes_received"] > 0
     assert summary["round_trips"] == 0 and summary["mb_per_s"] == 0.0
