@@ -649,25 +649,25 @@ def describe(exc: BaseException) -> str:
 # -- the command ------------------------------------------------------------------------------
 
 
-def positive_int(text: str) -> int:
+def _whole_number(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    if value < least:
+        why = "must not be negative" if least == 0 else f"must be at least {least}"
+        raise argparse.ArgumentTypeError(f"{why}: {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1 (argparse type)."""
+    return _whole_number(text, 1)
 
 
 def count(text: str) -> int:
     """A whole number that may be zero (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
-    return value
+    return _whole_number(text, 0)
 
 
 def message_size(text: str) -> int:

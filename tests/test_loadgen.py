@@ -276,6 +276,29 @@ def run_load(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def _serve_on_a_thread(
+    host: str = "127.0.0.1", **kwargs: Any
+) -> tuple[IOLoop, EchoServer, int, threading.Thread]:
+    """An echo server on its own loop on a thread; (loop, server, port, thread)."""
+    loop = IOLoop(make_current=False)
+    server = EchoServer(loop, **kwargs)
+    try:
+        listener = server.start_listener(host, 0)
+    except Exception:
+        loop.close()
+        raise
+    thread = threading.Thread(target=loop.start)
+    thread.start()
+    return loop, server, listener.port, thread
+
+
+def _stop(loop: IOLoop, server: EchoServer, thread: threading.Thread) -> None:
+    loop.add_callback(loop.stop)
+    thread.join(5)
+    server.close_all()
+    loop.close()
+
+
 def load_a_corrupting_server(at: int, clients: int, size: int) -> tuple[int, dict[str, Any], str]:
     """(exit status, JSON summary, stderr) of a short run against ``CorruptingServer(at)``."""
     bad = CorruptingServer(at)
@@ -327,45 +350,30 @@ def test_bytes_beyond_what_was_sent_are_named_as_such(
 def test_a_bracketed_ipv6_host_is_accepted() -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6 here")
-    loop = IOLoop(make_current=False)
-    server = EchoServer(loop)
     try:
-        listener = server.start_listener("::1", 0)
+        loop, server, port, thread = _serve_on_a_thread(host="::1")
     except Exception:
-        loop.close()
         pytest.skip("::1 is not available here")
-    thread = threading.Thread(target=loop.start)
-    thread.start()
     try:
         code, out, err = run_load(
-            "--host", "[::1]", "--port", str(listener.port), "--clients", "2",
+            "--host", "[::1]", "--port", str(port), "--clients", "2",
             "--duration", "0.3", "--json", "--progress", "none",
         )  # fmt: skip
     finally:
-        loop.add_callback(loop.stop)
-        thread.join(5)
-        server.close_all()
-        loop.close()
+        _stop(loop, server, thread)
     assert code == 0, err
     assert json.loads(out)["round_trips"] > 0
 
 
 def test_json_summary_and_jsonl_progress() -> None:
-    loop = IOLoop(make_current=False)
-    server = EchoServer(loop)
-    listener = server.start_listener("127.0.0.1", 0)
-    thread = threading.Thread(target=loop.start)
-    thread.start()
+    loop, server, port, thread = _serve_on_a_thread()
     try:
         code, out, err = run_load(
-            "--port", str(listener.port), "--clients", "3", "--duration", "1.3",
+            "--port", str(port), "--clients", "3", "--duration", "1.3",
             "--json", "--progress", "jsonl",
         )  # fmt: skip
     finally:
-        loop.add_callback(loop.stop)
-        thread.join(5)
-        server.close_all()
-        loop.close()
+        _stop(loop, server, thread)
     assert code == 0, err
     lines = out.splitlines()
     assert len(lines) == 1
@@ -381,18 +389,11 @@ def test_json_summary_and_jsonl_progress() -> None:
 
 
 def test_human_summary() -> None:
-    loop = IOLoop(make_current=False)
-    server = EchoServer(loop)
-    listener = server.start_listener("127.0.0.1", 0)
-    thread = threading.Thread(target=loop.start)
-    thread.start()
+    loop, server, port, thread = _serve_on_a_thread()
     try:
-        code, out, err = run_load("--port", str(listener.port), "--duration", "0.2")
+        code, out, err = run_load("--port", str(port), "--duration", "0.2")
     finally:
-        loop.add_callback(loop.stop)
-        thread.join(5)
-        server.close_all()
-        loop.close()
+        _stop(loop, server, thread)
     assert code == 0, err
     assert "round trips" in out and "latency p50" in out and "0 mismatches" in out
     assert err == ""  # not a terminal: no progress line
@@ -470,22 +471,6 @@ def test_select_refuses_more_clients_than_it_can_watch_in_one_line() -> None:
         f"loopmon load: --backend select watches fds below {FD_SETSIZE} only: at most "
         f"{clients - 1} clients (use epoll, kqueue or poll for more)"
     )
-
-
-def _serve_on_a_thread(**kwargs: Any) -> tuple[IOLoop, EchoServer, int, threading.Thread]:
-    loop = IOLoop(make_current=False)
-    server = EchoServer(loop, **kwargs)
-    listener = server.start_listener("127.0.0.1", 0)
-    thread = threading.Thread(target=loop.start)
-    thread.start()
-    return loop, server, listener.port, thread
-
-
-def _stop(loop: IOLoop, server: EchoServer, thread: threading.Thread) -> None:
-    loop.add_callback(loop.stop)
-    thread.join(5)
-    server.close_all()
-    loop.close()
 
 
 def test_a_run_that_lost_connections_exits_1_and_says_why() -> None:
