@@ -760,19 +760,29 @@ def test_a_signal_is_not_an_event_and_its_pipe_is_the_loops_own() -> None:
         if count[0] == 3:
             loop.add_callback_from_signal(loop.stop)
 
+    timers = [
+        threading.Timer(delay, os.kill, (os.getpid(), signal.SIGUSR1))
+        for delay in (0.05, 0.1, 0.15)
+    ]
+
     def look() -> None:
         assert loop._signal_pipe is not None
         rfd = loop._signal_pipe[0]
         seen["internal"] = rfd in loop.internal_fds
         seen["stat"] = loop.fd_stat(rfd)
-        for delay in (0.05, 0.1, 0.15):
-            threading.Timer(delay, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+        for timer in timers:
+            timer.start()
 
     old = signal.signal(signal.SIGUSR1, on_usr1)
     try:
         loop.add_callback(look)
+        loop.call_later(5.0, loop.stop)  # a bound, should the signals never stop it
         loop.start()
     finally:
+        for timer in timers:
+            timer.cancel()
+            if timer.is_alive():
+                timer.join()
         signal.signal(signal.SIGUSR1, old)
     stats = loop.stats()
     loop.close()
@@ -794,14 +804,18 @@ def test_a_signal_pipe_the_poller_cannot_watch_leaves_signals_to_the_waker(
 
     monkeypatch.setattr(loop._poller, "register", refuse)
     old = signal.signal(signal.SIGUSR1, lambda *_: loop.add_callback_from_signal(loop.stop))
+    timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGUSR1))
     try:
-        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+        timer.start()
         started = time.monotonic()
         loop.start()
         assert time.monotonic() - started < 3.0
         assert loop._signal_pipe is None
         assert signal.set_wakeup_fd(-1) == -1  # nothing left installed
     finally:
+        # No SIGUSR1 may land after its handler is gone: that would kill the test run.
+        timer.cancel()
+        timer.join()
         signal.signal(signal.SIGUSR1, old)
         loop.close()
 
