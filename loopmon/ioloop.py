@@ -487,7 +487,7 @@ class IOLoop:
                         if fd == waker_fd:
                             self._wake_due = True
                         elif fd == signal_fd:
-                            self._drain_signal_pipe()
+                            self._drain_signal_pipe(fd)
                         continue  # or removed earlier in this pass
                     if cells[6] == polls:  # REGISTERED
                         skipped += 1
@@ -777,11 +777,9 @@ class IOLoop:
             return
         self._signal_pipe = (rfd, wfd)
 
-    def _drain_signal_pipe(self) -> None:
-        if self._signal_pipe is None:
-            return
+    def _drain_signal_pipe(self, fd: int) -> None:
         try:
-            while os.read(self._signal_pipe[0], 4096):
+            while os.read(fd, 4096):
                 pass
         except (BlockingIOError, InterruptedError):
             pass

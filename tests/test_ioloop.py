@@ -820,6 +820,17 @@ def test_a_signal_pipe_the_poller_cannot_watch_leaves_signals_to_the_waker(
         loop.close()
 
 
+def assert_left_stopped_and_runs_again(loop: IOLoop, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a start() whose setup failed: the loop is neither running, watched nor current,
+    and once the fault is undone it starts, runs and closes like any other."""
+    assert not loop.is_running() and loop.watchdog_mode == "off"
+    assert IOLoop.current(instance=False) is not loop
+    monkeypatch.undo()
+    loop.add_callback(loop.stop)
+    loop.start()
+    loop.close()
+
+
 def test_a_start_whose_setup_fails_leaves_the_loop_stopped_and_closable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -835,13 +846,7 @@ def test_a_start_whose_setup_fails_leaves_the_loop_stopped_and_closable(
     monkeypatch.setattr(os, "pipe", no_fds)
     with pytest.raises(OSError, match="Too many open files"):
         loop.start()
-    assert not loop.is_running()
-    assert loop.watchdog_mode == "off"
-    assert IOLoop.current(instance=False) is not loop
-    monkeypatch.undo()
-    loop.add_callback(loop.stop)
-    loop.start()  # and it runs once descriptors are back
-    loop.close()
+    assert_left_stopped_and_runs_again(loop, monkeypatch)  # once descriptors are back
 
 
 def test_a_watchdog_thread_that_will_not_start_leaves_the_loop_closable(
@@ -859,13 +864,8 @@ def test_a_watchdog_thread_that_will_not_start_leaves_the_loop_closable(
     monkeypatch.setattr(threading.Thread, "start", refuse)
     with pytest.raises(RuntimeError, match="can't start new thread"):
         loop.start()
-    assert not loop.is_running() and loop.watchdog_mode == "off"
-    assert IOLoop.current(instance=False) is not loop
     assert signal.set_wakeup_fd(-1) == -1  # the loop's signal pipe is not left installed
-    monkeypatch.undo()
-    loop.add_callback(loop.stop)
-    loop.start()
-    loop.close()
+    assert_left_stopped_and_runs_again(loop, monkeypatch)
 
 
 # -- singletons ----------------------------------------------------------------------------
