@@ -31,7 +31,7 @@ import itertools
 import logging
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -259,7 +259,11 @@ class EchoServer:
         high_water: int = 1 << 20,
         low_water: int = 256 << 10,
         on_event: OnEvent | None = None,
+        listener_ids: Iterator[int] | None = None,
     ) -> None:
+        """``listener_ids`` numbers the listeners; a producer whose session outlives this
+        server (the window's runner, across a backend switch) passes one iterator to each, so
+        an id is never given twice in its session (shared/DESIGN.md, "Identity")."""
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
         if max_connections < 0:
@@ -278,7 +282,7 @@ class EchoServer:
         self.closed_bytes_in = 0  # of connections already closed
         self.closed_bytes_out = 0
         self.closed_connections = 0
-        self._ids = itertools.count(1)
+        self._ids = listener_ids if listener_ids is not None else itertools.count(1)
         self._listeners: dict[int, Listener] = {}
         self._by_fd: dict[int, Listener] = {}
         self._stopped: collections.deque[Listener] = collections.deque(maxlen=KEEP_STOPPED)

@@ -1,21 +1,28 @@
 """The one door out of the loop thread: the latest snapshot and a bounded event log.
 
 The producer (the loop thread) replaces the unread snapshot rather than queueing it, so a slow
-or absent reader never causes a backlog, and appends events to a log that drops its oldest
-entries past a bound, counting them. It wakes the reader's ``Waker`` after each post; the waker
-coalesces, so a reader that has not drained yet is woken once, not once per post. The reader
-waits on ``fileno()`` (select, or a QSocketNotifier in the window) and calls ``take()``.
+or absent reader never causes a backlog. Events go to a log bounded per kind: each kind keeps
+its own last ``log_size`` entries, so a churn of connects and closes can never push out the one
+listener failure, stall or exception that matters (shared/DESIGN.md, "rare events"); what a kind
+drops is counted. It wakes the reader's ``Waker`` after each post; the waker coalesces, so a
+reader that has not drained yet is woken once, not once per post. The reader waits on
+``fileno()`` (select, or a QSocketNotifier in the window) and calls ``take()``.
 """
 
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
 import select
 import threading
 from collections.abc import Iterable
 
 from loopmon.snapshot import LoopEvent, Snapshot
 from loopmon.waker import Waker
+
+# (sequence number, event): the number restores the order of posting across the kinds' logs.
+_Logged = tuple[int, LoopEvent]
 
 
 class Mailbox:
@@ -24,10 +31,16 @@ class Mailbox:
             raise ValueError("log_size must be positive")
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
-        self._events: collections.deque[LoopEvent] = collections.deque()
+        self._logs: dict[str, collections.deque[_Logged]] = {}
+        self._seq = itertools.count()
         self._log_size = log_size
-        self._dropped = 0
+        self._dropped: collections.Counter[str] = collections.Counter()
         self._waker = Waker()
+
+    @property
+    def log_size(self) -> int:
+        """How many unread events each kind keeps."""
+        return self._log_size
 
     def fileno(self) -> int:
         """Readable while there is something to take."""
@@ -38,12 +51,16 @@ class Mailbox:
         with self._lock:
             if snapshot is not None:
                 self._snapshot = snapshot
-            log = self._events
+            logs = self._logs
+            seq = self._seq
             for event in events:
+                log = logs.get(event.kind)
+                if log is None:
+                    log = logs[event.kind] = collections.deque()
                 if len(log) >= self._log_size:
                     log.popleft()
-                    self._dropped += 1
-                log.append(event)
+                    self._dropped[event.kind] += 1
+                log.append((next(seq), event))
         self._waker.wake()
 
     def poke(self) -> None:
@@ -51,15 +68,30 @@ class Mailbox:
         self._waker.wake()
 
     def take(self) -> tuple[Snapshot | None, list[LoopEvent], int]:
-        """(latest unread snapshot or None, events since the last take, events dropped since
-        the last take). Clears the wake first, so a post racing with this is never missed."""
+        """(latest unread snapshot or None, events since the last take in the order they were
+        posted, events dropped since the last take). Clears the wake first, so a post racing
+        with this is never missed. ``dropped_by_kind()`` says which kinds lost them."""
+        snapshot, events, dropped = self.take_by_kind()
+        return snapshot, events, sum(dropped.values())
+
+    def take_by_kind(self) -> tuple[Snapshot | None, list[LoopEvent], dict[str, int]]:
+        """``take()``, with what was dropped counted per kind."""
         self._waker.consume()
         with self._lock:
             snapshot, self._snapshot = self._snapshot, None
-            events = list(self._events)
-            self._events.clear()
-            dropped, self._dropped = self._dropped, 0
-        return snapshot, events, dropped
+            logs = [log for log in self._logs.values() if log]
+            merged = (
+                [event for _, event in heapq.merge(*logs)]
+                if len(logs) > 1
+                else [event for _, event in logs[0]]
+                if logs
+                else []
+            )
+            for log in logs:
+                log.clear()
+            dropped = dict(self._dropped)
+            self._dropped.clear()
+        return snapshot, merged, dropped
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until there is something to take (or ``timeout``); for reader threads."""
@@ -68,11 +100,6 @@ class Mailbox:
         except (OSError, ValueError):
             return False  # closed under us
         return bool(readable)
-
-    @property
-    def peek_snapshot(self) -> Snapshot | None:
-        with self._lock:
-            return self._snapshot
 
     def close(self) -> None:
         self._waker.close()

@@ -9,7 +9,9 @@ that waits only on the mailbox's fd (the window) also learns when its commands c
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
+import secrets
 import threading
 import traceback
 from collections.abc import Callable
@@ -53,6 +55,10 @@ class LoopRunner:
         self.stall_threshold = stall_threshold
         self.server_options = dict(server_options or {})
         self.mailbox = Mailbox(event_log_size)
+        # One session across backend switches: ids keep counting, so a listener started on the
+        # new loop is never mistaken for one stopped on the old (shared/DESIGN.md, "Identity").
+        self.session = secrets.token_hex(8)
+        self._listener_ids = itertools.count(1)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._loop: IOLoop | None = None
@@ -126,10 +132,11 @@ class LoopRunner:
                 loop,
                 strategy=self._strategy,
                 on_event=self._on_server_event,
+                listener_ids=self._listener_ids,
                 **self.server_options,
             )
             telemetry = (
-                Telemetry(loop, server, self.mailbox, self.telemetry_hz)
+                Telemetry(loop, server, self.mailbox, self.telemetry_hz, session=self.session)
                 if self.telemetry_hz > 0
                 else None
             )

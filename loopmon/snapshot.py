@@ -193,6 +193,9 @@ class Snapshot:
     bytes_out: int = 0
     alive: bool = True  # False once the loop thread has died
     error: str = ""  # why it died
+    # The producer's session: ids (listeners, connections) are unique within it, across loop
+    # restarts; a consumer keys what it keeps on (session, id).
+    session: str = ""
 
     def age_of(self, row: ConnectionRow) -> float:
         """How old a connection was when this snapshot was taken."""

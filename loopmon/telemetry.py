@@ -70,6 +70,7 @@ class Telemetry:
         hz: float = 25.0,
         *,
         max_share: float = 0.02,
+        session: str = "",
     ) -> None:
         if hz <= 0:
             raise ValueError("telemetry rate must be positive")
@@ -77,6 +78,7 @@ class Telemetry:
         self.server = server
         self.mailbox = mailbox
         self.hz = hz
+        self.session = session
         self._seq = itertools.count(1)
         self._started = loop.time()
         self._prev_at = self._started
@@ -140,6 +142,7 @@ class Telemetry:
         snapshot = Snapshot(
             seq=next(self._seq),
             taken_at=now,
+            session=self.session,
             backend=loop.backend,
             strategy=server.strategy if server is not None else "",
             uptime_s=now - self._started,

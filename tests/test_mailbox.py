@@ -87,3 +87,22 @@ def test_a_reader_that_never_reads_leaves_memory_flat() -> None:
     tracemalloc.stop()
     assert after - before < 200_000, after - before
     box.close()
+
+
+def test_a_frequent_kind_never_evicts_a_rare_one() -> None:
+    # A churn of connects and closes must not push out the one stall or listener failure
+    # that matters: each kind keeps its own last N.
+    box = Mailbox(log_size=10)
+    box.post(None, [LoopEvent(0.0, "listener_failed", "port in use")])
+    box.post(None, [LoopEvent(1.0 + i, "connect", f"c{i}") for i in range(1000)])
+    box.post(None, [LoopEvent(2000.0, "stall", "blocked")])
+    box.post(None, [LoopEvent(3000.0 + i, "close", f"x{i}") for i in range(50)])
+    _, events, dropped = box.take_by_kind()
+    kinds = [e.kind for e in events]
+    assert kinds.count("listener_failed") == 1 and kinds.count("stall") == 1
+    assert kinds.count("connect") == 10 and kinds.count("close") == 10
+    assert dropped == {"connect": 990, "close": 40}
+    # Posting order is kept across kinds.
+    assert [e.at for e in events] == sorted(e.at for e in events)
+    assert events[0].text == "port in use"
+    box.close()

@@ -148,6 +148,20 @@ def test_restart_on_another_backend_keeps_listeners(runner: LoopRunner, backend:
     assert echo_once(row.port, b"after restart") == b"after restart"
 
 
+def test_listener_ids_are_unique_in_the_session_across_a_restart(runner: LoopRunner) -> None:
+    # Start, stop, switch backend, start another: the new listener must not reuse the
+    # stopped one's id, or a consumer that saw that id stopped hides the new one.
+    first = runner.start_listener("127.0.0.1", 0).result(5)
+    runner.stop_listener(first.id).result(5)
+    session = runner.session
+    runner.restart(BACKENDS[-1]).result(10)
+    second = runner.start_listener("127.0.0.1", 0).result(5)
+    assert second.id != first.id
+    assert runner.session == session
+    snap = next_snapshot(runner, lambda s: any(lr.id == second.id for lr in s.listeners))
+    assert snap.session == session
+
+
 def test_unknown_backend_is_refused() -> None:
     with pytest.raises(ValueError, match="available"):
         LoopRunner(backend="nope")
