@@ -18,11 +18,13 @@ from __future__ import annotations
 import collections
 import contextvars
 import datetime
+import errno
 import functools
 import logging
 import math
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -34,6 +36,7 @@ from loopmon import events as _ev
 from loopmon import pollers
 from loopmon.loopstats import (
     HANDLER,
+    HANDLER_TIME,
     OBJ,
     REGISTERED,
     FdStat,
@@ -182,6 +185,7 @@ class IOLoop:
         self._watchdog: Watchdog | None = None
         self._watch_by_signal = False
         self._on_stall: Callable[[Stall], None] | None = None
+        self._stall_action: Callable[[int, Any], Any] | None = None
         self._on_error: Callable[[HandlerError], None] | None = None
 
         # The waker is registered with the poller but has no handler entry: dispatch finds it
@@ -275,42 +279,49 @@ class IOLoop:
     def add_callback(self, callback: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Run ``callback(*args, **kwargs)`` on the next pass, in the caller's context.
         The only method safe to call from another thread; after close it does nothing."""
-        if self._closing:
-            return
-        if kwargs:
-            callback = functools.partial(callback, **kwargs)
-        self._callbacks.append((_copy_context(), callback, args))
-        if self._thread_ident != _get_ident():
-            self._waker.wake()
+        self._enqueue(_copy_context(), callback, args, kwargs, self._thread_ident != _get_ident())
 
     def add_callback_from_signal(
         self, callback: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> None:
         """``add_callback`` for a signal handler: when the loop runs on the main thread the
         C-level handler has already written to the loop's wakeup fd, so only append."""
-        if self._closing:
-            return
-        if kwargs:
-            callback = functools.partial(callback, **kwargs)
-        self._callbacks.append((contextvars.copy_context(), callback, args))
-        if self._signal_pipe is None:
-            self._waker.wake()
+        self._enqueue(_copy_context(), callback, args, kwargs, self._signal_pipe is None)
 
     def spawn_callback(self, callback: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """``add_callback`` without the caller's context: the callback starts in a fresh one."""
+        self._enqueue(
+            contextvars.Context(), callback, args, kwargs, self._thread_ident != _get_ident()
+        )
+
+    def _enqueue(
+        self,
+        context: contextvars.Context,
+        callback: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        wake: bool,
+    ) -> None:
+        """The one body of every way to queue a callback: ``wake`` when the poll may be
+        sleeping (the caller is not the loop's thread, and no signal pipe has woken it)."""
         if self._closing:
             return
         if kwargs:
             callback = functools.partial(callback, **kwargs)
-        self._callbacks.append((contextvars.Context(), callback, args))
-        if self._thread_ident != threading.get_ident():
+        self._callbacks.append((context, callback, args))
+        if wake:
             self._waker.wake()
 
     def add_future(self, future: Future[_T], callback: Callable[[Future[_T]], Any]) -> None:
-        """Call ``callback(future)`` on this loop once ``future`` is done."""
+        """Call ``callback(future)`` on this loop once ``future`` is done, in the context
+        captured now (as ``add_callback`` and ``add_timeout`` do), not in that of the thread
+        that completes the future."""
         if not callable(getattr(future, "add_done_callback", None)):
             raise TypeError(f"not a future: {future!r}")
-        future.add_done_callback(lambda f: self.add_callback(callback, f))
+        context = _copy_context()
+        future.add_done_callback(
+            lambda f: self._enqueue(context, callback, (f,), {}, self._thread_ident != _get_ident())
+        )
 
     # -- timers ---------------------------------------------------------------------------
 
@@ -390,9 +401,15 @@ class IOLoop:
         poll = self._poller.poll
         touched_add = self._touched.add
         hb = self._heartbeat
-        heap = timers._heap
+        heap = timers.heap  # the same list for the queue's life (see timers)
         waker_fd = self._waker_fd
         signal_fd = self._signal_pipe[0] if self._signal_pipe is not None else -1
+        # The cells of an fd's entry, by their loopstats names: as locals they cost what
+        # literals do (LOAD_FAST against LOAD_CONST), and cannot drift from the layout.
+        registered_cell = REGISTERED
+        handler_cell = HANDLER
+        obj_cell = OBJ
+        time_cell = HANDLER_TIME
         # The running totals live in locals while the loop runs. They are published to the
         # attributes stats() and figures() read at the start of every pass that runs a
         # callback or a timer (where such readers run: telemetry is a timer) and when the
@@ -489,7 +506,7 @@ class IOLoop:
                         elif fd == signal_fd:
                             self._drain_signal_pipe(fd)
                         continue  # or removed earlier in this pass
-                    if cells[6] == polls:  # REGISTERED
+                    if cells[registered_cell] == polls:
                         skipped += 1
                         continue  # a new registration made after this poll: not its event
                     cells[events & 31] += 1
@@ -497,12 +514,12 @@ class IOLoop:
                     hb.started = t
                     hb.what = fd
                     try:
-                        cells[3](cells[2], events)  # HANDLER(OBJ, events)
+                        cells[handler_cell](cells[obj_cell], events)
                     except Exception:
                         self._handler_failed(fd, cells, t)
                     t2 = clock()
                     spent = t2 - t
-                    cells[0] += spent  # HANDLER_TIME
+                    cells[time_cell] += spent
                     if spent > threshold:
                         self._stalled(fd, fd, t, t2)
                     t = t2
@@ -666,6 +683,9 @@ class IOLoop:
         self.handle_callback_exception(functools.partial(callback, *args) if args else callback)
 
     def _handler_failed(self, fd: int, cells: _Cells, at: float) -> None:
+        # As Tornado 4.5: EPIPE from a handler means the client went away, not a failure.
+        if _is_epipe(sys.exc_info()[1]):
+            return
         self._record_error(f"handler for fd {fd}", fd, at)
         self.handle_callback_exception((cells[OBJ], cells[HANDLER]))
 
@@ -684,6 +704,12 @@ class IOLoop:
         self._stall_count += 1
         if self._on_stall is not None:
             self._on_stall(stall)
+        action = self._stall_action
+        if action is not None:
+            try:
+                action(signal.SIGALRM, None)
+            except Exception:
+                log.exception("the blocking-signal action %r failed", action)
 
     def set_blocking_log_threshold(
         self, seconds: float | None, *, use_signal: bool = False
@@ -713,9 +739,13 @@ class IOLoop:
     def set_blocking_signal_threshold(
         self, seconds: float | None, action: Callable[..., Any] | None = None
     ) -> None:
-        """Tornado's name for ``set_blocking_log_threshold``. Tornado ran ``action`` as a
-        SIGALRM handler; signals reach only the main thread and the monitor runs its loop on
-        another, so a stall is logged and recorded instead and ``action`` is not called."""
+        """Tornado's signature. Tornado made ``action`` the SIGALRM handler, run inside the
+        stall (and with no action, SIGALRM's default killed the process). Here a stall is
+        logged and recorded as by ``set_blocking_log_threshold``, and ``action(SIGALRM,
+        None)`` is called on the loop thread once the slow callback or handler has returned:
+        the loop may run on a thread signals never reach, and a stall should not kill a
+        monitor. The README's compatibility notes say so."""
+        self._stall_action = action
         self.set_blocking_log_threshold(seconds)
 
     def set_observers(
@@ -865,6 +895,17 @@ class IOLoop:
         if self._signal_pipe is not None:
             fds.add(self._signal_pipe[0])
         return frozenset(fds)
+
+
+def _is_epipe(exc: BaseException | None) -> bool:
+    if isinstance(exc, BrokenPipeError):
+        return True
+    if not isinstance(exc, OSError):
+        return False
+    # OSError(EPIPE) made with one argument has no errno: Tornado's errno_from_exception
+    # would miss it, but it says the same thing.
+    code = exc.errno if exc.errno is not None else (exc.args[0] if exc.args else None)
+    return code == errno.EPIPE
 
 
 def _surface_result(future: Future[Any]) -> None:

@@ -84,10 +84,6 @@ class LoopFigures:
     def events_per_s(self) -> float:
         return self._rate(self.events)
 
-    @property
-    def callbacks_per_s(self) -> float:
-        return self._rate(self.callbacks)
-
     def minus(self, earlier: LoopFigures) -> LoopFigures:
         """What happened between two sets of running totals (``earlier`` first)."""
         return LoopFigures(

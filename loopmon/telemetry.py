@@ -33,21 +33,6 @@ _ROW_BYTES_IN = itemgetter(ConnectionRow._fields.index("bytes_in"))
 _ROW_BYTES_OUT = itemgetter(ConnectionRow._fields.index("bytes_out"))
 
 
-class ConnectionSource(Protocol):
-    """What telemetry reads of one connection (the echo server's Connection)."""
-
-    fd: int
-    peer: str
-    listener_id: int
-    state: str
-    queue_bytes: int
-    queue_chunks: int
-    bytes_in: int
-    bytes_out: int
-    messages: int
-    created: float
-
-
 class ServerSource(Protocol):
     """What telemetry reads of the server (loopmon.echo.EchoServer)."""
 

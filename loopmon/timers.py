@@ -4,6 +4,11 @@ The sequence number makes equal deadlines run first-in first-out and keeps heapq
 tuples in C rather than calling a Python ``__lt__``. Cancelling only marks a timer dead (O(1));
 dead entries are dropped when they reach the top, and the heap is rebuilt once they are the
 majority, so a program that arms and cancels timeouts by the thousand keeps a small heap.
+
+``TimerQueue.heap`` is one list for the queue's whole life: it is compacted and cleared in
+place, never rebound, because the running loop holds it (``IOLoop._run`` reads its head on
+every pass without a call). A rebound list once left the loop reading a stale head, a timer
+that had already fired, as due forever: it polled with timeout 0 at 100 % CPU.
 """
 
 from __future__ import annotations
@@ -44,13 +49,14 @@ class Timeout:
 
 class TimerQueue:
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Timeout]] = []
+        # Never rebound (see the module's docstring): IOLoop._run holds this very list.
+        self.heap: list[tuple[float, int, Timeout]] = []
         self._seq = itertools.count()
         self._cancelled = 0  # dead entries still in the heap
 
     def __len__(self) -> int:
         """Timers that may still run."""
-        return len(self._heap) - self._cancelled
+        return len(self.heap) - self._cancelled
 
     def add(
         self,
@@ -60,7 +66,7 @@ class TimerQueue:
         context: contextvars.Context,
     ) -> Timeout:
         timeout = Timeout(deadline, callback, args, context)
-        heapq.heappush(self._heap, (deadline, next(self._seq), timeout))
+        heapq.heappush(self.heap, (deadline, next(self._seq), timeout))
         return timeout
 
     def cancel(self, timeout: Timeout) -> None:
@@ -70,14 +76,15 @@ class TimerQueue:
         if timeout.fired:
             return  # already out of the heap
         self._cancelled += 1
-        if self._cancelled > _COMPACT_MIN and self._cancelled > len(self._heap) >> 1:
-            self._heap = [entry for entry in self._heap if entry[2].callback is not None]
-            heapq.heapify(self._heap)
+        if self._cancelled > _COMPACT_MIN and self._cancelled > len(self.heap) >> 1:
+            heap = self.heap
+            heap[:] = [entry for entry in heap if entry[2].callback is not None]  # in place
+            heapq.heapify(heap)
             self._cancelled = 0
 
     def pop_due(self, now: float) -> list[Timeout]:
         """Remove and return every live timer with deadline <= now, in run order."""
-        heap = self._heap
+        heap = self.heap
         due: list[Timeout] = []
         while heap:
             deadline, _, timeout = heap[0]
@@ -93,12 +100,12 @@ class TimerQueue:
         return due
 
     def next_deadline(self) -> float | None:
-        heap = self._heap
+        heap = self.heap
         while heap and heap[0][2].callback is None:
             heapq.heappop(heap)
             self._cancelled -= 1
         return heap[0][0] if heap else None
 
     def clear(self) -> None:
-        self._heap.clear()
+        self.heap.clear()
         self._cancelled = 0

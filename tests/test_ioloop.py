@@ -173,8 +173,20 @@ def test_registering_twice_raises(loop: IOLoop, pair: tuple[socket.socket, socke
     loop.remove_handler(a)
 
 
-def test_removing_an_unknown_fd_is_silent(loop: IOLoop) -> None:
-    loop.remove_handler(12345)
+def test_removing_an_unknown_fd_changes_nothing(
+    loop: IOLoop, pair: tuple[socket.socket, socket.socket], caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = pair
+    got: list[int] = []
+    loop.add_handler(a.fileno(), lambda fd, ev: (got.append(ev), loop.stop()), IOLoop.READ)
+    b.send(b"x")
+    with caplog.at_level(logging.DEBUG, logger="loopmon"):
+        loop.remove_handler(12345)
+        loop.remove_handler(a.fileno() + 1000)
+    assert not caplog.records  # nothing logged, nothing raised
+    loop.start()
+    assert got == [IOLoop.READ]  # the registered fd is still watched
+    assert loop.stats().fds[0].fd == a.fileno()
 
 
 def test_removing_another_fd_drops_its_pending_events(loop: IOLoop) -> None:
@@ -353,10 +365,65 @@ def test_add_callback_wakes_a_sleeping_poll() -> None:
     assert not thread.is_alive()
 
 
-def test_add_callback_after_close_does_nothing(loop: IOLoop) -> None:
+def test_add_callback_after_close_is_dropped(loop: IOLoop) -> None:
+    ran: list[str] = []
+    loop.add_callback(ran.append, "queued before close")
     loop.close()
-    loop.add_callback(lambda: None)
-    loop.add_callback_from_signal(lambda: None)
+    loop.add_callback(ran.append, "after")
+    loop.add_callback_from_signal(ran.append, "after, from a signal")
+    loop.spawn_callback(ran.append, "spawned after")
+    # Nothing is queued to run (close dropped what was waiting), and nothing ran.
+    assert len(loop._callbacks) == 0
+    assert ran == []
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.start()
+
+
+def test_add_future_runs_in_the_context_captured_at_add_future(loop: IOLoop) -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    future: Future[int] = Future()
+    seen: list[str] = []
+    var.set("at add_future")
+    loop.add_future(future, lambda f: (seen.append(var.get()), loop.stop()))
+    var.set("later")
+
+    def complete() -> None:
+        var.set("completing thread")
+        future.set_result(1)
+
+    threading.Timer(0.01, complete).start()
+    loop.start()
+    assert seen == ["at add_future"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [OSError(errno.EPIPE, "Broken pipe"), BrokenPipeError(), OSError(errno.EPIPE)],
+    ids=["oserror", "brokenpipe", "one-arg"],
+)
+def test_a_handler_raising_epipe_is_not_an_error(
+    loop: IOLoop,
+    pair: tuple[socket.socket, socket.socket],
+    error: OSError,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Tornado 4.5 ignores EPIPE from a handler: the client went away.
+    a, b = pair
+    calls: list[int] = []
+
+    def handler(fd: int, events: int) -> None:
+        calls.append(fd)
+        loop.remove_handler(fd)
+        loop.stop()
+        raise error
+
+    loop.add_handler(a.fileno(), handler, IOLoop.READ)
+    b.send(b"x")
+    with caplog.at_level(logging.ERROR, logger="loopmon"):
+        loop.start()
+    assert calls == [a.fileno()]
+    assert loop.stats().error_count == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_add_future(loop: IOLoop) -> None:
@@ -406,12 +473,72 @@ def test_remove_timeout_and_compaction() -> None:
     for h in handles[:1900]:
         loop.remove_timeout(h)
         loop.remove_timeout(h)  # twice is harmless
-    assert len(loop._timers._heap) < 1000  # compacted, not 2000 dead entries
+    assert len(loop._timers.heap) < 1000  # compacted, not 2000 dead entries
     assert len(loop._timers) == 100
     clock.advance(1)
     run_one_pass(loop)
     assert got == list(range(1900, 2000))
     loop.close()
+
+
+class RecordingPoller:
+    """Wraps a loop's poller: records every poll's timeout and, on a fake clock, sleeps by
+    advancing it, so a loop that spins shows as polls with timeout 0 that never end."""
+
+    def __init__(self, loop: IOLoop, clock: FakeClock, max_polls: int = 200) -> None:
+        self.loop = loop
+        self.clock = clock
+        self.real = loop._poller.poll
+        self.polls: list[tuple[float, float | None, float | None]] = []
+        self.max_polls = max_polls
+        loop._poller.poll = self.poll  # type: ignore[method-assign]
+
+    def live_head(self) -> float | None:
+        live = [t.deadline for _, _, t in self.loop._timers.heap if t.callback is not None]
+        return min(live) if live else None
+
+    def poll(self, timeout: float | None) -> list[tuple[int, int]]:
+        self.polls.append((self.clock.now, timeout, self.live_head()))
+        if len(self.polls) >= self.max_polls:
+            self.loop.stop()
+        events = self.real(0)
+        if timeout and not events:
+            self.clock.advance(timeout)
+        return events
+
+
+@pytest.mark.parametrize("pattern", ["burst", "periodic"])
+def test_compaction_while_running_never_leaves_the_loop_spinning(pattern: str) -> None:
+    # The running loop holds the timer heap's list: a compaction that rebound it left the loop
+    # reading a stale head (a timer that had fired) as due, and polling with timeout 0 forever.
+    clock = FakeClock()
+    loop = IOLoop(make_current=False, time_func=clock)
+    recorder = RecordingPoller(loop, clock)
+    compactions: list[float] = []
+
+    def arm_and_cancel(n: int) -> None:
+        size = len(loop._timers.heap)
+        for h in [loop.call_later(30.0, lambda: None) for _ in range(n)]:
+            loop.remove_timeout(h)
+        if len(loop._timers.heap) < size + n:
+            compactions.append(clock.now)
+
+    if pattern == "burst":
+        loop.call_later(0.05, lambda: None)  # live, and the head when the compaction runs
+        loop.add_callback(arm_and_cancel, 600)
+    else:
+        # A server's request timeouts: a periodic callback arms and cancels 60 every 20 ms.
+        PeriodicCallback(lambda: arm_and_cancel(60), 20, io_loop=loop).start()
+    loop.call_later(3.0, loop.stop)
+    loop.start()
+    loop.close()
+    assert compactions, "the test never compacted the heap"
+    after = [p for p in recorder.polls if p[0] > compactions[0]]
+    assert after and clock.now >= 3.0 + 1000.0 - 1e-9, "the loop stopped early: it spun"
+    for now, timeout, head in after:
+        assert timeout is not None and head is not None
+        assert timeout > 0, f"polled with timeout 0 at {now} with the next timer at {head}"
+        assert timeout == pytest.approx(head - now, abs=1e-9)
 
 
 def test_a_timer_cancelled_by_one_due_in_the_same_pass_does_not_run() -> None:
@@ -724,12 +851,24 @@ def test_the_alarm_watchdog_falls_back_to_a_thread_off_the_main_thread() -> None
     loop.close()
 
 
-def test_blocking_signal_threshold_is_an_alias(loop: IOLoop) -> None:
-    loop.set_blocking_signal_threshold(1.0)
-    assert loop._stall_threshold == 1.0
-    loop.set_blocking_signal_threshold(0.5, lambda signum, frame: None)  # Tornado's signature
+def test_blocking_signal_threshold_calls_its_action_after_a_stall() -> None:
+    clock = FakeClock()
+    loop = IOLoop(make_current=False, time_func=clock)
+    calls: list[tuple[int, object, int]] = []
+    loop.set_blocking_signal_threshold(
+        0.5, lambda signum, frame: calls.append((signum, frame, loop.stats().stall_count))
+    )
     assert loop._stall_threshold == 0.5
+    loop.add_callback(clock.advance, 0.2)  # quick: no action
+    loop.add_callback(clock.advance, 0.7)  # a stall
+    run_one_pass(loop)
+    # Called once, on the loop thread, after the stall was recorded.
+    assert calls == [(signal.SIGALRM, None, 1)]
     loop.set_blocking_signal_threshold(None)
+    loop.add_callback(clock.advance, 5.0)
+    run_one_pass(loop)
+    assert len(calls) == 1
+    loop.close()
 
 
 # -- signals -------------------------------------------------------------------------------

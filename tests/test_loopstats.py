@@ -78,3 +78,23 @@ def test_handler_time_is_exact_and_kept_apart_from_the_readiness_counts() -> Non
         loop.close()
         a.close()
         b.close()
+
+
+def test_no_special_cell_can_be_indexed_by_a_delivered_mask() -> None:
+    # The dispatch counts an event with ``cells[events & 31] += 1`` in the same list that holds
+    # the handler, its object, its time and its registration poll: a mask that reached one of
+    # those cells would overwrite the handler with an int. Every mask a poller may deliver is
+    # a non-empty combination of READ, WRITE and ERROR's two bits.
+    from itertools import combinations
+
+    from loopmon.loopstats import HANDLER, HANDLER_TIME, OBJ, REGISTERED
+
+    special = {HANDLER_TIME, OBJ, HANDLER, REGISTERED}
+    assert len(special) == 4
+    bits = (READ, WRITE, 0x008, 0x010)  # ERROR is EPOLLERR | EPOLLHUP
+    assert ERROR == 0x008 | 0x010
+    delivered = {sum(combo) for n in range(1, len(bits) + 1) for combo in combinations(bits, n)}
+    for mask in delivered:
+        assert mask & 31 == mask and mask & 31 not in special, mask
+    stat = FdStat(3, READ, 0.0)
+    assert len(stat.ready) == 32 and all(cell < 32 for cell in special)
