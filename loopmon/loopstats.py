@@ -19,12 +19,12 @@ misses saved, with 100 and with 1,000 busy connections alike.) The frozen side
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any
 
 from loopmon.events import ERROR, READ, WRITE
-from loopmon.snapshot import LAG_BUCKETS, LagHistogram
+from loopmon.histogram import NBUCKETS, bucket_of
+from loopmon.snapshot import LagHistogram
 
 # Cells of FdStat.ready that hold no readiness count (see the module's docstring).
 HANDLER_TIME = 0
@@ -123,17 +123,17 @@ class FdStat:
 
 
 class LagRecorder:
-    """Histogram of a probe timer's lateness, in the buckets of ``snapshot.LAG_BUCKETS``."""
+    """Histogram of a probe timer's lateness, in ``loopmon.histogram``'s buckets."""
 
     __slots__ = ("counts", "max_s")
 
     def __init__(self) -> None:
-        self.counts = [0] * (len(LAG_BUCKETS) + 1)
+        self.counts = [0] * NBUCKETS
         self.max_s = 0.0
 
     def record(self, lateness: float) -> None:
         lateness = max(lateness, 0.0)
-        self.counts[bisect_left(LAG_BUCKETS, lateness)] += 1
+        self.counts[bucket_of(lateness)] += 1
         self.max_s = max(self.max_s, lateness)
 
     def freeze(self) -> LagHistogram:

@@ -22,7 +22,7 @@ from loopmon.ioloop import IOLoop
 from loopmon.loadgen import count, raise_fd_limit
 from loopmon.mailbox import Mailbox
 from loopmon.runner import LoopRunner
-from loopmon.snapshot import LoopFigures, Snapshot
+from loopmon.snapshot import LagWindow, LoopFigures, Snapshot
 
 __all__ = [
     "StatusPrinter",
@@ -104,20 +104,26 @@ def status_line(
     bytes_in: int,
     bytes_out: int,
     turned_away: int = 0,
+    lag: LagWindow | None = None,
 ) -> str:
     """One compact line for the last interval: ``bytes_in``/``bytes_out`` were moved during
     ``interval.span_s``; ``connections`` and ``queue_bytes`` are as of now; ``turned_away``
     connections were closed at once (over --max-connections, or an fd the poller cannot
-    watch) during the interval, and are mentioned only when there were some."""
+    watch) during the interval, and are mentioned only when there were some; ``lag`` is the
+    loop's lag over the window it names (n/a before a sample falls in it)."""
     span = interval.span_s
     rate_in = bytes_in / span if span > 0 else 0.0
     rate_out = bytes_out / span if span > 0 else 0.0
-    lag_ms = interval.lag.quantile(0.99) * 1000
+    if lag is None or lag.p99_s is None:
+        lag_text = "lag p99 n/a"
+    else:
+        lag_text = f"lag p99 {lag.p99_s * 1000:.2f} ms (last {lag.window_s:.0f} s)"
     return (
         f"{connections} conns | {interval.events_per_s:,.0f} events/s | "
         f"in {format_bytes(rate_in)}/s out {format_bytes(rate_out)}/s | "
         f"queued {format_bytes(queue_bytes)} | busy {interval.utilization:.0%} | "
-        f"lag p99 {lag_ms:.1f} ms" + (f" | {turned_away:,} turned away" if turned_away > 0 else "")
+        + lag_text
+        + (f" | {turned_away:,} turned away" if turned_away > 0 else "")
     )
 
 
@@ -178,6 +184,7 @@ class StatusPrinter:
             snapshot.bytes_in - printed.bytes_in,
             snapshot.bytes_out - printed.bytes_out,
             turned_away(snapshot) - self._turned_away,
+            snapshot.lag,
         )
         self._printed = snapshot
         self._turned_away = turned_away(snapshot)

@@ -9,55 +9,42 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-# Upper bounds (seconds) of the loop-lag histogram buckets; the last bucket is open-ended.
-LAG_BUCKETS: tuple[float, ...] = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-)
-
 
 @dataclass(frozen=True, slots=True)
 class LagHistogram:
-    """Counts of probe-timer lateness; ``counts[i]`` holds samples <= ``LAG_BUCKETS[i]``,
-    the extra last slot those above the largest bound."""
+    """Counts of probe-timer lateness, cumulative, in ``loopmon.histogram``'s buckets
+    (``counts[histogram.bucket_of(s)]``; empty when nothing was recorded), and the largest
+    lateness seen. Quantiles come from ``histogram.quantile(counts, q, max_s)``."""
 
-    counts: tuple[int, ...] = (0,) * (len(LAG_BUCKETS) + 1)
+    counts: tuple[int, ...] = ()
     max_s: float = 0.0
 
     @property
     def total(self) -> int:
         return sum(self.counts)
 
-    def quantile(self, q: float) -> float:
-        """Upper bound of the bucket holding quantile ``q`` (0..1); 0.0 with no samples.
-        Samples past the last bound report the largest lateness seen."""
-        total = self.total
-        if total == 0:
-            return 0.0
-        rank = q * total
-        seen = 0
-        for i, n in enumerate(self.counts):
-            seen += n
-            if seen >= rank and n:
-                return LAG_BUCKETS[i] if i < len(LAG_BUCKETS) else self.max_s
-        return self.max_s
-
     def minus(self, earlier: LagHistogram) -> LagHistogram:
         """The samples taken since ``earlier`` (max is the running max, not the interval's)."""
+        if not earlier.counts:
+            return self
+        if not self.counts:
+            return LagHistogram((), self.max_s)
         return LagHistogram(
             tuple(a - b for a, b in zip(self.counts, earlier.counts, strict=True)), self.max_s
         )
+
+
+@dataclass(frozen=True, slots=True)
+class LagWindow:
+    """The loop's lag over the last ``window_s`` seconds, the figure every view shows (the
+    probe fires ten times a second, so one snapshot interval holds one sample at most).
+    Quantiles are None while no sample falls in the window."""
+
+    p50_s: float | None = None
+    p99_s: float | None = None
+    max_s: float | None = None  # the top of the highest bucket holding a sample, capped
+    window_s: float = 0.0  # what the figures really cover (up to the window asked for)
+    samples: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +174,7 @@ class Snapshot:
     queue_bytes: int = 0  # sum over connections
     bytes_in: int = 0  # totals over the server's life
     bytes_out: int = 0
+    lag: LagWindow = field(default_factory=LagWindow)
     alive: bool = True  # False once the loop thread has died
     error: str = ""  # why it died
     # The producer's session: ids (listeners, connections) are unique within it, across loop

@@ -14,17 +14,24 @@ from collections.abc import Mapping
 from operator import itemgetter
 from typing import Any, Protocol
 
+from loopmon import histogram
 from loopmon.events import READ, WRITE
 from loopmon.ioloop import IOLoop, PeriodicCallback
 from loopmon.loopstats import HandlerError, Stall
 from loopmon.mailbox import Mailbox
 from loopmon.snapshot import (
     ConnectionRow,
+    LagHistogram,
+    LagWindow,
     ListenerRow,
     LoopEvent,
     LoopFigures,
     Snapshot,
 )
+
+# Lag quantiles are taken over this long: the probe fires ten times a second, so a snapshot
+# interval holds one sample at most, and 100 samples make a p99 worth reading.
+LAG_WINDOW_S = 10.0
 
 _new_row = tuple.__new__
 _ROW = itemgetter(1)  # the row in a tracked entry
@@ -56,6 +63,7 @@ class Telemetry:
         *,
         max_share: float = 0.02,
         session: str = "",
+        lag_window_s: float = LAG_WINDOW_S,
     ) -> None:
         if hz <= 0:
             raise ValueError("telemetry rate must be positive")
@@ -64,6 +72,7 @@ class Telemetry:
         self.mailbox = mailbox
         self.hz = hz
         self.session = session
+        self._lag_window = histogram.Window(lag_window_s)
         self._seq = itertools.count(1)
         self._started = loop.time()
         self._prev_at = self._started
@@ -142,6 +151,7 @@ class Telemetry:
                 poll_s=totals.poll_s,
                 lag=totals.lag,
             ),
+            lag=self._lag(now, totals.lag),
             listeners=server.listener_rows() if server is not None else (),
             connections=rows,
             events=tuple(self._pending),
@@ -157,6 +167,16 @@ class Telemetry:
         # On the loop's clock, like everything telemetry compares it with.
         self.build_seconds = loop.time() - now
         return snapshot
+
+    def _lag(self, now: float, lag: LagHistogram) -> LagWindow:
+        counts, covered = self._lag_window.update(now, lag.counts)
+        return LagWindow(
+            p50_s=histogram.quantile(counts, 0.5, lag.max_s),
+            p99_s=histogram.quantile(counts, 0.99, lag.max_s),
+            max_s=histogram.highest(counts, lag.max_s),
+            window_s=covered,
+            samples=sum(counts),
+        )
 
     def _connection_rows(self, now: float, since: float) -> tuple[ConnectionRow, ...]:
         # Runs 25 times a second over up to 10,000 connections on the loop thread, and each

@@ -341,23 +341,19 @@ def test_load_cannot_connect_exits_2_with_one_line() -> None:
 
 def test_status_line_from_loop_figures() -> None:
     from loopmon.serve import status_line
-    from loopmon.snapshot import LagHistogram, LoopFigures
+    from loopmon.snapshot import LagWindow, LoopFigures
 
-    interval = LoopFigures(
-        span_s=2.0,
-        events=50_000,
-        busy_s=0.5,
-        poll_s=1.5,
-        lag=LagHistogram((0, 0, 0, 4, *([0] * 10))),
-    )
-    line = status_line(interval, 12, 2_500_000, 4_000_000, 3_000_000)
+    interval = LoopFigures(span_s=2.0, events=50_000, busy_s=0.5, poll_s=1.5)
+    lag = LagWindow(p50_s=0.0004, p99_s=0.00137, max_s=0.002, window_s=9.8, samples=98)
+    line = status_line(interval, 12, 2_500_000, 4_000_000, 3_000_000, lag=lag)
     assert line == (
         "12 conns | 25,000 events/s | in 2.0 MB/s out 1.5 MB/s | queued 2.5 MB | busy 25% | "
-        "lag p99 1.0 ms"
+        "lag p99 1.37 ms (last 10 s)"
     )
     assert STATUS.match(line)
-    turned = status_line(interval, 12, 0, 0, 0, turned_away=1500)
-    assert turned.endswith("lag p99 1.0 ms | 1,500 turned away") and STATUS.match(turned)
+    turned = status_line(interval, 12, 0, 0, 0, turned_away=1500, lag=lag)
+    assert turned.endswith("(last 10 s) | 1,500 turned away") and STATUS.match(turned)
+    assert status_line(interval, 1, 0, 0, 0).endswith("lag p99 n/a")
 
 
 def test_serve_says_when_it_turns_connections_away(served: list[Served]) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from loopmon.events import ERROR, READ, WRITE
-from loopmon.ioloop import IOLoop
+from loopmon.ioloop import IOLoop, PeriodicCallback
 from loopmon.mailbox import Mailbox
 from loopmon.snapshot import ListenerRow
 from loopmon.telemetry import Telemetry
@@ -262,3 +262,62 @@ def test_telemetry_skips_ticks_to_bound_its_share(world) -> None:  # type: ignor
     assert telemetry.skipped == 2
     snap, _, _ = telemetry.mailbox.take()
     assert snap is not None and snap.interval.span_s == pytest.approx(2.5)
+
+
+def test_lag_is_the_quantile_of_the_last_ten_seconds_of_probe_samples() -> None:
+    # The loop's own probe, on a fake clock whose polls oversleep by a scripted amount: the
+    # snapshot's lag must be the samples' quantile over the window it names, not a bucket bound.
+    import random
+
+    from loopmon.loopstats import LagRecorder
+    from tests.test_histogram import true_quantile
+    from tests.test_ioloop import RecordingPoller
+
+    clock = FakeClock(0.0)
+    loop = IOLoop(make_current=False, time_func=clock)
+    box = Mailbox()
+    telemetry = Telemetry(loop, None, box, hz=25.0)
+    rng = random.Random(7)
+    recorder = RecordingPoller(loop, clock, max_polls=10**6)
+    real_poll = recorder.poll
+
+    def oversleeping_poll(timeout: float | None) -> list[tuple[int, int]]:
+        events = real_poll(timeout)
+        if timeout:
+            clock.advance(rng.choice((0.00002, 0.0003, 0.0011, 0.0042, 0.02)) * rng.random())
+        return events
+
+    loop._poller.poll = oversleeping_poll  # type: ignore[method-assign]
+    samples: list[tuple[float, float]] = []
+
+    class Spy(LagRecorder):  # the probe's own samples, kept to compare
+        def record(self, lateness: float) -> None:
+            samples.append((clock.now, lateness))
+            super().record(lateness)
+
+    loop._lag = Spy()
+    snaps = []
+    box_take = box.take
+
+    def collect() -> None:
+        snap, _, _ = box_take()
+        if snap is not None:
+            snaps.append(snap)
+
+    telemetry.start()
+    PeriodicCallback(collect, 1000, io_loop=loop).start()
+    loop.call_later(25.0, loop.stop)
+    loop.start()
+    telemetry.stop()
+    assert len(snaps) >= 20
+    for snap in snaps[12:]:
+        lag = snap.lag
+        window = [s for t, s in samples if snap.taken_at - lag.window_s < t <= snap.taken_at]
+        assert 9.4 <= lag.window_s <= 10.0
+        assert abs(lag.samples - len(window)) <= 1
+        for q, got in ((0.5, lag.p50_s), (0.99, lag.p99_s)):
+            want = true_quantile(window, q)
+            assert got is not None
+            assert abs(got - want) <= max(0.1 * want, 10e-6), (q, got, want)
+    loop.close()
+    box.close()

@@ -22,7 +22,7 @@ class HealthPlots(PlotPanel):
         self.events_plot = g.addPlot(row=0, col=0, title="events / s")
         self.iterations_plot = g.addPlot(row=1, col=0, title="iterations / s")
         self.util_plot = g.addPlot(row=2, col=0, title="utilization %")
-        self.lag_plot = g.addPlot(row=3, col=0, title="lag (ms)")
+        self.lag_plot = g.addPlot(row=3, col=0, title="lag (ms), p50 and p99 over the last 10 s")
         plots = (self.events_plot, self.iterations_plot, self.util_plot, self.lag_plot)
         for i, plot in enumerate(plots):
             time_axis(plot, label=i == len(plots) - 1)

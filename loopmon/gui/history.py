@@ -6,15 +6,13 @@ columns once (``ConnectionColumns``) and every per-fd update is a numpy scatter.
 
 from __future__ import annotations
 
-import dataclasses
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 
 import numpy as np
 
-from loopmon.snapshot import LagHistogram, Snapshot
+from loopmon.snapshot import Snapshot
 
 WINDOW_S = 60.0
 
@@ -66,8 +64,9 @@ class Rates:
     events_per_s: float = 0.0
     iterations_per_s: float = 0.0
     utilization: float = 0.0  # 0..1
-    lag_p50_s: float = 0.0
-    lag_p99_s: float = 0.0
+    lag_p50_s: float | None = None  # over the producer's lag window (None: no sample in it)
+    lag_p99_s: float | None = None
+    lag_window_s: float = 0.0
 
 
 HEALTH_FIELDS = ("t", "events", "iterations", "utilization", "lag_p50", "lag_p99", "queue")
@@ -81,33 +80,15 @@ class HealthHistory:
     nothing; after a restart (totals start again) the snapshot's own interval is used.
     """
 
-    # The lag probe fires ~10 times a second and snapshots come 25 times: one interval holds
-    # zero or one sample, so lag quantiles are taken over the last second of snapshots.
-    LAG_WINDOW_S = 1.0
-
     def __init__(self, capacity: int = 8192) -> None:
         self.ring = SeriesRing(capacity, HEALTH_FIELDS)
         self._previous: Snapshot | None = None
-        self._lag_marks: deque[tuple[float, LagHistogram]] = deque()
         self.latest = Rates()
 
     def clear(self) -> None:
         self.ring.clear()
         self._previous = None
-        self._lag_marks.clear()
         self.latest = Rates()
-
-    def _lag_over_window(self, snap: Snapshot) -> LagHistogram | None:
-        marks = self._lag_marks
-        if marks and snap.taken_at < marks[-1][0]:
-            marks.clear()  # another clock (a restarted loop)
-        marks.append((snap.taken_at, snap.totals.lag))
-        while len(marks) > 2 and snap.taken_at - marks[1][0] >= self.LAG_WINDOW_S:
-            marks.popleft()
-        if len(marks) < 2:
-            return None
-        lag = snap.totals.lag.minus(marks[0][1])
-        return lag if lag.total >= 0 and min(lag.counts) >= 0 else None
 
     def record(self, snapshot: Snapshot) -> Rates:
         prev = self._previous
@@ -115,11 +96,6 @@ class HealthHistory:
             self.ring.clear()  # a different clock: the old samples cannot share the axis
             prev = None
         rates = self._rates(prev, snapshot)
-        lag = self._lag_over_window(snapshot)
-        if lag is not None:
-            rates = dataclasses.replace(
-                rates, lag_p50_s=lag.quantile(0.5), lag_p99_s=lag.quantile(0.99)
-            )
         self._previous = snapshot
         self.latest = rates
         self.ring.append(
@@ -128,8 +104,8 @@ class HealthHistory:
                 rates.events_per_s,
                 rates.iterations_per_s,
                 rates.utilization * 100.0,
-                rates.lag_p50_s * 1e3,
-                rates.lag_p99_s * 1e3,
+                _ms(rates.lag_p50_s),
+                _ms(rates.lag_p99_s),
                 float(snapshot.queue_bytes),
             )
         )
@@ -146,9 +122,16 @@ class HealthHistory:
             events_per_s=interval.events_per_s,
             iterations_per_s=interval.iterations_per_s,
             utilization=interval.utilization,
-            lag_p50_s=interval.lag.quantile(0.5),
-            lag_p99_s=interval.lag.quantile(0.99),
+            # The producer's figure over its window (a snapshot interval holds one sample of
+            # the 10 Hz probe at most), the same the status line of serve prints.
+            lag_p50_s=snap.lag.p50_s,
+            lag_p99_s=snap.lag.p99_s,
+            lag_window_s=snap.lag.window_s,
         )
+
+
+def _ms(seconds: float | None) -> float:
+    return float("nan") if seconds is None else seconds * 1e3  # NaN: a gap in the plot
 
 
 class ConnectionColumns:

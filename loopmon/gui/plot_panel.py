@@ -80,5 +80,7 @@ def time_axis(plot: pg.PlotItem, label: bool = True) -> None:
 
 def fit_y(plot: pg.PlotItem, *series: np.ndarray, floor: float = 1.0) -> None:
     """Show 0 .. a little above the largest value (at least ``floor``)."""
-    top = max((float(np.nanmax(s)) for s in series if len(s)), default=0.0)
+    # NaN marks a gap (no lag sample in the window yet): it is no value to fit.
+    finite = [s[np.isfinite(s)] for s in series]
+    top = max((float(s.max()) for s in finite if len(s)), default=0.0)
     plot.setYRange(0, max(top * 1.12, floor), padding=0)

@@ -39,7 +39,11 @@ class StatusStrip(QWidget):
             ("connections", "open connections"),
             ("events", "events dispatched per second"),
             ("utilization", "share of time the loop was busy rather than waiting in poll"),
-            ("lag", "lateness of the loop's probe timer, median and 99th percentile"),
+            (
+                "lag",
+                "lateness of the loop's probe timer (ten samples a second), median and 99th "
+                "percentile over the window shown",
+            ),
             ("age", "how old the last snapshot from the loop is"),
             ("paused", "the views are frozen; the loop runs on"),
         ):
@@ -64,9 +68,13 @@ class StatusStrip(QWidget):
         lb["connections"].setText(f"{len(snapshot.connections)} conn")
         lb["events"].setText(f"{units.rate(rates.events_per_s)} ev/s")
         lb["utilization"].setText(f"util {rates.utilization:.0%}")
-        lb["lag"].setText(
-            f"lag p50 {units.lag(rates.lag_p50_s)} / p99 {units.lag(rates.lag_p99_s)}"
-        )
+        if rates.lag_p50_s is None or rates.lag_p99_s is None:
+            lb["lag"].setText("lag n/a")
+        else:
+            lb["lag"].setText(
+                f"lag p50 {units.lag(rates.lag_p50_s)} / p99 {units.lag(rates.lag_p99_s)}"
+                f" (last {rates.lag_window_s:.0f} s)"
+            )
         if not snapshot.alive:
             lb["backend"].setText(f"loop died: {snapshot.error or 'unknown reason'}")
             lb["backend"].setStyleSheet(RED)

@@ -19,6 +19,7 @@ from loopmon.events import ERROR, READ, WRITE
 from loopmon.snapshot import (
     ConnectionRow,
     LagHistogram,
+    LagWindow,
     ListenerRow,
     LoopEvent,
     LoopFigures,
@@ -230,12 +231,16 @@ class FakeRunner:
             listeners=tuple(self.listeners.values()),
             connections=tuple(self.connections),
             queue_bytes=sum(c.queue_bytes for c in self.connections),
+            lag=LAG,
         )
         values.update(overrides)
         return Snapshot(**values)
 
     def publish(self, snapshot: Snapshot | None = None, events: Iterable[LoopEvent] = ()) -> None:
         self.mailbox.post(snapshot if snapshot is not None else self.snapshot(), events)
+
+
+LAG = LagWindow(p50_s=0.00012, p99_s=0.00085, max_s=0.0009, window_s=10.0, samples=100)
 
 
 def figures(span_s: float = 0.04, **overrides: Any) -> LoopFigures:
@@ -246,7 +251,7 @@ def figures(span_s: float = 0.04, **overrides: Any) -> LoopFigures:
         callbacks=int(span_s * 100),
         busy_s=span_s * 0.3,
         poll_s=span_s * 0.7,
-        lag=LagHistogram(counts=(0, 2, 5, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), max_s=0.0008),
+        lag=LagHistogram(counts=(0, 2, 5, 1), max_s=0.0008),
     )
     values.update(overrides)
     return LoopFigures(**values)
@@ -320,6 +325,7 @@ def snapshot(seq: int = 1, taken_at: float = 1000.0, **overrides: Any) -> Snapsh
         totals=figures(span_s=taken_at - 900.0),
         listeners=listeners(10000),
         connections=(),
+        lag=LAG,
     )
     values.update(overrides)
     snap = Snapshot(**values)
