@@ -15,6 +15,7 @@ append, then a coalesced wake of the poll through a ``Waker``) and ``stop``.
 
 from __future__ import annotations
 
+import builtins
 import collections
 import contextvars
 import datetime
@@ -51,7 +52,11 @@ from loopmon.timers import Timeout, TimerQueue
 from loopmon.waker import Waker
 from loopmon.watchdog import Heartbeat, Watchdog, describe
 
-__all__ = ["IOLoop", "PeriodicCallback", "Timeout"]
+__all__ = ["IOLoop", "PeriodicCallback", "Timeout", "TimeoutError"]
+
+# Tornado 4.5 names its own ``tornado.ioloop.TimeoutError``, which ``run_sync`` raises; code
+# written for it imports that name. Here it is the built-in, so either name catches it.
+TimeoutError = builtins.TimeoutError
 
 log = logging.getLogger("loopmon")
 
@@ -94,7 +99,8 @@ class IOLoop:
         if IOLoop._instance is None:
             with IOLoop._instance_lock:
                 if IOLoop._instance is None:
-                    IOLoop._instance = IOLoop(make_current=False)
+                    # As Tornado 4.5: it becomes this thread's current loop if there is none.
+                    IOLoop._instance = IOLoop()
         return IOLoop._instance
 
     @staticmethod
@@ -286,7 +292,9 @@ class IOLoop:
     ) -> None:
         """``add_callback`` for a signal handler: when the loop runs on the main thread the
         C-level handler has already written to the loop's wakeup fd, so only append."""
-        self._enqueue(_copy_context(), callback, args, kwargs, self._signal_pipe is None)
+        # A fresh context, as Tornado's NullContext: the callback must not pick up the
+        # context of whatever code the signal interrupted.
+        self._enqueue(contextvars.Context(), callback, args, kwargs, self._signal_pipe is None)
 
     def spawn_callback(self, callback: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """``add_callback`` without the caller's context: the callback starts in a fresh one."""
@@ -459,7 +467,9 @@ class IOLoop:
                         hb.started = t
                         hb.what = timer_cb
                         try:
-                            timeout.context.run(timer_cb, *timeout.args)
+                            ret = timeout.context.run(timer_cb, *timeout.args)
+                            if ret is not None:
+                                self._watch_result(ret)
                         except Exception:
                             self._callback_failed(timer_cb, timeout.args, t)
                         t2 = clock()
@@ -617,20 +627,25 @@ class IOLoop:
         future: Future[Any] = Future()
 
         def step(value: Any = None) -> None:
-            try:
-                yielded = coro.send(value)
-            except StopIteration as stop:
-                future.set_result(stop.value)
-                return
-            except BaseException as exc:
-                future.set_exception(exc)
-                return
-            if yielded is None:
-                self.add_callback(step)
-            elif callable(getattr(yielded, "add_done_callback", None)):
-                self.add_future(yielded, lambda _: step())
-            else:
-                coro.throw(TypeError(f"cannot wait for {yielded!r} on an IOLoop"))
+            error: BaseException | None = None
+            while True:
+                try:
+                    yielded = coro.send(value) if error is None else coro.throw(error)
+                except StopIteration as stop:
+                    future.set_result(stop.value)
+                    return
+                except BaseException as exc:
+                    future.set_exception(exc)
+                    return
+                if yielded is None:
+                    self.add_callback(step)
+                    return
+                if callable(getattr(yielded, "add_done_callback", None)):
+                    self.add_future(yielded, lambda _: step())
+                    return
+                # Thrown into the coroutine, as Tornado's BadYieldError is: it may catch it
+                # and go on, and if it does not, its future fails instead of never resolving.
+                error = TypeError(f"cannot wait for {yielded!r} on an IOLoop")
 
         step()
         return future
@@ -672,7 +687,9 @@ class IOLoop:
         """Called with the exception live in ``sys.exc_info()``; the default logs it."""
         if isinstance(callback, tuple) and len(callback) == 2:
             fdno, _ = self.split_fd(callback[0])
-            log.error("Exception in handler for fd %s: %r", fdno, callback[1], exc_info=True)
+            # Tornado 4.5's words for a handler, (fd object, handler), so a log filter written
+            # for Tornado matches; the fd number is added.
+            log.error("Exception in callback %r (fd %s)", callback, fdno, exc_info=True)
         else:
             log.error("Exception in callback %r", callback, exc_info=True)
 
@@ -957,15 +974,18 @@ class PeriodicCallback:
     def is_running(self) -> bool:
         return self._running
 
-    def _run(self) -> None:
+    def _run(self) -> Any:
         if not self._running:
-            return
+            return None
         try:
-            self.callback()
+            # Returned so that a coroutine or future it gives back is run and watched, as for
+            # any timer (Tornado 4.5's PeriodicCallback does the same).
+            return self.callback()
         except Exception:
             self._loop().handle_callback_exception(self.callback)
         finally:
             self._schedule_next()
+        return None
 
     def _schedule_next(self) -> None:
         if not self._running:

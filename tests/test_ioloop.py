@@ -1059,6 +1059,8 @@ def test_current_and_make_current() -> None:
     IOLoop.clear_current()
     assert IOLoop.current(instance=False) is None
     assert IOLoop.current() is IOLoop.instance()
+    assert IOLoop.current(instance=False) is IOLoop.instance()  # it became current (4.5)
+    IOLoop.clear_current()
     seen: list[IOLoop | None] = []
     first.add_callback(lambda: (seen.append(IOLoop.current()), first.stop()))
     first.start()

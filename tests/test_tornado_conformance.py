@@ -32,8 +32,9 @@ Intended divergences, tested as loopmon behaves: run_sync of a plain value retur
 (test_sync_result); PeriodicCallback binds the current loop at start(), as Tornado 5 does
 (test_periodic_callback_binds_the_loop_at_start).
 
-xfail(strict=True), so each turns into a failure once fixed and its marker must go: the KNOWN_*
-reasons are bugs being fixed; the other reasons are divergences from 4.5 this port found.
+Every divergence this port found (EPIPE from a handler, add_future's context, spinning after a
+compaction, timers' returned coroutines, add_callback_from_signal's context, instance() becoming
+current, ioloop.TimeoutError, a bad yield after the first await) is fixed; its test stays.
 
 The fake clock's poller wrapper replaces the loop's private ``_poller``: loopmon has no public
 way to give a loop another poller.
@@ -64,38 +65,6 @@ from loopmon.ioloop import IOLoop, PeriodicCallback
 from tests.loop_helpers import BACKENDS, FakeClock
 
 REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="none")
-
-KNOWN_EPIPE = "known bug, being fixed: a handler raising OSError(EPIPE) must be ignored (4.5)"
-KNOWN_ADD_FUTURE_CONTEXT = (
-    "known bug, being fixed: add_future's callback must run in the context captured at "
-    "add_future, not in that of the thread completing the future"
-)
-KNOWN_COMPACTION_SPIN = (
-    "known bug, being fixed: timers compacted while the loop runs must not make it spin"
-)
-TIMER_RESULTS = (
-    "diverges from 4.5: a timer's callback (call_later, add_timeout, PeriodicCallback) that "
-    "returns a coroutine or a future is not run/watched; 4.5 runs timeouts through "
-    "_run_callback like add_callback's, and PeriodicCallback._run returns self.callback()"
-)
-SIGNAL_CONTEXT = (
-    "diverges from 4.5: add_callback_from_signal captures the interrupted code's context; "
-    "4.5 runs it under stack_context.NullContext (loopmon: a fresh contextvars.Context)"
-)
-INSTANCE_CURRENT = (
-    "diverges from 4.5: instance() creates its loop with make_current=False; 4.5 creates it "
-    "with IOLoop(), which becomes current on a thread that has none"
-)
-DRIVE_BAD_YIELD = (
-    "diverges from 4.5: a coroutine that awaits a non-future after its first await never "
-    "finishes (IOLoop._drive's coro.throw is outside its try); 4.5's gen.Runner throws "
-    "BadYieldError into it and its future fails"
-)
-NEVER_AWAITED = "ignore:coroutine .* was never awaited:RuntimeWarning"
-NO_TIMEOUT_ERROR = (
-    "diverges from 4.5: loopmon.ioloop has no TimeoutError (4.5: tornado.ioloop.TimeoutError, "
-    "which its tests import next to IOLoop)"
-)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -785,7 +754,6 @@ def test_a_raising_handler_is_logged(
         b.close()
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_EPIPE)
 @pytest.mark.parametrize("how", ["real send", "raised"])
 def test_a_handler_raising_epipe_is_ignored(io_loop: IOLoop, waiter: Waiter, how: str) -> None:
     # 4.5: except (OSError, IOError) as e: if errno_from_exception(e) == errno.EPIPE: pass
@@ -830,7 +798,6 @@ def test_a_handler_raising_another_oserror_is_reported(io_loop: IOLoop, waiter: 
         b.close()
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_COMPACTION_SPIN)
 def test_timers_compacted_while_running_do_not_make_the_loop_spin(io_loop: IOLoop) -> None:
     # remove_timeout during a pass, by the hundred: the heap is cleaned up under the running
     # loop; the timer that fires next must not leave the loop polling with timeout 0.
@@ -855,8 +822,6 @@ def test_a_timeout_returning_a_non_future_is_ignored(io_loop: IOLoop, waiter: Wa
     waiter.wait()
 
 
-@pytest.mark.xfail(strict=True, reason=TIMER_RESULTS)
-@pytest.mark.filterwarnings(NEVER_AWAITED)
 def test_a_timeout_returning_a_coroutine_runs_it(io_loop: IOLoop, waiter: Waiter) -> None:
     ran: list[str] = []
 
@@ -869,7 +834,6 @@ def test_a_timeout_returning_a_coroutine_runs_it(io_loop: IOLoop, waiter: Waiter
     assert ran == ["coroutine"]
 
 
-@pytest.mark.xfail(strict=True, reason=TIMER_RESULTS)
 def test_a_timeout_returning_a_failed_future_is_reported(io_loop: IOLoop, waiter: Waiter) -> None:
     seen: list[object] = []
     io_loop.handle_callback_exception = lambda cb: seen.append(sys.exc_info()[1])  # type: ignore[method-assign]
@@ -982,7 +946,6 @@ def test_instance_install_and_clear_instance() -> None:
     assert IOLoop.current() is mine
 
 
-@pytest.mark.xfail(strict=True, reason=INSTANCE_CURRENT)
 @pytest.mark.usefixtures("clean_singletons")
 def test_instance_becomes_current_where_there_is_none() -> None:
     # 4.5: instance() does "IOLoop._instance = IOLoop()", and IOLoop() with make_current=None
@@ -1069,7 +1032,6 @@ def test_add_callback_runs_in_the_callers_context(io_loop: IOLoop, waiter: Waite
     assert waiter.wait() == "caller"
 
 
-@pytest.mark.xfail(strict=True, reason=SIGNAL_CONTEXT)
 def test_add_callback_from_signal_runs_without_the_callers_context(
     io_loop: IOLoop, waiter: Waiter
 ) -> None:
@@ -1121,7 +1083,6 @@ def test_add_future_stack_context(io_loop: IOLoop, waiter: Waiter) -> None:
     assert seen["future"].exception().args[0] == "worker"
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_ADD_FUTURE_CONTEXT)
 def test_add_future_context(io_loop: IOLoop, waiter: Waiter) -> None:
     # The stack_context half: 4.5's add_future wraps the callback where add_future is called.
     ready = threading.Event()
@@ -1195,7 +1156,6 @@ def test_timeout(plain_loop: IOLoop) -> None:
         plain_loop.run_sync(f, timeout=0.01)
 
 
-@pytest.mark.xfail(strict=True, reason=NO_TIMEOUT_ERROR)
 def test_timeout_error_is_importable(plain_loop: IOLoop) -> None:
     from loopmon import ioloop
 
@@ -1226,7 +1186,6 @@ def test_a_coroutine_awaiting_a_non_future_fails(plain_loop: IOLoop) -> None:
         plain_loop.run_sync(f, timeout=0.2)
 
 
-@pytest.mark.xfail(strict=True, reason=DRIVE_BAD_YIELD)
 def test_a_coroutine_awaiting_a_non_future_fails_after_its_first_await(plain_loop: IOLoop) -> None:
     async def f() -> None:
         await wait_for(on_next_pass(plain_loop))
@@ -1319,8 +1278,6 @@ def test_periodic_callback_binds_the_loop_at_start() -> None:
         second.close()
 
 
-@pytest.mark.xfail(strict=True, reason=TIMER_RESULTS)
-@pytest.mark.filterwarnings(NEVER_AWAITED)
 def test_periodic_callback_with_a_coroutine(fake_time_loop: tuple[IOLoop, FakeClock]) -> None:
     # 4.5: PeriodicCallback._run does "return self.callback()" and the loop runs what it returns.
     io_loop, _ = fake_time_loop
