@@ -58,6 +58,13 @@ ACCEPT_BACKOFF_S: Final = 0.1  # pause after EMFILE/ENFILE before accepting agai
 BACKLOG: Final = 1024  # the kernel caps it at net.core.somaxconn
 MAX_IOV: Final = 64  # chunks handed to one sendmsg()
 KEEP_STOPPED: Final = 32  # stopped listeners still shown in listener_rows()
+# Under a poller that cannot watch fds from some number up (select's FD_SETSIZE), accepting
+# stops this many fds short of it: the loop, its consumers and the program keep some for
+# themselves, and a connection accepted past the limit could only be closed at once.
+FD_RESERVE: Final = 16
+FULL_RETRY_S: Final = 1.0  # a full listener looks again this often, and whenever one closes
+FULL_STATE: Final = "full: select's FD_SETSIZE"
+NOTE_EVERY: Final = 1000  # a repeated refusal reaches the event log on its 1st, then every Nth
 # accept() failures that mean "out of descriptors or memory": back off rather than spin.
 _RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
@@ -132,6 +139,7 @@ class Listener:
         "errors",
         "family",
         "fd",
+        "full_pauses",
         "host",
         "id",
         "port",
@@ -148,7 +156,8 @@ class Listener:
         self.family = sock.family
         self.host: str = bound[0]
         self.port: int = bound[1]
-        self.state = "listening"  # | "stopped"
+        self.state = "listening"  # | "stopped" | FULL_STATE (paused at the fd limit)
+        self.full_pauses = 0
         self.accepted = 0
         self.refused = 0  # accepted and closed at once: over max_connections
         self.errors = 0  # accept() failures
@@ -290,6 +299,10 @@ class EchoServer:
         self._rows: tuple[ListenerRow, ...] | None = None
         self._buffer = bytearray(RECV_SIZE)
         self._on_connection = self._make_connection_handler()
+        fd_limit = getattr(loop, "fd_limit", None)
+        # Accept only while the next fd is below this (None: no limit to keep to).
+        self._accept_below = None if fd_limit is None else fd_limit - FD_RESERVE
+        self._full: set[Listener] = set()
 
     @property
     def bytes_in(self) -> int:
@@ -392,6 +405,7 @@ class EchoServer:
         self.loop.remove_handler(listener.fd)
         listener.sock.close()
         listener.state = "stopped"
+        self._full.discard(listener)
         self._stopped.append(listener)
         self._rows = None
         closed = 0
@@ -436,7 +450,10 @@ class EchoServer:
             return
         accept = listener.sock.accept
         connections = self._connections
+        below = self._accept_below
         for _ in range(ACCEPT_BATCH):
+            if below is not None and not self._room_below(listener, below):
+                break
             try:
                 sock, addr = accept()
             except BlockingIOError:
@@ -456,16 +473,59 @@ class EchoServer:
                 sock.close()
                 listener.refused += 1
                 self._rows = None
-                if listener.refused == 1 or listener.refused % 1000 == 0:
-                    log.warning(
-                        "%s: %d connection(s) closed at once: %d open is the most allowed "
-                        "(max_connections)",
-                        listener.address,
-                        listener.refused,
-                        self.max_connections,
+                if listener.refused == 1 or listener.refused % NOTE_EVERY == 0:
+                    text = (
+                        f"{listener.address}: {listener.refused:,} connection"
+                        f"{'' if listener.refused == 1 else 's'} closed at once: "
+                        f"{self.max_connections:,} open is the most allowed (max_connections)"
                     )
+                    log.warning("%s", text)
+                    self._emit("refusal", text, listener.fd)
                 continue
             self._add_connection(listener, sock, addr)
+
+    def _room_below(self, listener: Listener, below: int) -> bool:
+        """Whether the next accept would get an fd the poller can watch. The kernel hands out
+        the lowest free number, which a dup shows (two syscalls, under select only). If not,
+        the listener pauses as full: clients wait in the backlog instead of being accepted
+        and dropped, until a connection closes."""
+        try:
+            probe = os.dup(listener.fd)
+        except OSError:
+            return True  # out of fds altogether: accept() says so and backs off
+        os.close(probe)
+        if probe < below:
+            return True
+        self._pause_full(listener, below)
+        return False
+
+    def _pause_full(self, listener: Listener, below: int) -> None:
+        if listener._backoff is not None:
+            return
+        listener.state = FULL_STATE
+        listener.full_pauses += 1
+        self._full.add(listener)
+        self._rows = None
+        if listener.full_pauses == 1 or listener.full_pauses % NOTE_EVERY == 0:
+            limit = below + FD_RESERVE
+            text = (
+                f"{listener.address} is full: {self.loop.backend} cannot watch fds from "
+                f"{limit} up (FD_SETSIZE), so accepting stops at {below:,} open fds; new "
+                "connections wait in the backlog until one closes"
+            )
+            if listener.full_pauses > 1:
+                text += f" (full {listener.full_pauses:,} times so far)"
+            log.warning("%s", text)
+            self._emit("listener_full", text, listener.fd)
+        self.loop.update_handler(listener.fd, NONE)
+        listener._backoff = self.loop.call_later(FULL_RETRY_S, self._resume_accepting, listener)
+
+    def _resume_full(self) -> None:
+        """A connection closed: a full listener may take the next one from its backlog."""
+        for listener in list(self._full):
+            if listener._backoff is not None:
+                self.loop.remove_timeout(listener._backoff)
+            self._resume_accepting(listener)
 
     def _back_off(self, listener: Listener) -> None:
         """Out of descriptors: stop watching the listener for a while instead of spinning on a
@@ -484,6 +544,11 @@ class EchoServer:
 
     def _resume_accepting(self, listener: Listener) -> None:
         listener._backoff = None
+        if listener in self._full:
+            self._full.discard(listener)
+            if listener.state == FULL_STATE:
+                listener.state = "listening"
+                self._rows = None
         if self._listeners.get(listener.id) is listener:
             self.loop.update_handler(listener.fd, READ)
 
@@ -501,11 +566,19 @@ class EchoServer:
         try:
             self.loop.add_handler(conn, self._on_connection, READ)
         except (OSError, ValueError) as exc:
-            # e.g. select() cannot watch an fd >= FD_SETSIZE
+            # e.g. select() cannot watch an fd >= FD_SETSIZE (kept from happening by the
+            # reserve, unless something else of the process took the fds below it)
             sock.close()
             listener.errors += 1
             listener.error = f"cannot watch {peer}: {describe_error(exc)}"
             self._rows = None
+            if listener.errors == 1 or listener.errors % NOTE_EVERY == 0:
+                self._emit(
+                    "refusal",
+                    f"{listener.address}: closed {peer} at once ({listener.errors:,} so far): "
+                    f"{describe_error(exc)}",
+                    listener.fd,
+                )
             return
         self._connections[conn.fd] = conn
         listener.accepted += 1
@@ -699,6 +772,8 @@ class EchoServer:
         conn.listener.connections -= 1
         self.closed_connections += 1
         self._rows = None
+        if self._full:
+            self._resume_full()
         if self.on_event is not None:
             self._emit("close", f"{conn.peer} closed: {reason}", conn.fd)
 

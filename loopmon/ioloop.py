@@ -155,6 +155,8 @@ class IOLoop:
             backend = names[0]
         self._poller = pollers.create(backend)
         self.backend: str = self._poller.name
+        # The lowest fd number this loop cannot watch (select's FD_SETSIZE), or None.
+        self.fd_limit: int | None = self._poller.fd_limit
         self.time: Callable[[], float] = time_func or time.monotonic
         self._created = self.time()
         self._handlers: dict[int, _Cells] = {}

@@ -96,7 +96,7 @@ class ListenerRow:
     id: int
     host: str
     port: int
-    state: str  # "listening" | "stopped" | "failed"
+    state: str  # "listening" | "stopped" | "failed" | "full: select's FD_SETSIZE"
     accepted: int = 0
     refused: int = 0  # closed at once: over max_connections
     errors: int = 0  # accept() failures (EMFILE, ...)
@@ -153,6 +153,8 @@ KINDS: tuple[str, ...] = (
     "listener_started",
     "listener_stopped",
     "listener_failed",
+    "listener_full",  # paused at the poller's fd limit (select's FD_SETSIZE)
+    "refusal",  # connections closed at once: over max_connections, or an fd it cannot watch
     "stall",
     "exception",
     "loop",  # loop started, stopped, died, restarted on another backend

@@ -464,6 +464,64 @@ def test_max_connections_refuses_the_rest() -> None:
         harness.close()
 
 
+def next_fd() -> int:
+    fd = os.dup(0)
+    os.close(fd)
+    return fd
+
+
+@pytest.mark.skipif("select" not in BACKENDS, reason="select() is not available here")
+def test_under_an_fd_limit_the_listener_pauses_full_instead_of_dropping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With --backend select past FD_SETSIZE, connections were accepted and dropped by the
+    # hundred thousand while the listener read "listening". A limit a few fds above the next
+    # free one stands in for FD_SETSIZE here, so a handful of clients reaches it.
+    from loopmon.pollers.select import SelectPoller
+
+    room = 12  # fds below the accept limit, for the loop, the listener and the clients
+    below = next_fd() + room
+    monkeypatch.setattr(SelectPoller, "fd_limit", below + echo_module.FD_RESERVE)
+    harness = Harness("select")
+    socks: list[socket.socket] = []
+    try:
+        port = harness.listen()
+        rows = harness.server.listener_rows
+        while harness.call(lambda: rows()[0].state) != echo_module.FULL_STATE:
+            assert len(socks) < room, "the listener never said it was full"
+            socks.append(connect(port))
+            harness.wait_for(
+                lambda: (
+                    rows()[0].state == echo_module.FULL_STATE or rows()[0].accepted == len(socks)
+                )
+            )
+        socks.extend(connect(port) for _ in range(3))  # these wait in the backlog
+        served = harness.call(lambda: sorted(harness.server.connections))
+        assert served and max(served) < below
+        row = harness.call(rows)[0]
+        assert (row.refused, row.errors) == (0, 0)
+        waiting = socks[row.accepted :]
+        assert len(waiting) >= 3
+        for sock in waiting:  # not accepted and dropped: no EOF, no reset
+            sock.settimeout(0.05)
+            with pytest.raises(TimeoutError):
+                sock.recv(1)
+            sock.settimeout(TIMEOUT)
+        assert [k for k, _, _ in harness.events].count("listener_full") == 1
+        text = next(t for k, t, _ in harness.events if k == "listener_full")
+        assert "FD_SETSIZE" in text and "backlog" in text
+        # One closes: the first one waiting is accepted, and echoes.
+        socks.pop(0).close()
+        first_waiting = waiting[0]
+        first_waiting.sendall(b"now")
+        assert recv_exactly(first_waiting, 3) == b"now"
+        assert harness.call(lambda: max(harness.server.connections)) < below
+    finally:
+        for sock in socks:
+            sock.close()
+        harness.close()
+
+
 # -- what the monitor reads --------------------------------------------------------------------
 
 

@@ -373,7 +373,7 @@ def test_serve_says_when_it_turns_connections_away(served: list[Served]) -> None
         assert line.endswith("| 2 turned away"), s.out.seen
     assert s.stop(signal.SIGINT) == 0
     err = "\n".join(s.err.rest())
-    assert "1 connection(s) closed at once: 1 open is the most allowed" in err
+    assert "1 connection closed at once: 1 open is the most allowed" in err
 
 
 def _above_fd_setsize(fd: int) -> int:

@@ -16,6 +16,8 @@ BACKENDS: tuple[str, ...] = ("epoll", "kqueue", "poll", "select")
 
 class Poller(Protocol):
     name: str
+    # The lowest fd number it cannot watch (select's FD_SETSIZE), or None when there is none.
+    fd_limit: int | None
 
     def register(self, fd: int, events: int) -> None: ...
     def modify(self, fd: int, events: int) -> None: ...

@@ -46,6 +46,7 @@ if sys.platform == "linux":
 
     class EpollPoller:
         name: str = "epoll"
+        fd_limit: int | None = None  # any fd number can be watched
 
         def __init__(self) -> None:
             self._epoll = select.epoll()  # EPOLL_CLOEXEC: a child process does not inherit it

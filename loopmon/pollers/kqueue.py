@@ -60,6 +60,7 @@ if sys.platform != "linux" and sys.platform != "win32":
 
     class KqueuePoller:
         name: str = "kqueue"
+        fd_limit: int | None = None  # any fd number can be watched
 
         def __init__(self) -> None:
             self._kq = select.kqueue()

@@ -74,6 +74,7 @@ if sys.platform != "win32":
 
     class PollPoller:
         name: str = "poll"
+        fd_limit: int | None = None  # any fd number can be watched
 
         def __init__(self) -> None:
             self._pollobj = select.poll()

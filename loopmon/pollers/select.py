@@ -55,6 +55,9 @@ def _is_open(fd: int) -> bool:
 
 class SelectPoller:
     name: str = "select"
+    # fd numbers from this one up cannot be watched (on Windows the limit is a count instead,
+    # which no fd number predicts).
+    fd_limit: int | None = None if _WINDOWS else FD_SETSIZE
 
     def __init__(self) -> None:
         self._fds: dict[int, int] = {}
