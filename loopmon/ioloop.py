@@ -894,6 +894,8 @@ class IOLoop:
             busy_s=self._busy,
             poll_s=self._poll_time,
             lag=self._lag.freeze(),
+            stalls=self._stall_count,
+            errors=self._error_count,
         )
 
     def fd_stat(self, fd: int) -> FdStat | None:

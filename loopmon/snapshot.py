@@ -59,6 +59,8 @@ class LoopFigures:
     busy_s: float = 0.0  # time not blocked in poll
     poll_s: float = 0.0  # time blocked in poll
     lag: LagHistogram = field(default_factory=LagHistogram)
+    stalls: int = 0  # callbacks or handlers that ran past the stall threshold
+    errors: int = 0  # callbacks or handlers that raised
 
     def _rate(self, n: float) -> float:
         return n / self.span_s if self.span_s > 0 else 0.0
@@ -82,6 +84,8 @@ class LoopFigures:
             busy_s=self.busy_s - earlier.busy_s,
             poll_s=self.poll_s - earlier.poll_s,
             lag=self.lag.minus(earlier.lag),
+            stalls=self.stalls - earlier.stalls,
+            errors=self.errors - earlier.errors,
         )
 
     @property
@@ -108,19 +112,39 @@ class ListenerRow:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+@dataclass(frozen=True, slots=True)
+class ProducerInfo:
+    """Who makes the snapshots: what a producer's hello says, and what the window names."""
+
+    kind: str  # "window" (in-process) | "serve" | "run"
+    program: str  # what runs: "loopmon serve", "app.py", ...
+    pid: int
+    backend: str
+    session: str
+    started_at: float  # wall clock (Unix time) when the session began
+    commands: tuple[str, ...] = ()  # what it takes: start_listener, stop_listener, ...
+    measures: tuple[str, ...] = ()  # figures it measures; a row figure not named is None
+    version: str = ""  # loopmon's
+
+
 class ConnectionRow(NamedTuple):
-    """One connection as of a snapshot.
+    """One connection (or, from a foreign program, any fd its loop watches) as of a snapshot.
 
     A NamedTuple rather than a frozen dataclass, against the house style, because telemetry
     builds up to 10,000 of these 25 times a second: a frozen dataclass costs ~4 us to construct
     (one object.__setattr__ per field), a NamedTuple ~0.8 us. It is just as immutable, and is
     built with the same keywords. Nothing in it changes with the mere passing of time (it holds
     ``created_at``, not an age), so telemetry reuses the row of a connection that did nothing.
+
+    ``id`` is the row's identity, unique within the producer's session; ``fd`` is an attribute
+    (the kernel reuses numbers at once). A figure the producer cannot measure (a foreign
+    socket's bytes) is None, never 0. Fields after ``created_at`` were added later and stay
+    last, so positional readers of the older ones keep working.
     """
 
     fd: int
-    peer: str
-    listener_id: int
+    peer: str  # "host:port", IPv6 in brackets; "" when it has none
+    listener_id: int  # the listener that accepted it; 0 for none
     state: str  # "open" | "paused" (backpressure) | "draining" (peer sent EOF) | "closed"
     mask: int  # events registered now (loopmon.events bits)
     read_fraction: float  # share of the last interval with READ registered (0..1)
@@ -128,12 +152,54 @@ class ConnectionRow(NamedTuple):
     ready_read: int = 0  # readiness counts, cumulative
     ready_write: int = 0
     ready_error: int = 0
-    queue_bytes: int = 0
-    queue_chunks: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    messages: int = 0  # successful reads
+    queue_bytes: int | None = 0
+    queue_chunks: int | None = 0
+    bytes_in: int | None = 0
+    bytes_out: int | None = 0
+    messages: int | None = 0  # successful reads
     created_at: float = 0.0  # loop clock; age = Snapshot.taken_at - created_at
+    id: int = 0
+    kind: str = "connection"  # "listener" | "connection" | "pipe" | "other"
+    local: str = ""  # the local address, "host:port"
+    loop: int = 1  # the id of the loop that watches it
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedConnection:
+    """A connection that closed since the previous snapshot, reported once: its last row
+    (final figures, fractions over the part of the interval it was open), when and why."""
+
+    row: ConnectionRow
+    closed_at: float  # loop clock
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    """One task of a foreign program's loop (``loopmon run``)."""
+
+    id: int  # unique within the session
+    name: str
+    coro: str  # the coroutine's qualified name
+    state: str  # "pending" | "cancelling" | "done"
+    age_s: float
+    waiting_at: str  # the top frames of where it waits, innermost last
+    loop: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LoopRow:
+    """One of a producer's loops, when it has several (a program's loops under ``run``);
+    the snapshot's own figures are then their sum."""
+
+    id: int
+    name: str  # e.g. the thread it runs on
+    backend: str  # "epoll", "asyncio selector (epoll)", "uvloop" ...
+    interval: LoopFigures = field(default_factory=LoopFigures)
+    totals: LoopFigures = field(default_factory=LoopFigures)
+    lag: LagWindow = field(default_factory=LagWindow)
+    tasks: int | None = None
+    alive: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +211,7 @@ class LoopEvent:
     text: str
     fd: int = -1
     detail: str = ""  # e.g. a stall's stack or an exception's traceback
+    id: int | None = None  # the connection, listener or loop it is about, if any
 
 
 KINDS: tuple[str, ...] = (
@@ -182,6 +249,10 @@ class Snapshot:
     # The producer's session: ids (listeners, connections) are unique within it, across loop
     # restarts; a consumer keys what it keeps on (session, id).
     session: str = ""
+    closed: tuple[ClosedConnection, ...] = ()  # since the previous snapshot, oldest first
+    closed_omitted: int = 0  # closed since the previous snapshot beyond those listed
+    loops: tuple[LoopRow, ...] = ()  # a producer with several loops; empty for one
+    tasks: tuple[TaskRow, ...] | None = None  # None: the producer has no tasks to show
 
     def age_of(self, row: ConnectionRow) -> float:
         """How old a connection was when this snapshot was taken."""

@@ -150,6 +150,8 @@ class Telemetry:
                 busy_s=totals.busy_s,
                 poll_s=totals.poll_s,
                 lag=totals.lag,
+                stalls=totals.stalls,
+                errors=totals.errors,
             ),
             lag=self._lag(now, totals.lag),
             listeners=server.listener_rows() if server is not None else (),

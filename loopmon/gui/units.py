@@ -11,8 +11,10 @@ _BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 _WALL_OFFSET = time.time() - time.monotonic()
 
 
-def byte_size(n: float) -> str:
-    """1536 -> '1.5 KiB'; exact below 1 KiB."""
+def byte_size(n: float | None) -> str:
+    """1536 -> '1.5 KiB'; exact below 1 KiB; 'n/a' for a figure the producer cannot measure."""
+    if n is None:
+        return "n/a"
     value = float(n)
     for unit in _BYTE_UNITS:
         if abs(value) < 1024 or unit == _BYTE_UNITS[-1]:
