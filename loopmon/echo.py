@@ -37,6 +37,7 @@ from typing import Any, Final
 
 from loopmon.events import ERROR, NONE, READ, WRITE
 from loopmon.ioloop import IOLoop
+from loopmon.loopstats import FdStat
 from loopmon.snapshot import ListenerRow
 from loopmon.timers import Timeout
 
@@ -68,7 +69,10 @@ NOTE_EVERY: Final = 1000  # a repeated refusal reaches the event log on its 1st,
 # accept() failures that mean "out of descriptors or memory": back off rather than spin.
 _RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
-OnEvent = Callable[[str, str, int], None]
+# (kind, text, fd or -1, the id of the listener or connection it is about, or None)
+OnEvent = Callable[[str, str, int, "int | None"], None]
+# (the connection just closed, its loop counters as of the close): for its final figures
+OnClose = Callable[["Connection", "FdStat | None"], None]
 
 # memoryview slices of the read buffer, made once per size: the send of a read of n bytes then
 # allocates nothing. Bigger reads slice afresh; their copy dwarfs one small object.
@@ -200,8 +204,10 @@ class Connection:
         "created",
         "dropped",
         "eof",
+        "id",
         "listener",
         "listener_id",
+        "local",
         "mask",
         "paused",
         "peer",
@@ -210,14 +216,24 @@ class Connection:
         "state",
     )
 
-    def __init__(self, sock: socket.socket, peer: str, listener: Listener, created: float) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        peer: str,
+        listener: Listener,
+        created: float,
+        conn_id: int = 0,
+        local: str = "",
+    ) -> None:
         self.sock = sock
+        self.id = conn_id  # unique in the producer's session; the fd is reused at once
         self.fd = sock.fileno()
         self.bytes_in = 0
         self.messages = 0  # reads that returned data
         self.peer = peer
         self.listener = listener
         self.listener_id = listener.id
+        self.local = local
         self.state = "open"  # | "paused" | "draining" | "closed"
         self.queue: collections.deque[bytes | memoryview] = collections.deque()
         self.queue_bytes = 0
@@ -269,10 +285,14 @@ class EchoServer:
         low_water: int = 256 << 10,
         on_event: OnEvent | None = None,
         listener_ids: Iterator[int] | None = None,
+        connection_ids: Iterator[int] | None = None,
+        on_close: OnClose | None = None,
     ) -> None:
-        """``listener_ids`` numbers the listeners; a producer whose session outlives this
-        server (the window's runner, across a backend switch) passes one iterator to each, so
-        an id is never given twice in its session (shared/DESIGN.md, "Identity")."""
+        """``listener_ids`` and ``connection_ids`` number listeners and connections; a
+        producer whose session outlives this server (the window's runner, across a backend
+        switch) passes the same iterators to each, so an id is never given twice in its
+        session (shared/DESIGN.md, "Identity"). ``on_close`` hears of every connection that
+        closes, with its loop counters, for its final figures."""
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
         if max_connections < 0:
@@ -292,6 +312,8 @@ class EchoServer:
         self.closed_bytes_out = 0
         self.closed_connections = 0
         self._ids = listener_ids if listener_ids is not None else itertools.count(1)
+        self._connection_ids = connection_ids if connection_ids is not None else itertools.count(1)
+        self.on_close = on_close
         self._listeners: dict[int, Listener] = {}
         self._by_fd: dict[int, Listener] = {}
         self._stopped: collections.deque[Listener] = collections.deque(maxlen=KEEP_STOPPED)
@@ -384,7 +406,7 @@ class EchoServer:
                 "listening on %s, which is not a loopback address: other machines can connect",
                 listener.address,
             )
-        self._emit("listener_started", f"listening on {listener.address}", listener.fd)
+        self._emit("listener_started", f"listening on {listener.address}", listener.fd, listener.id)
         return listener
 
     def _failed(self, host: str, port: int, err: int | None, reason: str) -> ListenerError:
@@ -416,7 +438,7 @@ class EchoServer:
         text = f"stopped listening on {listener.address}"
         if close_connections:
             text += f", closed {closed} connection{'' if closed == 1 else 's'}"
-        self._emit("listener_stopped", text, listener.fd)
+        self._emit("listener_stopped", text, listener.fd, listener.id)
 
     def close_connection(self, fd: int, reason: str = "closed by user") -> None:
         """Close one connection now (queued output is dropped). ``KeyError`` if none is open
@@ -480,7 +502,7 @@ class EchoServer:
                         f"{self.max_connections:,} open is the most allowed (max_connections)"
                     )
                     log.warning("%s", text)
-                    self._emit("refusal", text, listener.fd)
+                    self._emit("refusal", text, listener.fd, listener.id)
                 continue
             self._add_connection(listener, sock, addr)
 
@@ -516,7 +538,7 @@ class EchoServer:
             if listener.full_pauses > 1:
                 text += f" (full {listener.full_pauses:,} times so far)"
             log.warning("%s", text)
-            self._emit("listener_full", text, listener.fd)
+            self._emit("listener_full", text, listener.fd, listener.id)
         self.loop.update_handler(listener.fd, NONE)
         listener._backoff = self.loop.call_later(FULL_RETRY_S, self._resume_accepting, listener)
 
@@ -561,7 +583,14 @@ class EchoServer:
         except OSError:
             pass  # the peer may already be gone; the first read will say so
         peer = format_address(str(addr[0]), int(addr[1])) if isinstance(addr, tuple) else str(addr)
-        conn = Connection(sock, peer, listener, self.loop.time())
+        conn = Connection(
+            sock,
+            peer,
+            listener,
+            self.loop.time(),
+            next(self._connection_ids),
+            listener.address,  # what it bound; a wildcard listener's real address may differ
+        )
         conn.slow = not self._direct
         try:
             self.loop.add_handler(conn, self._on_connection, READ)
@@ -578,6 +607,7 @@ class EchoServer:
                     f"{listener.address}: closed {peer} at once ({listener.errors:,} so far): "
                     f"{describe_error(exc)}",
                     listener.fd,
+                    listener.id,
                 )
             return
         self._connections[conn.fd] = conn
@@ -585,7 +615,7 @@ class EchoServer:
         listener.connections += 1
         self._rows = None
         if self.on_event is not None:
-            self._emit("connect", f"{peer} connected to {listener.address}", conn.fd)
+            self._emit("connect", f"{peer} connected to {listener.address}", conn.fd, conn.id)
 
     # -- echoing --------------------------------------------------------------------------
 
@@ -757,6 +787,9 @@ class EchoServer:
         if self._connections.get(conn.fd) is not conn:
             return
         del self._connections[conn.fd]
+        # Taken before the loop forgets it: removal accounts its mask up to now, which makes
+        # the counters final.
+        stat = self.loop.fd_stat(conn.fd) if self.on_close is not None else None
         self.loop.remove_handler(conn.fd)
         try:
             conn.sock.close()
@@ -772,16 +805,21 @@ class EchoServer:
         conn.listener.connections -= 1
         self.closed_connections += 1
         self._rows = None
+        if self.on_close is not None:
+            try:
+                self.on_close(conn, stat)
+            except Exception:
+                log.exception("the echo server's on_close hook failed")
         if self._full:
             self._resume_full()
         if self.on_event is not None:
-            self._emit("close", f"{conn.peer} closed: {reason}", conn.fd)
+            self._emit("close", f"{conn.peer} closed: {reason}", conn.fd, conn.id)
 
-    def _emit(self, kind: str, text: str, fd: int) -> None:
+    def _emit(self, kind: str, text: str, fd: int, subject: int | None = None) -> None:
         on_event = self.on_event
         if on_event is None:
             return
         try:
-            on_event(kind, text, fd)
+            on_event(kind, text, fd, subject)
         except Exception:
             log.exception("the echo server's on_event hook failed")

@@ -59,6 +59,7 @@ class LoopRunner:
         # new loop is never mistaken for one stopped on the old (shared/DESIGN.md, "Identity").
         self.session = secrets.token_hex(8)
         self._listener_ids = itertools.count(1)
+        self._connection_ids = itertools.count(1)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._loop: IOLoop | None = None
@@ -133,6 +134,8 @@ class LoopRunner:
                 strategy=self._strategy,
                 on_event=self._on_server_event,
                 listener_ids=self._listener_ids,
+                connection_ids=self._connection_ids,
+                on_close=self._on_close,
                 **self.server_options,
             )
             telemetry = (
@@ -348,7 +351,12 @@ class LoopRunner:
 
     # -- events from the server -----------------------------------------------------------
 
-    def _on_server_event(self, kind: str, text: str, fd: int) -> None:
+    def _on_server_event(self, kind: str, text: str, fd: int, subject: int | None) -> None:
         telemetry = self._telemetry
         if telemetry is not None:
-            telemetry.record(kind, text, fd)
+            telemetry.record(kind, text, fd, subject=subject)
+
+    def _on_close(self, conn: Any, stat: Any) -> None:
+        telemetry = self._telemetry
+        if telemetry is not None:
+            telemetry.connection_closed(conn, stat)

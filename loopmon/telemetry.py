@@ -17,9 +17,10 @@ from typing import Any, Protocol
 from loopmon import histogram
 from loopmon.events import READ, WRITE
 from loopmon.ioloop import IOLoop, PeriodicCallback
-from loopmon.loopstats import HandlerError, Stall
+from loopmon.loopstats import FdStat, HandlerError, Stall
 from loopmon.mailbox import Mailbox
 from loopmon.snapshot import (
+    ClosedConnection,
     ConnectionRow,
     LagHistogram,
     LagWindow,
@@ -32,6 +33,8 @@ from loopmon.snapshot import (
 # Lag quantiles are taken over this long: the probe fires ten times a second, so a snapshot
 # interval holds one sample at most, and 100 samples make a p99 worth reading.
 LAG_WINDOW_S = 10.0
+# Closed connections a snapshot lists with their final figures; a churn beyond is counted.
+CLOSED_PER_FRAME = 1000
 
 _new_row = tuple.__new__
 _ROW = itemgetter(1)  # the row in a tracked entry
@@ -80,6 +83,8 @@ class Telemetry:
         self._tracked: dict[int, list[Any]] = {}
         self._busy_rows: set[int] = set()  # fds whose last row covered an interval with events
         self._pending: list[LoopEvent] = []
+        self._closed: list[ClosedConnection] = []
+        self._closed_omitted = 0
         self._periodic = PeriodicCallback(self.tick, 1000.0 / hz, io_loop=loop)
         self.last: Snapshot | None = None
         self.build_seconds = 0.0  # how long the last snapshot took to build
@@ -89,9 +94,60 @@ class Telemetry:
 
     # -- events ---------------------------------------------------------------------------
 
-    def record(self, kind: str, text: str, fd: int = -1, detail: str = "") -> None:
-        """Log an event for the next snapshot (loop thread)."""
-        self._pending.append(LoopEvent(self.loop.time(), kind, text, fd, detail))
+    def record(
+        self, kind: str, text: str, fd: int = -1, detail: str = "", subject: int | None = None
+    ) -> None:
+        """Log an event for the next snapshot (loop thread); ``subject`` is the id of the
+        listener or connection it is about."""
+        self._pending.append(LoopEvent(self.loop.time(), kind, text, fd, detail, subject))
+
+    def connection_closed(self, conn: Any, stat: FdStat | None) -> None:
+        """A connection closed (loop thread): report it once in the next snapshot with its
+        final figures, even if it opened within the same interval. Past ``CLOSED_PER_FRAME``
+        in one interval, the rest are only counted."""
+        entry = self._tracked.pop(conn.fd, None)
+        if len(self._closed) >= CLOSED_PER_FRAME:
+            self._closed_omitted += 1
+            return
+        now = self.loop.time()
+        since = self._prev_at
+        if stat is None:
+            read = write = 0.0
+            nread = nwrite = error = 0
+            mask = 0
+        else:
+            read, write = stat.times_at(now)
+            nread, nwrite, error = stat.ready_counts()
+            mask = stat.mask
+        if entry is not None and entry[0] is conn:
+            gap = since - entry[2]
+            held = entry[5]
+            read -= entry[3] + (gap if held & READ else 0.0)
+            write -= entry[4] + (gap if held & WRITE else 0.0)
+        span = now - since
+        inv = 1.0 / span if span > 0 else 0.0
+        row = ConnectionRow(
+            fd=conn.fd,
+            peer=conn.peer,
+            listener_id=conn.listener_id,
+            state="closed",
+            mask=mask,
+            read_fraction=min(max(read * inv, 0.0), 1.0),
+            write_fraction=min(max(write * inv, 0.0), 1.0),
+            ready_read=nread,
+            ready_write=nwrite,
+            ready_error=error,
+            queue_bytes=conn.queue_bytes,
+            queue_chunks=conn.queue_chunks,
+            bytes_in=conn.bytes_in,
+            bytes_out=conn.bytes_out,
+            messages=conn.messages,
+            created_at=conn.created,
+            id=conn.id,
+            kind="connection",
+            local=conn.local,
+        )
+        self._closed.append(ClosedConnection(row, now, conn.close_reason))
 
     def _on_stall(self, stall: Stall) -> None:
         self.record(
@@ -157,12 +213,16 @@ class Telemetry:
             listeners=server.listener_rows() if server is not None else (),
             connections=rows,
             events=tuple(self._pending),
+            closed=tuple(self._closed),
+            closed_omitted=self._closed_omitted,
             queue_bytes=sum(map(_ROW_QUEUE_BYTES, rows)),
             # The rows are exact as of now, so the open connections' bytes are summed from them
             # at C speed instead of asking 10,000 connections again.
             bytes_in=(server.closed_bytes_in + sum(map(_ROW_BYTES_IN, rows))) if server else 0,
             bytes_out=(server.closed_bytes_out + sum(map(_ROW_BYTES_OUT, rows))) if server else 0,
         )
+        self._closed = []
+        self._closed_omitted = 0
         self._prev_totals = totals
         self._prev_at = now
         self.last = snapshot
@@ -244,6 +304,10 @@ class Telemetry:
                     conn.bytes_out,
                     conn.messages,
                     conn.created,
+                    conn.id,
+                    "connection",
+                    conn.local,
+                    1,
                 ),
             )
             # [connection, row, built at, read, write, mask since then]

@@ -36,7 +36,7 @@ class Harness:
         self._thread = threading.Thread(target=self.loop.start, name=f"echo-{backend}")
         self._thread.start()
 
-    def _record(self, kind: str, text: str, fd: int) -> None:
+    def _record(self, kind: str, text: str, fd: int, subject: int | None = None) -> None:
         self.events.append((kind, text, fd))
 
     def call(self, fn: Callable[..., _T], *args: Any) -> _T:

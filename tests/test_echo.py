@@ -637,7 +637,7 @@ def test_close_all_closes_everything(harness: Harness) -> None:
 
 
 def test_on_event_failure_does_not_break_the_server() -> None:
-    def broken(kind: str, text: str, fd: int) -> None:
+    def broken(kind: str, text: str, fd: int, subject: int | None) -> None:
         raise RuntimeError("monitor bug")
 
     harness = Harness(BACKENDS[0])

@@ -215,3 +215,62 @@ def test_snapshot_figures_match_the_os_and_the_clients(runner: LoopRunner) -> No
     finally:
         for sock in clients:
             sock.close()
+
+
+def test_closed_connections_are_reported_once_with_final_figures() -> None:
+    # Churn must be visible: a connection that opened and closed within one interval is in
+    # no snapshot's rows, so its close record is all there is of it.
+    runner = LoopRunner(telemetry_hz=2)
+    runner.start()
+    try:
+        port = runner.start_listener("127.0.0.1", 0).result(5)
+        port_no = port.port
+        with socket.create_connection(("127.0.0.1", port_no), timeout=5) as kept:
+            kept.sendall(b"x")
+            assert kept.recv(1) == b"x"
+            first = next_snapshot(runner, lambda s: len(s.connections) == 1)
+            kept_row = first.connections[0]
+            assert kept_row.id > 0 and kept_row.kind == "connection"
+            assert kept_row.local == f"127.0.0.1:{port_no}"
+            payloads = [b"a" * 10, b"b" * 2000, b"c" * 7]
+            for data in payloads:
+                assert echo_once(port_no, data) == data
+            closed = []
+            deadline = time.monotonic() + 5
+            while len(closed) < 3 and time.monotonic() < deadline:
+                snap = next_snapshot(runner)
+                closed.extend(snap.closed)
+                assert all(c.row.id not in {r.id for r in snap.connections} for c in snap.closed)
+            assert sorted(c.row.bytes_in for c in closed) == sorted(len(p) for p in payloads)
+            assert all(c.row.bytes_out == c.row.bytes_in for c in closed)
+            assert all(c.reason == "closed by peer" and c.row.state == "closed" for c in closed)
+            ids = [c.row.id for c in closed]
+            assert len(set(ids)) == 3 and kept_row.id not in ids
+            assert all(c.closed_at >= c.row.created_at for c in closed)
+            assert all(c.row.ready_read >= 2 for c in closed)  # data, then EOF
+    finally:
+        assert runner.stop(5.0)
+        runner.mailbox.close()
+
+
+def test_a_churn_beyond_the_bound_is_counted_not_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from loopmon import telemetry
+
+    monkeypatch.setattr(telemetry, "CLOSED_PER_FRAME", 2)
+    runner = LoopRunner(telemetry_hz=1)
+    runner.start()
+    try:
+        port = runner.start_listener("127.0.0.1", 0).result(5).port
+        for _ in range(5):
+            assert echo_once(port, b"z") == b"z"
+        listed = omitted = 0
+        deadline = time.monotonic() + 5
+        while listed + omitted < 5 and time.monotonic() < deadline:
+            snap = next_snapshot(runner)
+            assert len(snap.closed) <= 2
+            listed += len(snap.closed)
+            omitted += snap.closed_omitted
+        assert listed + omitted == 5 and omitted >= 1
+    finally:
+        assert runner.stop(5.0)
+        runner.mailbox.close()
