@@ -28,6 +28,8 @@ class FakeConn:
     bytes_out: int = 0
     messages: int = 0
     created: float = 0.0
+    id: int = 0
+    local: str = "127.0.0.1:10000"
 
 
 @dataclass
