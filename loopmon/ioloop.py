@@ -11,6 +11,12 @@ One pass of ``start()``, in this order (Tornado 4.5's, for the same reasons):
 
 The loop thread is the only one that touches anything here, except ``add_callback`` (a deque
 append, then a coalesced wake of the poll through a ``Waker``) and ``stop``.
+
+Why this module is past 400 lines and still one job: it is Tornado's IOLoop surface (the
+classic API, about 40 methods a seed reader expects in one class) and ``_run``, which stays one
+function because a call per event would cost what the measurement saves. Each mechanism it
+uses lives in a layer-1 module of its own: ``pollers``, ``waker``, ``timers``, ``watchdog``,
+``loopstats``, ``signalpipe`` and ``coro``.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from typing import Any, ClassVar, TypeVar
 
 from loopmon import events as _ev
 from loopmon import pollers
+from loopmon.coro import drive
 from loopmon.loopstats import (
     HANDLER,
     HANDLER_TIME,
@@ -47,6 +54,7 @@ from loopmon.loopstats import (
     PassStats,
     Stall,
 )
+from loopmon.signalpipe import SignalPipe
 from loopmon.snapshot import LoopFigures
 from loopmon.timers import Timeout, TimerQueue
 from loopmon.waker import Waker
@@ -170,8 +178,7 @@ class IOLoop:
         self._closing = False
         self._closed = False
         self._thread_ident: int | None = None
-        self._signal_pipe: tuple[int, int] | None = None
-        self._old_wakeup_fd: int | None = None
+        self._signal_pipe: SignalPipe | None = None
         # Instrumentation, always on.
         self._polls = 0  # poll() calls so far; an fd registered after poll n is skipped in n
         self._iterations = 0
@@ -383,7 +390,7 @@ class IOLoop:
         try:
             # Inside the try: a setup that fails (EMFILE on the signal pipe, a thread that
             # will not start) must leave the loop stopped and closable, not "running".
-            self._install_signal_wakeup()
+            self._signal_pipe = SignalPipe.install(lambda fd: self._poller.register(fd, self.READ))
             self._arm_lag_probe()
             if self._watchdog is None and self._stall_threshold < math.inf:
                 self._start_watchdog()
@@ -398,7 +405,9 @@ class IOLoop:
             try:
                 self._stop_watchdog()
             finally:
-                self._uninstall_signal_wakeup()
+                pipe, self._signal_pipe = self._signal_pipe, None
+                if pipe is not None:
+                    pipe.uninstall(self._poller.unregister)
                 IOLoop._current.instance = old_current
 
     def _run(self) -> None:
@@ -413,7 +422,8 @@ class IOLoop:
         hb = self._heartbeat
         heap = timers.heap  # the same list for the queue's life (see timers)
         waker_fd = self._waker_fd
-        signal_fd = self._signal_pipe[0] if self._signal_pipe is not None else -1
+        signal_pipe = self._signal_pipe
+        signal_fd = signal_pipe.read_fd if signal_pipe is not None else -1
         # The cells of an fd's entry, by their loopstats names: as locals they cost what
         # literals do (LOAD_FAST against LOAD_CONST), and cannot drift from the layout.
         registered_cell = REGISTERED
@@ -516,7 +526,7 @@ class IOLoop:
                         if fd == waker_fd:
                             self._wake_due = True
                         elif fd == signal_fd:
-                            self._drain_signal_pipe(fd)
+                            signal_pipe.drain()  # type: ignore[union-attr]  # fd -1 without one
                         continue  # or removed earlier in this pass
                     if cells[registered_cell] == polls:
                         skipped += 1
@@ -625,32 +635,7 @@ class IOLoop:
             self.add_future(ret, _surface_result)
 
     def _drive(self, coro: Coroutine[Any, Any, Any]) -> Future[Any]:
-        """Run a coroutine that awaits futures (anything with ``add_done_callback``)."""
-        future: Future[Any] = Future()
-
-        def step(value: Any = None) -> None:
-            error: BaseException | None = None
-            while True:
-                try:
-                    yielded = coro.send(value) if error is None else coro.throw(error)
-                except StopIteration as stop:
-                    future.set_result(stop.value)
-                    return
-                except BaseException as exc:
-                    future.set_exception(exc)
-                    return
-                if yielded is None:
-                    self.add_callback(step)
-                    return
-                if callable(getattr(yielded, "add_done_callback", None)):
-                    self.add_future(yielded, lambda _: step())
-                    return
-                # Thrown into the coroutine, as Tornado's BadYieldError is: it may catch it
-                # and go on, and if it does not, its future fails instead of never resolving.
-                error = TypeError(f"cannot wait for {yielded!r} on an IOLoop")
-
-        step()
-        return future
+        return drive(coro, self.add_callback, self.add_future)
 
     def close(self, all_fds: bool = False) -> None:
         """Release the poller and the waker; with ``all_fds`` close every registered fd too
@@ -793,62 +778,6 @@ class IOLoop:
             self._watchdog.stop()
             self._watchdog = None
 
-    # -- signals --------------------------------------------------------------------------
-
-    def _install_signal_wakeup(self) -> None:
-        # A signal arriving while we sleep in poll must end the sleep: CPython's C handler
-        # writes the signal number to this pipe. eventfd won't do (it takes 8-byte writes).
-        if threading.current_thread() is not threading.main_thread():
-            return
-        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC) if hasattr(os, "pipe2") else os.pipe()
-        for fd in (rfd, wfd):
-            os.set_blocking(fd, False)
-        try:
-            self._old_wakeup_fd = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
-        except ValueError:
-            os.close(rfd)
-            os.close(wfd)
-            return
-        # Like the waker, the loop's own fd rather than a handler's: a signal (the stall
-        # watch's SIGALRM ticks among them) is not an event of the program's, and so is
-        # neither counted nor shown as one.
-        try:
-            self._poller.register(rfd, self.READ)
-        except (OSError, ValueError):
-            # select() past FD_SETSIZE, say. A signal handler then wakes the loop through the
-            # waker instead (add_callback_from_signal), as on a thread other than the main one.
-            log.debug(
-                "cannot watch the signal pipe; signals wake the loop by its waker", exc_info=True
-            )
-            signal.set_wakeup_fd(self._old_wakeup_fd if self._old_wakeup_fd is not None else -1)
-            os.close(rfd)
-            os.close(wfd)
-            return
-        self._signal_pipe = (rfd, wfd)
-
-    def _drain_signal_pipe(self, fd: int) -> None:
-        try:
-            while os.read(fd, 4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
-
-    def _uninstall_signal_wakeup(self) -> None:
-        if self._signal_pipe is None:
-            return
-        rfd, wfd = self._signal_pipe
-        try:
-            signal.set_wakeup_fd(self._old_wakeup_fd if self._old_wakeup_fd is not None else -1)
-        except ValueError:
-            pass
-        self._signal_pipe = None
-        try:
-            self._poller.unregister(rfd)
-        except (OSError, KeyError, ValueError):
-            log.debug("error unregistering the signal pipe", exc_info=True)
-        os.close(rfd)
-        os.close(wfd)
-
     # -- self-measurement -----------------------------------------------------------------
 
     def _arm_lag_probe(self) -> None:
@@ -914,7 +843,7 @@ class IOLoop:
         """fds the loop registered for itself (its waker, its signal pipe)."""
         fds = {self._waker.fileno()}
         if self._signal_pipe is not None:
-            fds.add(self._signal_pipe[0])
+            fds.add(self._signal_pipe.read_fd)
         return frozenset(fds)
 
 

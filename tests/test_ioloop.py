@@ -906,7 +906,7 @@ def test_a_signal_is_not_an_event_and_its_pipe_is_the_loops_own() -> None:
 
     def look() -> None:
         assert loop._signal_pipe is not None
-        rfd = loop._signal_pipe[0]
+        rfd = loop._signal_pipe.read_fd
         seen["internal"] = rfd in loop.internal_fds
         seen["stat"] = loop.fd_stat(rfd)
         for timer in timers:
