@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "loopmon.echo": 3,
     "loopmon.loadgen": 3,
     "loopmon.telemetry": 3,
+    "loopmon.stream": 4,
     "loopmon.runner": 4,
     "loopmon.gui": 5,
     "loopmon.serve": 6,

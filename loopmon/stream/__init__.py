@@ -1,0 +1,1 @@
+"""What carries measurements out of a process: the telemetry publisher and its client."""
