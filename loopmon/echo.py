@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import collections
 import errno
-import ipaddress
 import itertools
 import logging
 import os
@@ -38,6 +37,7 @@ from typing import Any, Final
 from loopmon.events import ERROR, NONE, READ, WRITE
 from loopmon.ioloop import IOLoop
 from loopmon.loopstats import FdStat
+from loopmon.netaddr import describe_error, format_address, is_loopback
 from loopmon.snapshot import ListenerRow
 from loopmon.timers import Timeout
 
@@ -83,29 +83,6 @@ _CACHED_VIEWS: Final = 16384
 # the ~3,000 user-space instructions an echoed message costs here, counted with callgrind).
 # Errors are the same OSErrors. Windows cannot write() a socket, so it keeps socket.send.
 _WRITE_FD: Final = os.name == "posix"
-
-
-def format_address(host: str, port: int) -> str:
-    """``host:port``, with an IPv6 host in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def describe_error(exc: BaseException) -> str:
-    """An OS error's reason in lower case ("connection reset by peer")."""
-    if isinstance(exc, OSError) and exc.errno and exc.errno > 0:
-        text = os.strerror(exc.errno)
-    elif isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    else:
-        text = str(exc) or type(exc).__name__
-    return text[:1].lower() + text[1:]
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 class ListenerError(OSError):

@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+# netaddr sits below this module (layer 0's vocabulary of words and numbers; the records here
+# are built of them), so the one address format serves the records too.
+from loopmon.netaddr import format_address
+
 
 @dataclass(frozen=True, slots=True)
 class LagHistogram:
@@ -109,7 +113,7 @@ class ListenerRow:
 
     @property
     def address(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return format_address(self.host, self.port)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "loopmon.signalpipe": 1,
     "loopmon.coro": 1,
     "loopmon.histogram": 0,
+    "loopmon.netaddr": 0,
     "loopmon.mailbox": 1,
     "loopmon.ioloop": 2,
     "loopmon.echo": 3,
