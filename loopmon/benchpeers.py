@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-BACKLOG = 1024  # the same as loopmon.echo.BACKLOG (tests check it)
+BACKLOG = 1024  # the same as loopmon.echo.listener.BACKLOG (tests check it)
 _CHUNK = 65536
 
 

@@ -46,7 +46,9 @@ _ROW_BYTES_OUT = itemgetter(ConnectionRow._fields.index("bytes_out"))
 class ServerSource(Protocol):
     """What telemetry reads of the server (loopmon.echo.EchoServer)."""
 
-    strategy: str
+    @property
+    def strategy(self) -> str: ...
+
     closed_bytes_in: int  # bytes of connections already closed; the open ones are in the rows
     closed_bytes_out: int
 

@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from loopmon import bench, benchpeers, cli, echo
+from loopmon import bench, benchpeers, cli
 from loopmon.bench import IdleResult, RoundResult
+from loopmon.echo import listener
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -273,7 +274,7 @@ def test_workloads_match_the_issue() -> None:
 
 
 def test_peers_listen_with_loopmons_backlog() -> None:
-    assert benchpeers.BACKLOG == echo.BACKLOG
+    assert benchpeers.BACKLOG == listener.BACKLOG
 
 
 def test_plan_quick_and_explicit() -> None:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loopmon import echo as echo_module
-from loopmon.echo import RECV_SIZE, EchoServer, ListenerError
+from loopmon.echo import RECV_SIZE, EchoServer, ListenerError, echoing
 from loopmon.events import READ, WRITE
 from loopmon.ioloop import IOLoop
 from loopmon.snapshot import KINDS, ListenerRow
@@ -273,7 +273,7 @@ def test_direct_sends_with_the_platforms_call_and_echoes_exactly(
     # POSIX sends with os.write on the fd; elsewhere (Windows) socket.send. Both must give the
     # same bytes and the same reason when the peer resets. (Queued output is flushed with
     # socket.send on either path, so only the direct send is told apart here.)
-    monkeypatch.setattr(echo_module, "_WRITE_FD", write_fd)
+    monkeypatch.setattr(echoing, "_WRITE_FD", write_fd)
     written: list[int] = []
     sent: list[int] = []
     real_write, real_send = os.write, socket.socket.send
@@ -425,6 +425,26 @@ def test_stop_listener_can_close_its_connections(harness: Harness) -> None:
     assert stopped == [f"127.0.0.1:{dropped_port} closed: listener stopped"]
     (stop_text,) = [text for kind, text, _ in harness.events if kind == "listener_stopped"]
     assert stop_text == f"stopped listening on 127.0.0.1:{drop.port}, closed 1 connection"
+
+
+def test_close_connection_by_id_never_by_a_reused_fd(harness: Harness) -> None:
+    port = harness.listen()
+    with connect(port) as first:
+        first.sendall(b"1")
+        assert recv_exactly(first, 1) == b"1"
+        (old,) = harness.call(lambda: list(harness.server.connections.values()))
+        old_id = old.id
+    harness.wait_for(lambda: not harness.server.connections)
+    with connect(port) as second:  # the fd is reused at once
+        second.sendall(b"2")
+        assert recv_exactly(second, 1) == b"2"
+        (new,) = harness.call(lambda: list(harness.server.connections.values()))
+        assert new.id != old_id
+        with pytest.raises(KeyError, match=f"id {old_id}"):
+            harness.call(harness.server.close_connection_id, old_id)
+        assert harness.connection_count() == 1  # a stale id closes nothing
+        harness.call(harness.server.close_connection_id, new.id)
+        assert recv_until_eof(second) == b""
 
 
 def test_close_connection_by_fd(harness: Harness) -> None:
