@@ -120,19 +120,20 @@ class ListenerPanel(QGroupBox):
         assert self._commands is not None
         shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         say(self.start_message, f"starting {shown}…")
+        session = self.model.session
 
         def then(row: ListenerRow | None, error: BaseException | None) -> None:
             if error is not None or row is None:
                 say(self.start_message, describe(error) if error else "failed", error=True)
                 return
-            self.model.announce(row)
+            self.model.announce(row, session)
             say(self.start_message, f"listening on {row.address}")
 
         self._commands.start_listener(host, port, then)
 
     # -- the list and its Stop buttons ---------------------------------------------------
-    def set_listeners(self, rows: tuple[ListenerRow, ...]) -> None:
-        self.model.set_listeners(rows)
+    def set_listeners(self, rows: tuple[ListenerRow, ...], session: str = "") -> None:
+        self.model.set_listeners(rows, session)
 
     def _place_buttons(self) -> None:
         self.buttons = {}
@@ -155,6 +156,7 @@ class ListenerPanel(QGroupBox):
         if button is not None:
             button.setEnabled(False)
         say(self.stop_message, f"stopping {address}…")
+        session = self.model.session
 
         def then(_result: object, error: BaseException | None) -> None:
             if error is not None:
@@ -162,7 +164,7 @@ class ListenerPanel(QGroupBox):
                     self.buttons[listener_id].setEnabled(True)
                 say(self.stop_message, f"{address}: {describe(error)}", error=True)
                 return
-            self.model.forget(listener_id)
+            self.model.forget(listener_id, session)
             extra = " and closed its connections" if close else ""
             say(self.stop_message, f"stopped {address}{extra}")
 

@@ -223,7 +223,7 @@ class MainWindow(QMainWindow):
         rates = self.health.record(snapshot)
         self.fd_history.record(snapshot, ConnectionColumns(snapshot))
         self.status.show_snapshot(snapshot, rates)
-        self.listener_panel.set_listeners(snapshot.listeners)
+        self.listener_panel.set_listeners(snapshot.listeners, snapshot.session)
         self.loop_panel.show_snapshot(snapshot)
 
     def apply_views(

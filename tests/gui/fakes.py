@@ -109,6 +109,8 @@ class FakeRunner:
         self.fail_closes: dict[int, str] = {}
         self.gate: threading.Event | None = None  # when set, commands wait for it
         self._next_id = 1
+        self._sessions = 1
+        self.session = "fake-session-1"
         self._next_port = 41000
         self._seq = 0
         self._t0 = time.monotonic()
@@ -217,6 +219,14 @@ class FakeRunner:
         self._backend = backend
 
     # -- for tests -----------------------------------------------------------------------
+    def replace_producer(self) -> None:
+        """As if the producer restarted (a new process): a new session, ids from 1 again."""
+        self._sessions += 1
+        self.session = f"fake-session-{self._sessions}"
+        self._next_id = 1
+        self.listeners = {}
+        self.connections = []
+
     def snapshot(self, **overrides: Any) -> Snapshot:
         self._seq += 1
         now = time.monotonic()
@@ -232,6 +242,7 @@ class FakeRunner:
             connections=tuple(self.connections),
             queue_bytes=sum(c.queue_bytes for c in self.connections),
             lag=LAG,
+            session=self.session,
         )
         values.update(overrides)
         return Snapshot(**values)

@@ -100,6 +100,24 @@ def test_listener_model_passes_the_model_tester(qtmodeltester) -> None:
     assert [r.id for r in model.rows] == [2, 9]
 
 
+def test_listener_ids_stopped_in_one_session_do_not_hide_another_sessions() -> None:
+    # A restarted producer numbers its listeners from 1 again: the model keys on (session, id).
+    model = ListenerModel()
+    model.set_listeners(listeners(10000), session="a")
+    model.forget(1)
+    assert model.rows == []
+    model.set_listeners(listeners(10000), session="a")  # a late snapshot of the stopped one
+    assert model.rows == []
+    model.set_listeners(listeners(10001), session="b")  # the new producer's listener #1
+    assert [r.address for r in model.rows] == ["127.0.0.1:10001"]
+    # answers from the old producer change nothing in the new one
+    model.forget(1, session="a")
+    model.announce(ListenerRow(id=7, host="::1", port=1, state="listening"), session="a")
+    assert [r.address for r in model.rows] == ["127.0.0.1:10001"]
+    model.forget(1, session="b")
+    assert model.rows == []
+
+
 def test_listener_model_hides_stopped_listeners() -> None:
     model = ListenerModel()
     rows = listeners(1, 2)

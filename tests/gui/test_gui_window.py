@@ -130,6 +130,31 @@ def test_stop_removes_the_listener(
     assert panel.stop_message.text().startswith("stopped [::1]:41000")
 
 
+def test_listeners_after_a_producer_restart_show_and_can_be_stopped_and_loaded(
+    qtbot, window: MainWindow, runner: FakeRunner
+) -> None:
+    panel = window.listener_panel
+    runner.publish()
+    qtbot.waitUntil(lambda: panel.model.session == runner.session, timeout=2000)
+    panel.start_listener("127.0.0.1", 0)
+    qtbot.waitUntil(lambda: len(panel.model.rows) == 1, timeout=2000)
+    qtbot.mouseClick(panel.buttons[1], Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.model.rows == [], timeout=2000)
+    # The producer is replaced (a new session), and numbers its listeners from 1 again.
+    runner.replace_producer()
+    runner.publish()
+    qtbot.waitUntil(lambda: panel.model.session == runner.session, timeout=2000)
+    panel.start_listener("127.0.0.1", 0)
+    qtbot.waitUntil(lambda: [r.id for r in panel.model.rows] == [1], timeout=2000)
+    runner.publish()  # a snapshot confirms it, and it stays
+    qtbot.waitUntil(lambda: runner.mailbox.takes >= 4, timeout=2000)
+    assert [r.port for r in panel.model.rows] == [41001]
+    assert window.load_panel.target_combo.currentText() == "127.0.0.1:41001"
+    qtbot.mouseClick(panel.buttons[1], Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.model.rows == [], timeout=2000)
+    assert runner.listeners == {}
+
+
 def test_command_results_are_handled_in_the_gui_thread(
     qtbot, window: MainWindow, runner: FakeRunner
 ) -> None:
