@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
@@ -34,6 +34,7 @@ from loopmon.gui.event_log import EventLog
 from loopmon.gui.export import write_connections_csv
 from loopmon.gui.health_plots import HealthPlots
 from loopmon.gui.history import ConnectionColumns, FdHistory, HealthHistory
+from loopmon.gui.kind_log import KindLog
 from loopmon.gui.listener_panel import ListenerPanel
 from loopmon.gui.load_panel import LoadPanel
 from loopmon.gui.loop_panel import LoopPanel
@@ -49,6 +50,10 @@ EVENT_LOG_SIZE = 5000
 # (25 a second); repainting plots and the table that often costs the loop thread GIL time
 # and shows nothing a reader could follow.
 VIEW_INTERVAL_S = 0.2  # views redraw at 5 Hz: pyqtgraph paints axes in Python, under the GIL
+
+
+def _kind_of(event: LoopEvent) -> str:
+    return event.kind
 
 
 class MainWindow(QMainWindow):
@@ -77,8 +82,10 @@ class MainWindow(QMainWindow):
         self.paused = False
         # What the views have not shown yet: the latest snapshot and the events since.
         self._due_snapshot: Snapshot | None = None
-        self._due_events: collections.deque[LoopEvent] = collections.deque(maxlen=EVENT_LOG_SIZE)
-        self._due_dropped = 0
+        # Per kind, as the log itself keeps them: a churn between two frames (or while paused)
+        # never pushes out a rare event on its way to the log.
+        self._due_events: KindLog[LoopEvent] = KindLog(EVENT_LOG_SIZE, _kind_of)
+        self._due_dropped: collections.Counter[str] = collections.Counter()
         self.view_interval_s = view_interval_s
         self._last_frame = -1e9
         self._frame_timer = QTimer(self)
@@ -191,8 +198,8 @@ class MainWindow(QMainWindow):
         if snapshot is not None:
             self.record(snapshot)
             self._due_snapshot = snapshot
-        self._due_events.extend(batch.events)
-        self._due_dropped += batch.dropped
+        self._due_dropped.update(e.kind for e in self._due_events.extend(batch.events))
+        self._due_dropped.update(batch.dropped)
         if not self.paused:
             self._request_frame()
 
@@ -212,7 +219,7 @@ class MainWindow(QMainWindow):
         snapshot, self._due_snapshot = self._due_snapshot, None
         events = list(self._due_events)
         self._due_events.clear()
-        dropped, self._due_dropped = self._due_dropped, 0
+        dropped, self._due_dropped = self._due_dropped, collections.Counter()
         if snapshot is not None or events or dropped:
             self.frames += 1
             self.apply_views(snapshot, events, dropped)
@@ -230,7 +237,7 @@ class MainWindow(QMainWindow):
         self,
         snapshot: Snapshot | None,
         events: Sequence[LoopEvent] = (),
-        dropped: int = 0,
+        dropped: Mapping[str, int] | None = None,
         every_plot: bool = False,
     ) -> None:
         """Show a snapshot in the table and plots (``every_plot``: hidden ones too)."""

@@ -142,9 +142,32 @@ def test_event_log_is_bounded_and_keeps_the_newest() -> None:
     assert model.rowCount() == 100
     assert model.event_at(0).text == "c150"
     assert model.event_at(99).text == "c249"
-    assert model.trimmed == 150
-    model.add([], dropped=7)
-    assert model.dropped == 7
+    assert model.trimmed == {"connect": 150}
+    model.add([], dropped={"connect": 7})
+    assert model.not_kept == {"connect": 157}
+
+
+def test_event_log_keeps_each_kinds_newest() -> None:
+    model = EventLogModel(max_entries=10)
+    model.add([event("stall", text="rare")])
+    model.add([event("connect", text=f"c{i}") for i in range(25)])
+    model.add([event("close", text=f"x{i}") for i in range(3)])
+    texts = [model.event_at(r).text for r in range(model.rowCount())]
+    assert texts == ["rare", *(f"c{i}" for i in range(15, 25)), "x0", "x1", "x2"]
+    # interleaved churn: the connects let go sit between the closes kept
+    model.add([event("connect" if i % 2 else "close", text=f"m{i}") for i in range(40)])
+    texts = [model.event_at(r).text for r in range(model.rowCount())]
+    assert texts[0] == "rare" and len(texts) == 21
+    assert texts[1:] == [f"m{i}" for i in range(20, 40)]
+
+
+def test_event_log_model_stays_consistent_when_interleaved_rows_go(qtmodeltester) -> None:
+    model = EventLogModel(max_entries=8)
+    model.add([event("connect" if i % 3 else "close", fd=i) for i in range(12)])
+    qtmodeltester.check(model, force_py=True)
+    model.add([event("connect", fd=i) for i in range(5)])  # a few runs: removed in place
+    model.add([event("close", fd=i) for i in range(8)])
+    model.add([event("stall", detail="a\nb")])
 
 
 def test_event_log_filters_by_kind_and_shows_a_stack_as_children() -> None:

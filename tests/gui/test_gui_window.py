@@ -13,9 +13,11 @@ from fakes import FakeRunner, busy_connections, connection, event, figures, list
 from PySide6.QtCore import Qt
 
 from loopmon.gui.bridge import Batch
+from loopmon.gui.event_log import EventLog
 from loopmon.gui.export import CSV_COLUMNS
 from loopmon.gui.main_window import MainWindow
 from loopmon.gui.settings import open_settings
+from loopmon.snapshot import KINDS
 
 pytestmark = pytest.mark.gui
 HERE = Path(__file__).resolve().parent
@@ -44,8 +46,8 @@ def window(qtbot, runner: FakeRunner, tmp_path: Path) -> MainWindow:
     return win
 
 
-def feed(win: MainWindow, snap, events=(), dropped: int = 0) -> None:  # type: ignore[no-untyped-def]
-    win.on_batch(Batch(snap, list(events), dropped))
+def feed(win: MainWindow, snap, events=(), dropped: dict[str, int] | None = None) -> None:  # type: ignore[no-untyped-def]
+    win.on_batch(Batch(snap, list(events), dropped or {}))
 
 
 def table_fds(win: MainWindow) -> list[int]:
@@ -292,14 +294,77 @@ def test_views_refresh_at_most_once_per_interval(qtbot, runner: FakeRunner, tmp_
     assert win.event_log.model.rowCount() == 5
 
 
-def test_event_log_is_bounded_and_counts_drops(window: MainWindow) -> None:
+def test_event_log_is_bounded_and_says_what_it_no_longer_keeps(window: MainWindow) -> None:
     log = window.event_log
     log.model.max_entries = 100
-    feed(window, None, [event("connect", text=f"c{i}", fd=i) for i in range(150)], dropped=12)
+    churn = [event("connect", text=f"c{i}", fd=i) for i in range(150)]
+    feed(window, None, churn, dropped={"connect": 1200})
     assert log.model.rowCount() == 100
     assert log.model.event_at(0).text == "c50"
-    assert "12 dropped" in log.dropped_label.text()
-    assert "50 oldest trimmed" in log.dropped_label.text()
+    assert log.dropped_label.text() == "1,250 older connect entries not kept"
+    assert log.dropped_label.isVisibleTo(log)
+    feed(window, None, [event("close", fd=i) for i in range(101)])
+    assert log.dropped_label.text() == ("1,250 older connect and 1 older close entries not kept")
+
+
+def test_rare_events_survive_churn_in_the_window(qtbot, window: MainWindow) -> None:
+    log = window.event_log
+    log.model.max_entries = 50
+    rare = [
+        event("listener_started", "listening on 127.0.0.1:10000"),
+        event("loop", "loop started on epoll"),
+        event("stall", "loop blocked 0.5 s"),
+        event("exception", "handler failed"),
+        event("refusal", "refused 3"),
+        event("listener_full", "full: select's FD_SETSIZE"),
+    ]
+    feed(window, None, rare)
+    for step in range(20):  # churn, in many batches and between frames
+        feed(window, None, [event("connect" if i % 2 else "close", fd=i) for i in range(200)])
+    log.set_kinds(set(KINDS) - {"connect", "close"})
+    assert [log.model.event_at(r).text for r in range(log.model.rowCount())] == [
+        e.text for e in rare
+    ]
+    assert log.model.total == 6 + 2 * 50
+
+
+def test_a_paused_window_keeps_rare_events_until_it_resumes(qtbot, window: MainWindow) -> None:
+    window.set_paused(True)
+    feed(window, None, [event("stall", "the one that matters")])
+    feed(window, None, [event("connect", fd=i % 900) for i in range(12_000)])
+    window.set_paused(False)
+    log = window.event_log
+    log.set_kinds({"stall"})
+    assert [log.model.event_at(r).text for r in range(log.model.rowCount())] == [
+        "the one that matters"
+    ]
+    assert "older connect entries not kept" in log.dropped_label.text()
+
+
+def test_the_log_keeps_following_after_a_kind_is_toggled(qtbot, window: MainWindow) -> None:
+    log = window.event_log
+    window.tabs.setCurrentWidget(log)
+    bar = log.tree.verticalScrollBar()
+    feed(window, None, [event("connect" if i % 2 else "close", fd=i) for i in range(300)])
+    qtbot.waitUntil(lambda: bar.maximum() > 0 and bar.value() == bar.maximum(), timeout=2000)
+    log.kind_buttons["close"].click()  # hide closes: the rows are rebuilt
+    qtbot.waitUntil(lambda: bar.maximum() > 0 and bar.value() == bar.maximum(), timeout=2000)
+    feed(window, None, [event("connect", text="newest", fd=5) for _ in range(50)])
+    qtbot.waitUntil(lambda: bar.value() == bar.maximum(), timeout=2000)
+    last = log.model.index(log.model.rowCount() - 1, 0)
+    assert log.tree.visualRect(last).intersects(log.tree.viewport().rect())
+
+
+def test_kind_toggles_wrap_rather_than_widen_the_window(qtbot) -> None:
+    log = EventLog()
+    qtbot.addWidget(log)
+    wide = sum(b.sizeHint().width() for b in log.kind_buttons.values())
+    assert log.minimumSizeHint().width() < wide
+    log.resize(300, 400)
+    log.show()
+    qtbot.waitExposed(log)
+    tops = {b.geometry().top() for b in log.kind_buttons.values()}
+    assert len(tops) > 1  # on more than one line
 
 
 def test_event_log_filters_by_kind_and_expands_a_stall(qtbot, window: MainWindow) -> None:
