@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 from loopmon.gui.commands import Commands, describe
 from loopmon.gui.listener_model import ACTION, ListenerModel
 from loopmon.gui.validation import parse_host, parse_port
+from loopmon.gui.wording import wrappable
 from loopmon.snapshot import ListenerRow
 
 ERROR_STYLE = "color: #d03030;"
@@ -28,9 +29,19 @@ OK_STYLE = "color: #2e9d4f;"
 
 
 def say(label: QLabel, text: str, error: bool = False) -> None:
-    label.setText(text)
+    """Show a message (red for an error) in a word-wrapped label: a long one wraps rather
+    than widening the panel; the tooltip holds it as it was."""
+    label.setText(wrappable(text))
     label.setStyleSheet(ERROR_STYLE if error else (OK_STYLE if text else ""))
     label.setToolTip(text)
+
+
+def message_label(name: str) -> QLabel:
+    """A label for what a control's command answered: word-wrapped, named for tests."""
+    label = QLabel()
+    label.setObjectName(name)
+    label.setWordWrap(True)
+    return label
 
 
 class ListenerPanel(QGroupBox):
@@ -42,18 +53,14 @@ class ListenerPanel(QGroupBox):
 
         self.host_edit = QLineEdit("127.0.0.1")
         self.host_edit.setPlaceholderText("127.0.0.1, ::1, 0.0.0.0, localhost")
-        self.host_error = QLabel()
-        self.host_error.setObjectName("hostError")
+        self.host_error = message_label("hostError")
         self.port_edit = QLineEdit("0")
         self.port_edit.setPlaceholderText("0-65535 (0: any free port)")
         self.port_edit.setMaximumWidth(90)
-        self.port_error = QLabel()
-        self.port_error.setObjectName("portError")
+        self.port_error = message_label("portError")
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("Open a listener on this address")
-        self.start_message = QLabel()
-        self.start_message.setObjectName("startMessage")
-        self.start_message.setWordWrap(True)
+        self.start_message = message_label("startMessage")
         self.host_edit.textChanged.connect(self._check_host)
         self.port_edit.textChanged.connect(self._check_port)
         self.host_edit.returnPressed.connect(self.start)
@@ -74,9 +81,7 @@ class ListenerPanel(QGroupBox):
         self.close_check.setToolTip(
             "Unchecked: the listening socket closes and its connections run on"
         )
-        self.stop_message = QLabel()
-        self.stop_message.setObjectName("stopMessage")
-        self.stop_message.setWordWrap(True)
+        self.stop_message = message_label("stopMessage")
         self.model.modelReset.connect(self._place_buttons)
 
         grid = QGridLayout(self)

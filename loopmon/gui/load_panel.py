@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from loopmon.gui.listener_panel import say
+from loopmon.gui.listener_panel import message_label, say
 from loopmon.gui.validation import client_host
 from loopmon.snapshot import ListenerRow
 
@@ -63,6 +63,11 @@ class LoadPanel(QGroupBox):
         self.summary: dict[str, Any] | None = None
 
         self.target_combo = QComboBox()
+        # A long address must not widen the panel: the combo is as wide as the panel allows.
+        self.target_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.target_combo.setMinimumContentsLength(12)
         self.target_combo.setToolTip("Which listener to load")
         self.clients_spin = QSpinBox()
         self.clients_spin.setRange(1, 20_000)
@@ -88,12 +93,9 @@ class LoadPanel(QGroupBox):
         self.progress_bar.setRange(0, 1000)
         self.progress_bar.setValue(0)
         self.progress_bar.setTextVisible(False)
-        self.live_label = QLabel("not running")
-        self.live_label.setObjectName("loadProgress")
-        self.live_label.setWordWrap(True)
-        self.result_label = QLabel()
-        self.result_label.setObjectName("loadResult")
-        self.result_label.setWordWrap(True)
+        self.live_label = message_label("loadProgress")
+        self.live_label.setText("not running")
+        self.result_label = message_label("loadResult")
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(MAX_LOG_LINES)

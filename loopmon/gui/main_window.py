@@ -13,8 +13,8 @@ import collections
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -46,6 +46,8 @@ from loopmon.gui.status_strip import StatusStrip
 from loopmon.snapshot import KINDS, LoopEvent, Snapshot
 
 EVENT_LOG_SIZE = 5000
+DEFAULT_SIZE = QSize(1400, 900)  # when nothing was saved, and the screen has room
+CONTROLS_WIDTH = 420  # the controls dock: the listeners table's columns fit
 # Views refresh at most this often. Histories and the status strip take every snapshot
 # (25 a second); repainting plots and the table that often costs the loop thread GIL time
 # and shows nothing a reader could follow.
@@ -93,6 +95,7 @@ class MainWindow(QMainWindow):
         self._frame_timer.timeout.connect(self._frame)
         self.frames = 0
         self._shut_down = False
+        self._fitted = False
 
         self.setWindowTitle("loopmon")
         icon = resources.icon_path()
@@ -142,7 +145,17 @@ class MainWindow(QMainWindow):
         scroll = QScrollArea()
         scroll.setWidget(controls)
         scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(420)
+        # Room for the listeners table's columns, and at least what the controls need (their
+        # messages wrap, so that is fixed) plus the vertical scroll bar: never a horizontal one.
+        scroll.setMinimumWidth(
+            max(
+                CONTROLS_WIDTH,
+                controls.minimumSizeHint().width()
+                + scroll.verticalScrollBar().sizeHint().width()
+                + 2 * scroll.frameWidth(),
+            )
+        )
+        self.controls_scroll = scroll
         self.controls_dock = QDockWidget("Controls", self)
         self.controls_dock.setObjectName("controlsDock")
         self.controls_dock.setWidget(scroll)
@@ -309,7 +322,8 @@ class MainWindow(QMainWindow):
         if isinstance(geometry, QByteArray) and not geometry.isEmpty():
             self.restoreGeometry(geometry)
         else:
-            self.resize(1400, 900)
+            self.resize(DEFAULT_SIZE)
+        self._fit_screen()
         state = s.value("window/state")
         if isinstance(state, QByteArray):
             self.restoreState(state)
@@ -329,6 +343,15 @@ class MainWindow(QMainWindow):
         load.duration_spin.setValue(float(read_int(s, "load/duration", 10)))
         kinds = read_str(s, "events/kinds", ",".join(KINDS))
         self.event_log.set_kinds({k for k in kinds.split(",") if k})
+
+    def _fit_screen(self) -> None:
+        """No larger than the screen's free area (a 1,280 x 720 laptop, a saved geometry from a
+        bigger monitor): a window past the screen's edge hides its own controls."""
+        free = self.screen().availableGeometry().size()
+        frame = self.frameGeometry().size() - self.geometry().size()  # title bar, borders
+        fits = self.size().boundedTo(free - frame)
+        if fits != self.size():
+            self.resize(fits)
 
     def save_settings(self) -> None:
         s = self.settings
@@ -364,6 +387,12 @@ class MainWindow(QMainWindow):
         if self.runner is not None:
             stopped = self.runner.stop(timeout=2.0)
         return stopped
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if not self._fitted:  # the frame's size is known once the window is shown
+            self._fitted = True
+            self._fit_screen()
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_settings()

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QWidget
 
 from loopmon.gui import units
 from loopmon.gui.history import Rates
@@ -26,6 +26,10 @@ class StatusStrip(QWidget):
         self, clock: Callable[[], float] = time.monotonic, parent: QWidget | None = None
     ) -> None:
         super().__init__(parent)
+        # The strip takes the width the status bar has and never asks for more: its texts
+        # lengthen as figures grow, and a window must not widen itself to follow them (what
+        # does not fit is cut at the right; each label's tooltip says what it is).
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self._clock = clock
         self._received_at: float | None = None
         self.stale = False

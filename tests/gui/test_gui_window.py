@@ -15,6 +15,7 @@ from PySide6.QtCore import Qt
 from loopmon.gui.bridge import Batch
 from loopmon.gui.event_log import EventLog
 from loopmon.gui.export import CSV_COLUMNS
+from loopmon.gui.listener_panel import say
 from loopmon.gui.main_window import MainWindow
 from loopmon.gui.settings import open_settings
 from loopmon.snapshot import KINDS
@@ -319,7 +320,7 @@ def test_rare_events_survive_churn_in_the_window(qtbot, window: MainWindow) -> N
         event("listener_full", "full: select's FD_SETSIZE"),
     ]
     feed(window, None, rare)
-    for step in range(20):  # churn, in many batches and between frames
+    for _ in range(20):  # churn, in many batches and between frames
         feed(window, None, [event("connect" if i % 2 else "close", fd=i) for i in range(200)])
     log.set_kinds(set(KINDS) - {"connect", "close"})
     assert [log.model.event_at(r).text for r in range(log.model.rowCount())] == [
@@ -510,3 +511,62 @@ def test_listeners_from_snapshots_appear(window: MainWindow) -> None:
     assert [r.port for r in window.listener_panel.model.rows] == [10000, 10001]
     assert set(window.listener_panel.buttons) == {1, 2}
     assert "10000" in window.windowTitle()
+
+
+# -- layout ------------------------------------------------------------------------------------
+LONG = "a very long message that goes on " * 6 + "x" * 120
+
+
+def settle(qtbot, win: MainWindow) -> None:  # type: ignore[no-untyped-def]
+    """Let the layouts take in what changed (posted LayoutRequest events)."""
+    from PySide6.QtWidgets import QApplication
+
+    for _ in range(3):
+        QApplication.processEvents()
+    win.layout().activate()
+
+
+def test_the_window_opens_within_the_screen(window: MainWindow) -> None:
+    free = window.screen().availableGeometry()
+    assert window.frameGeometry().width() <= free.width()
+    assert window.frameGeometry().height() <= free.height()
+
+
+def test_long_messages_wrap_and_never_widen_the_window(qtbot, window: MainWindow) -> None:
+    window.resize(1280, 720)
+    settle(qtbot, window)
+    width, dock = window.width(), window.controls_dock.width()
+    assert not window.table.view.horizontalScrollBar().isVisible()
+    assert not window.controls_scroll.horizontalScrollBar().isVisible()
+    for label in window.status.labels.values():
+        label.setText(LONG)
+    window.listener_panel.host_edit.setText("bad-host-" + "y" * 200)  # its error quotes it
+    say(window.listener_panel.start_message, LONG, error=True)
+    say(window.listener_panel.stop_message, LONG, error=True)
+    say(window.loop_panel.backend_message, LONG, error=True)
+    say(window.load_panel.result_label, LONG, error=True)
+    say(window.load_panel.live_label, LONG)
+    say(window.table.message, LONG, error=True)
+    settle(qtbot, window)
+    assert "bad-host-" in window.listener_panel.host_error.text()
+    assert window.minimumSizeHint().width() <= 1280
+    assert window.width() == width
+    assert window.controls_dock.width() == dock
+    assert not window.controls_scroll.horizontalScrollBar().isVisible()
+
+
+def test_at_800_by_600_nothing_overlaps(qtbot, window: MainWindow) -> None:
+    window.resize(800, 600)
+    settle(qtbot, window)
+    hint = window.minimumSizeHint()
+    assert hint.width() <= 800 and hint.height() <= 600
+    assert window.width() == 800
+
+    def rect(widget):  # type: ignore[no-untyped-def]
+        return widget.rect().translated(widget.mapTo(window, widget.rect().topLeft()))
+
+    dock = rect(window.controls_dock)
+    for widget in (window.table.filter_edit, window.table.count_label, window.tabs):
+        assert not rect(widget).intersects(dock), widget
+    panel = window.load_panel
+    assert not rect(panel.start_button).intersects(rect(panel.stop_button))
