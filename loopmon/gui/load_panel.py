@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 
 from loopmon.gui.listener_panel import message_label, say
 from loopmon.gui.validation import client_host
+from loopmon.netaddr import format_address, split_address
 from loopmon.snapshot import ListenerRow
 
 MODES = ("rr", "flood", "slow", "idle", "churn")
@@ -57,18 +58,31 @@ class LoadPanel(QGroupBox):
         self.process: QProcess | None = None
         self._stderr_tail = b""
         self._stdout = b""
+        self._last_said = ""  # the load process's last line that is not progress
         self._duration = 0.0
         self._stopping = False
         self.progress: dict[str, Any] = {}
         self.summary: dict[str, Any] | None = None
 
         self.target_combo = QComboBox()
+        # A listener of this window, or any HOST:PORT typed in (``load`` itself refuses
+        # another machine, and says so).
+        self.target_combo.setEditable(True)
+        self.target_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        edit = self.target_combo.lineEdit()
+        assert edit is not None  # an editable combo has one
+        edit.setPlaceholderText("a listener, or HOST:PORT")
+        self.target_combo.setToolTip(
+            "Which listener to load: one started here, or any HOST:PORT on this machine"
+        )
         # A long address must not widen the panel: the combo is as wide as the panel allows.
         self.target_combo.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
         self.target_combo.setMinimumContentsLength(12)
-        self.target_combo.setToolTip("Which listener to load")
+        self.target_message = message_label("targetMessage")
+        self._listener_targets: list[str] = []
+        self._lost = ""  # the target whose listener stopped, until another is chosen
         self.clients_spin = QSpinBox()
         self.clients_spin.setRange(1, 20_000)
         self.clients_spin.setValue(10)
@@ -105,48 +119,83 @@ class LoadPanel(QGroupBox):
         grid = QGridLayout(self)
         grid.addWidget(QLabel("Target"), 0, 0)
         grid.addWidget(self.target_combo, 0, 1, 1, 3)
-        grid.addWidget(QLabel("Clients"), 1, 0)
-        grid.addWidget(self.clients_spin, 1, 1)
-        grid.addWidget(QLabel("Size"), 1, 2)
-        grid.addWidget(self.size_spin, 1, 3)
-        grid.addWidget(QLabel("Mode"), 2, 0)
-        grid.addWidget(self.mode_combo, 2, 1)
-        grid.addWidget(QLabel("Duration"), 2, 2)
-        grid.addWidget(self.duration_spin, 2, 3)
+        grid.addWidget(self.target_message, 1, 1, 1, 3)
+        grid.addWidget(QLabel("Clients"), 2, 0)
+        grid.addWidget(self.clients_spin, 2, 1)
+        grid.addWidget(QLabel("Size"), 2, 2)
+        grid.addWidget(self.size_spin, 2, 3)
+        grid.addWidget(QLabel("Mode"), 3, 0)
+        grid.addWidget(self.mode_combo, 3, 1)
+        grid.addWidget(QLabel("Duration"), 3, 2)
+        grid.addWidget(self.duration_spin, 3, 3)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.stop_button)
-        grid.addLayout(buttons, 3, 0, 1, 4)
-        grid.addWidget(self.progress_bar, 4, 0, 1, 4)
-        grid.addWidget(self.live_label, 5, 0, 1, 4)
-        grid.addWidget(self.result_label, 6, 0, 1, 4)
-        grid.addWidget(self.log_view, 7, 0, 1, 4)
+        grid.addLayout(buttons, 4, 0, 1, 4)
+        grid.addWidget(self.progress_bar, 5, 0, 1, 4)
+        grid.addWidget(self.live_label, 6, 0, 1, 4)
+        grid.addWidget(self.result_label, 7, 0, 1, 4)
+        grid.addWidget(self.log_view, 8, 0, 1, 4)
+        self.target_combo.editTextChanged.connect(self._target_edited)
+        self._update_run()
 
     # -- targets -------------------------------------------------------------------------
     def set_targets(self, listeners: Sequence[ListenerRow]) -> None:
+        """The listeners this window started. The target never changes by itself: when its
+        listener stops, the panel says so and Run waits until another target is chosen."""
         addresses = [
-            f"[{client_host(r.host)}]:{r.port}"
-            if ":" in client_host(r.host)
-            else f"{client_host(r.host)}:{r.port}"
-            for r in listeners
-            if r.state == "listening"
+            format_address(client_host(r.host), r.port) for r in listeners if r.state == "listening"
         ]
-        current = [self.target_combo.itemText(i) for i in range(self.target_combo.count())]
-        if addresses == current:
+        if addresses == self._listener_targets:
             return
-        chosen = self.target_combo.currentText()
-        self.target_combo.clear()
-        self.target_combo.addItems(addresses)
-        if chosen in addresses:
-            self.target_combo.setCurrentText(chosen)
+        chosen = self.target_combo.currentText().strip()
+        lost = chosen in self._listener_targets and chosen not in addresses
+        self._listener_targets = addresses
+        combo = self.target_combo
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItems(addresses)
+        if lost or self._lost or (chosen and chosen not in addresses):
+            combo.setCurrentIndex(-1)
+            combo.setEditText("" if lost or self._lost else chosen)
+        elif chosen:
+            combo.setCurrentText(chosen)
+        # else: nothing was chosen yet, and the first listener is the obvious target
+        combo.blockSignals(False)
+        if lost:
+            self._lost = chosen
+        self._update_run()
 
-    @staticmethod
-    def split_address(text: str) -> tuple[str, int]:
-        host, _, port = text.rpartition(":")
-        return host.strip("[]"), int(port)
+    def _target_edited(self, _text: str) -> None:
+        self._lost = ""  # a target is being chosen
+        self._update_run()
+
+    def target(self) -> tuple[str, int]:
+        """(host, port) of the target as shown; ValueError saying what is wrong."""
+        text = self.target_combo.currentText().strip()
+        if not text:
+            raise ValueError("no target: start a listener, or type HOST:PORT")
+        host, port = split_address(text)
+        if port == 0:
+            raise ValueError("port 0 is not a listener's port: type the port it listens on")
+        return host, port
+
+    def _update_run(self) -> None:
+        """Run is enabled only with a target to run against; the reason shows beside it."""
+        if self._lost:
+            why = f"{self._lost} stopped listening: choose a target"
+        else:
+            try:
+                self.target()
+                why = ""
+            except ValueError as exc:
+                why = str(exc) if self.target_combo.currentText().strip() else ""
+        ok = not why and bool(self.target_combo.currentText().strip())
+        self.start_button.setEnabled(ok and not self.running)
+        say(self.target_message, why, error=bool(why))
 
     def arguments(self) -> list[str]:
-        host, port = self.split_address(self.target_combo.currentText())
+        host, port = self.target()
         return [
             *self._program[1:],
             "--host", host,
@@ -167,8 +216,10 @@ class LoadPanel(QGroupBox):
     def start(self) -> None:
         if self.running:
             return
-        if not self.target_combo.currentText():
-            say(self.result_label, "no listener to load: start one first", error=True)
+        try:
+            self.target()
+        except ValueError as exc:
+            say(self.result_label, f"nothing to load: {exc}", error=True)
             return
         process = QProcess(self)
         process.setProgram(self._program[0])
@@ -180,6 +231,7 @@ class LoadPanel(QGroupBox):
         self.process = process
         self._stderr_tail = b""
         self._stdout = b""
+        self._last_said = ""
         self._duration = self.duration_spin.value()
         self._stopping = False
         self.progress = {}
@@ -239,6 +291,7 @@ class LoadPanel(QGroupBox):
             self._show_progress(record)
         else:
             self.log_view.appendPlainText(line)
+            self._last_said = line
 
     def _show_progress(self, record: dict[str, Any]) -> None:
         self.progress = record
@@ -289,6 +342,8 @@ class LoadPanel(QGroupBox):
             say(self.result_label, "stopped")
         elif crashed:
             say(self.result_label, "the load process crashed", error=True)
+        elif code != 0 and self._last_said:
+            say(self.result_label, self._last_said, error=True)  # load's own words: why
         else:
             say(self.result_label, f"the load process exited with status {code}", error=code != 0)
         self.live_label.setText("not running")
@@ -317,5 +372,5 @@ class LoadPanel(QGroupBox):
         process, self.process = self.process, None
         if process is not None:
             process.deleteLater()
-        self.start_button.setEnabled(True)
         self.stop_button.setEnabled(False)
+        self._update_run()

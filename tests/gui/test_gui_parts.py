@@ -248,7 +248,71 @@ def test_load_panel_without_a_target_refuses(qtbot) -> None:
     qtbot.addWidget(panel)
     panel.start()
     assert not panel.running
-    assert "start one first" in panel.result_label.text()
+    assert "no target: start a listener" in panel.result_label.text()
+    assert not panel.start_button.isEnabled()
+
+
+def test_load_target_that_stops_is_said_and_run_waits_for_a_choice(qtbot) -> None:
+    panel = fake_load_panel(qtbot)
+    panel.set_targets(listeners(10000, 10001))
+    panel.target_combo.setCurrentText("127.0.0.1:10001")
+    assert panel.start_button.isEnabled()
+    panel.set_targets(listeners(10000))  # 10001 stopped: never retarget to 10000 silently
+    assert panel.target_combo.currentText() == ""
+    assert not panel.start_button.isEnabled()
+    assert panel.target_message.text() == "127.0.0.1:10001 stopped listening: choose a target"
+    panel.start()
+    assert not panel.running
+    panel.set_targets(listeners(10000, 10002))  # a new listener is not chosen for the user
+    assert panel.target_combo.currentText() == ""
+    assert not panel.start_button.isEnabled()
+    panel.target_combo.setCurrentIndex(1)  # the user chooses
+    assert panel.target_combo.currentText() == "127.0.0.1:10002"
+    assert panel.start_button.isEnabled()
+    assert panel.target_message.text() == ""
+
+
+@pytest.mark.parametrize(
+    ("typed", "host", "port"),
+    [
+        ("127.0.0.1:5555", "127.0.0.1", 5555),
+        ("[::1]:80", "::1", 80),
+        ("localhost:9", "localhost", 9),
+    ],
+)
+def test_load_target_can_be_typed(qtbot, typed: str, host: str, port: int) -> None:
+    panel = fake_load_panel(qtbot)
+    panel.target_combo.setEditText(typed)
+    assert panel.start_button.isEnabled()
+    args = panel.arguments()
+    assert args[args.index("--host") + 1] == host
+    assert args[args.index("--port") + 1] == str(port)
+    panel.set_targets(listeners(10000, 10001))  # listeners coming and going leave it alone
+    assert panel.target_combo.currentText() == typed
+
+
+@pytest.mark.parametrize(
+    ("typed", "why"),
+    [("nonsense", "not HOST:PORT"), ("::1:80", "brackets"), ("127.0.0.1:0", "port 0")],
+)
+def test_a_bad_typed_target_disables_run_and_says_why(qtbot, typed: str, why: str) -> None:
+    panel = fake_load_panel(qtbot)
+    panel.target_combo.setEditText(typed)
+    assert not panel.start_button.isEnabled()
+    assert why in panel.target_message.text()
+
+
+@pytest.mark.slow
+def test_a_non_loopback_target_is_refused_with_loads_own_message(qtbot) -> None:
+    panel = LoadPanel()  # the real ``loopmon load``
+    qtbot.addWidget(panel)
+    panel.target_combo.setEditText("192.0.2.1:9")  # TEST-NET-1: never this machine
+    panel.duration_spin.setValue(1)
+    panel.start()
+    qtbot.waitUntil(lambda: not panel.running, timeout=20000)
+    text = panel.result_label.text()
+    assert text.startswith("loopmon load: 192.0.2.1") and "refus" in text
+    assert "d03030" in panel.result_label.styleSheet()
 
 
 # -- small things --------------------------------------------------------------------------
