@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from loopmon.gui.listener_panel import message_label, say
-from loopmon.gui.validation import client_host
+from loopmon.gui.validation import MAX_CLIENTS, client_host, client_limit, local_ports
 from loopmon.netaddr import format_address, split_address
 from loopmon.snapshot import ListenerRow
 
@@ -84,8 +84,15 @@ class LoadPanel(QGroupBox):
         self._listener_targets: list[str] = []
         self._lost = ""  # the target whose listener stopped, until another is chosen
         self.clients_spin = QSpinBox()
-        self.clients_spin.setRange(1, 20_000)
+        # The box takes any number typed (a spin box would silently turn 50000 into 5000);
+        # past the limit Run is disabled and the reason shows beneath it.
+        self.client_limit, self.client_limit_why = client_limit(local_ports())
+        self.clients_spin.setRange(1, 10 * MAX_CLIENTS)
+        self.clients_spin.setGroupSeparatorShown(True)
         self.clients_spin.setValue(10)
+        self.clients_spin.setToolTip(self.client_limit_why)
+        self.clients_message = message_label("clientsMessage")
+        self.clients_spin.valueChanged.connect(self._update_run)
         self.size_spin = QSpinBox()
         self.size_spin.setRange(1, 16 * 1024 * 1024)
         self.size_spin.setValue(1024)
@@ -124,18 +131,19 @@ class LoadPanel(QGroupBox):
         grid.addWidget(self.clients_spin, 2, 1)
         grid.addWidget(QLabel("Size"), 2, 2)
         grid.addWidget(self.size_spin, 2, 3)
-        grid.addWidget(QLabel("Mode"), 3, 0)
-        grid.addWidget(self.mode_combo, 3, 1)
-        grid.addWidget(QLabel("Duration"), 3, 2)
-        grid.addWidget(self.duration_spin, 3, 3)
+        grid.addWidget(self.clients_message, 3, 0, 1, 4)
+        grid.addWidget(QLabel("Mode"), 4, 0)
+        grid.addWidget(self.mode_combo, 4, 1)
+        grid.addWidget(QLabel("Duration"), 4, 2)
+        grid.addWidget(self.duration_spin, 4, 3)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.stop_button)
-        grid.addLayout(buttons, 4, 0, 1, 4)
-        grid.addWidget(self.progress_bar, 5, 0, 1, 4)
-        grid.addWidget(self.live_label, 6, 0, 1, 4)
-        grid.addWidget(self.result_label, 7, 0, 1, 4)
-        grid.addWidget(self.log_view, 8, 0, 1, 4)
+        grid.addLayout(buttons, 5, 0, 1, 4)
+        grid.addWidget(self.progress_bar, 6, 0, 1, 4)
+        grid.addWidget(self.live_label, 7, 0, 1, 4)
+        grid.addWidget(self.result_label, 8, 0, 1, 4)
+        grid.addWidget(self.log_view, 9, 0, 1, 4)
         self.target_combo.editTextChanged.connect(self._target_edited)
         self._update_run()
 
@@ -180,8 +188,11 @@ class LoadPanel(QGroupBox):
             raise ValueError("port 0 is not a listener's port: type the port it listens on")
         return host, port
 
-    def _update_run(self) -> None:
-        """Run is enabled only with a target to run against; the reason shows beside it."""
+    def _update_run(self, *_: object) -> None:
+        """Run is enabled only with a target to run against and a number of clients it can
+        open; the reason shows beside the field."""
+        too_many = self.clients_spin.value() > self.client_limit
+        say(self.clients_message, self.client_limit_why if too_many else "", error=too_many)
         if self._lost:
             why = f"{self._lost} stopped listening: choose a target"
         else:
@@ -190,7 +201,7 @@ class LoadPanel(QGroupBox):
                 why = ""
             except ValueError as exc:
                 why = str(exc) if self.target_combo.currentText().strip() else ""
-        ok = not why and bool(self.target_combo.currentText().strip())
+        ok = not why and not too_many and bool(self.target_combo.currentText().strip())
         self.start_button.setEnabled(ok and not self.running)
         say(self.target_message, why, error=bool(why))
 
@@ -220,6 +231,9 @@ class LoadPanel(QGroupBox):
             self.target()
         except ValueError as exc:
             say(self.result_label, f"nothing to load: {exc}", error=True)
+            return
+        if self.clients_spin.value() > self.client_limit:
+            say(self.result_label, self.client_limit_why, error=True)
             return
         process = QProcess(self)
         process.setProgram(self._program[0])

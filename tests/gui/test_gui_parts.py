@@ -315,6 +315,35 @@ def test_a_non_loopback_target_is_refused_with_loads_own_message(qtbot) -> None:
     assert "d03030" in panel.result_label.styleSheet()
 
 
+def test_the_clients_box_says_its_limit_and_never_clamps_silently(qtbot) -> None:
+    panel = fake_load_panel(qtbot)
+    assert panel.client_limit <= 20_000  # less with a narrow local port range
+    spin = panel.clients_spin
+    spin.lineEdit().selectAll()
+    qtbot.keyClicks(spin, "50000")
+    assert spin.value() == 50_000  # what was typed, not 5000
+    assert not panel.start_button.isEnabled()
+    assert panel.clients_message.text().startswith(f"at most {panel.client_limit:,} clients")
+    assert "local ports" in panel.clients_message.text()
+    assert "at most" in spin.toolTip()
+    spin.setValue(panel.client_limit)
+    assert panel.start_button.isEnabled()
+    assert panel.clients_message.text() == ""
+
+
+def test_client_limit_follows_the_local_port_range(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from loopmon.gui.validation import client_limit, local_ports
+
+    ports = tmp_path / "range"
+    ports.write_text("32768\t60999\n")
+    assert local_ports(ports) == 28_232
+    assert client_limit(28_232)[0] == 20_000
+    assert client_limit(5_000)[0] == 4_000  # a narrow range: less, and the reason names it
+    assert "5,000 local ports" in client_limit(5_000)[1]
+    assert local_ports(tmp_path / "missing") is None
+    assert client_limit(None)[0] == 20_000
+
+
 # -- small things --------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("text", "host"),
