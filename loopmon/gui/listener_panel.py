@@ -61,8 +61,13 @@ class ListenerPanel(QGroupBox):
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("Open a listener on this address")
         self.start_message = message_label("startMessage")
+        # What the message beside Start is about, so it goes once that is no longer so.
+        self._fix_first = False  # "fix the address first": until both fields are valid
+        self._failed_at: tuple[str, int] | None = None  # a start that failed on this address
         self.host_edit.textChanged.connect(self._check_host)
         self.port_edit.textChanged.connect(self._check_port)
+        self.host_edit.textChanged.connect(self._fields_changed)
+        self.port_edit.textChanged.connect(self._fields_changed)
         self.host_edit.returnPressed.connect(self.start)
         self.port_edit.returnPressed.connect(self.start)
         self.start_button.clicked.connect(self.start)
@@ -109,11 +114,27 @@ class ListenerPanel(QGroupBox):
         say(self.port_error, why, error=bool(why))
         return port
 
+    def _fields_changed(self, *_: object) -> None:
+        """Clear the message beside Start once what it said is no longer so."""
+        host = parse_host(self.host_edit.text())[0]
+        port = parse_port(self.port_edit.text())[0]
+        valid = host is not None and port is not None
+        if (self._fix_first and valid) or (
+            self._failed_at is not None and (host, port) != self._failed_at
+        ):
+            self._clear_start_message()
+
+    def _clear_start_message(self) -> None:
+        self._fix_first = False
+        self._failed_at = None
+        say(self.start_message, "")
+
     # -- starting ------------------------------------------------------------------------
     def start(self) -> None:
         host, port = self._check_host(), self._check_port()
         if host is None or port is None:
             say(self.start_message, "fix the address first: nothing was started", error=True)
+            self._fix_first, self._failed_at = True, None
             return
         if self._commands is None:
             say(self.start_message, "no loop to start it on", error=True)
@@ -125,11 +146,13 @@ class ListenerPanel(QGroupBox):
         assert self._commands is not None
         shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         say(self.start_message, f"starting {shown}…")
+        self._fix_first, self._failed_at = False, None
         session = self.model.session
 
         def then(row: ListenerRow | None, error: BaseException | None) -> None:
             if error is not None or row is None:
                 say(self.start_message, describe(error) if error else "failed", error=True)
+                self._failed_at = (host, port)  # e.g. in use: stale once that changes
                 return
             self.model.announce(row, session)
             say(self.start_message, f"listening on {row.address}")
@@ -170,6 +193,9 @@ class ListenerPanel(QGroupBox):
                 say(self.stop_message, f"{address}: {describe(error)}", error=True)
                 return
             self.model.forget(listener_id, session)
+            stopped = rows.get(listener_id)
+            if stopped is not None and self._failed_at == (stopped.host, stopped.port):
+                self._clear_start_message()  # the address a start failed on is free now
             extra = " and closed its connections" if close else ""
             say(self.stop_message, f"stopped {address}{extra}")
 

@@ -83,6 +83,7 @@ class LoadPanel(QGroupBox):
         self.target_message = message_label("targetMessage")
         self._listener_targets: list[str] = []
         self._lost = ""  # the target whose listener stopped, until another is chosen
+        self._refused = False  # the result label says why Run did nothing
         self.clients_spin = QSpinBox()
         # The box takes any number typed (a spin box would silently turn 50000 into 5000);
         # past the limit Run is disabled and the reason shows beneath it.
@@ -204,6 +205,9 @@ class LoadPanel(QGroupBox):
         ok = not why and not too_many and bool(self.target_combo.currentText().strip())
         self.start_button.setEnabled(ok and not self.running)
         say(self.target_message, why, error=bool(why))
+        if ok and self._refused:  # "nothing to load" is no longer so
+            self._refused = False
+            say(self.result_label, "")
 
     def arguments(self) -> list[str]:
         host, port = self.target()
@@ -231,9 +235,11 @@ class LoadPanel(QGroupBox):
             self.target()
         except ValueError as exc:
             say(self.result_label, f"nothing to load: {exc}", error=True)
+            self._refused = True
             return
         if self.clients_spin.value() > self.client_limit:
             say(self.result_label, self.client_limit_why, error=True)
+            self._refused = True
             return
         process = QProcess(self)
         process.setProgram(self._program[0])

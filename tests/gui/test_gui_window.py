@@ -118,6 +118,52 @@ def test_a_failure_from_the_loop_shows_beside_start(
     assert panel.model.rows == []
 
 
+def test_fix_the_address_first_goes_once_the_address_is_valid(qtbot, window: MainWindow) -> None:
+    panel = window.listener_panel
+    panel.set_host_port("127.0.0.1", "http")
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    assert "nothing was started" in panel.start_message.text()
+    panel.port_edit.setText("80801")  # still wrong: the message stays
+    assert "nothing was started" in panel.start_message.text()
+    panel.port_edit.setText("8080")
+    assert panel.start_message.text() == ""
+
+
+def test_address_in_use_goes_when_the_address_changes(
+    qtbot, window: MainWindow, runner: FakeRunner
+) -> None:
+    runner.fail_starts[("127.0.0.1", 10000)] = "address already in use"
+    panel = window.listener_panel
+    panel.set_host_port("127.0.0.1", "10000")
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "already in use" in panel.start_message.text(), timeout=2000)
+    panel.port_edit.setText("10001")
+    assert panel.start_message.text() == ""
+
+
+def test_address_in_use_goes_when_its_listener_here_stops(
+    qtbot, window: MainWindow, runner: FakeRunner
+) -> None:
+    panel = window.listener_panel
+    panel.start_listener("127.0.0.1", 10000)
+    qtbot.waitUntil(lambda: len(panel.model.rows) == 1, timeout=2000)
+    runner.fail_starts[("127.0.0.1", 10000)] = "address already in use"
+    panel.set_host_port("127.0.0.1", "10000")
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "already in use" in panel.start_message.text(), timeout=2000)
+    qtbot.mouseClick(panel.buttons[panel.model.rows[0].id], Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.model.rows == [], timeout=2000)
+    assert panel.start_message.text() == ""
+
+
+def test_nothing_to_load_goes_once_there_is_a_target(qtbot, window: MainWindow) -> None:
+    load = window.load_panel
+    load.start()
+    assert "nothing to load" in load.result_label.text()
+    load.set_targets(listeners(10000))
+    assert load.result_label.text() == ""
+
+
 @pytest.mark.parametrize("close_connections", [False, True])
 def test_stop_removes_the_listener(
     qtbot, window: MainWindow, runner: FakeRunner, close_connections: bool
