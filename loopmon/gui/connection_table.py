@@ -34,7 +34,7 @@ from loopmon.gui.connection_model import (
     ConnectionModel,
 )
 from loopmon.gui.mask_delegate import MaskChipDelegate
-from loopmon.gui.wording import wrappable
+from loopmon.gui.wording import plural, wrappable
 from loopmon.snapshot import Snapshot
 
 COLUMN_WIDTHS = {
@@ -126,7 +126,11 @@ class ConnectionTable(QWidget):
 
     def _count(self) -> None:
         shown, total = self.model.rowCount(), self.model.total
-        text = f"{total} connections" if shown == total else f"{shown} of {total} connections"
+        text = (
+            plural(total, "connection")
+            if shown == total
+            else f"{shown:,} of {plural(total, 'connection')}"
+        )
         self.count_label.setText(text)
 
     # -- selection, kept by fd across resets ----------------------------------------------
@@ -187,7 +191,7 @@ class ConnectionTable(QWidget):
         if not fds or self._commands is None:
             return
         self.message.setStyleSheet("")
-        self.message.setText(f"closing {len(fds)} connection{'s' if len(fds) > 1 else ''}…")
+        self.message.setText(f"closing {plural(len(fds), 'connection')}…")
         outcome: dict[int, str] = {}
 
         def closed(fd: int) -> Callable[[object, BaseException | None], None]:

@@ -6,15 +6,19 @@ columns once (``ConnectionColumns``) and every per-fd update is a numpy scatter.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 
 import numpy as np
 
-from loopmon.snapshot import Snapshot
+from loopmon.snapshot import LoopFigures, Snapshot
 
 WINDOW_S = 60.0
+# Rates (events/s, iterations/s, utilization) are over the last second, for the health plot
+# and the status strip alike: over one 40 ms snapshot interval, a single event reads as 25/s.
+RATE_WINDOW_S = 1.0
 
 
 class SeriesRing:
@@ -59,8 +63,10 @@ class SeriesRing:
 
 @dataclass(frozen=True, slots=True)
 class Rates:
-    """Loop health between two snapshots the window received."""
+    """Loop health over the last ``window_s`` (RATE_WINDOW_S, less only while the loop has not
+    run that long) as of a snapshot the window received."""
 
+    window_s: float = 0.0
     events_per_s: float = 0.0
     iterations_per_s: float = 0.0
     utilization: float = 0.0  # 0..1
@@ -75,19 +81,25 @@ HEALTH_FIELDS = ("t", "events", "iterations", "utilization", "lag_p50", "lag_p99
 class HealthHistory:
     """Loop figures over time, one sample per received snapshot.
 
-    Rates come from the difference of the cumulative ``totals`` between the snapshots the window
-    actually received, so a snapshot the mailbox replaced before the window took it loses
-    nothing; after a restart (totals start again) the snapshot's own interval is used.
+    Rates come from the difference of the cumulative ``totals`` between this snapshot and the
+    newest one received at least ``rate_window_s`` before it, so a snapshot the mailbox replaced
+    before the window took it loses nothing, and one event is one event a second, not 25.
+    After a restart (totals start again) the window starts again, from the snapshot's own
+    interval.
     """
 
-    def __init__(self, capacity: int = 8192) -> None:
+    def __init__(self, capacity: int = 8192, rate_window_s: float = RATE_WINDOW_S) -> None:
         self.ring = SeriesRing(capacity, HEALTH_FIELDS)
+        self.rate_window_s = rate_window_s
         self._previous: Snapshot | None = None
+        # (taken_at, totals) of the snapshots within the rate window, and one just before it
+        self._recent: collections.deque[tuple[float, LoopFigures]] = collections.deque()
         self.latest = Rates()
 
     def clear(self) -> None:
         self.ring.clear()
         self._previous = None
+        self._recent.clear()
         self.latest = Rates()
 
     def record(self, snapshot: Snapshot) -> Rates:
@@ -111,14 +123,21 @@ class HealthHistory:
         )
         return rates
 
-    @staticmethod
-    def _rates(prev: Snapshot | None, snap: Snapshot) -> Rates:
-        now, then = snap.totals, prev.totals if prev is not None else None
-        if then is not None and now.span_s > then.span_s and now.iterations >= then.iterations:
-            interval = now.minus(then)  # everything since the snapshot before, none lost
-        else:
-            interval = snap.interval  # first snapshot, or a restarted loop's new totals
+    def _rates(self, prev: Snapshot | None, snap: Snapshot) -> Rates:
+        recent, now = self._recent, snap.totals
+        if prev is None or not (
+            recent
+            and now.span_s > recent[-1][1].span_s
+            and now.iterations >= recent[-1][1].iterations
+        ):
+            recent.clear()  # first snapshot, or a restarted loop's new totals
+        # The base: the newest snapshot at least the window before this one (else the oldest).
+        while len(recent) > 1 and snap.taken_at - recent[1][0] >= self.rate_window_s:
+            recent.popleft()
+        interval = now.minus(recent[0][1]) if recent else snap.interval
+        recent.append((snap.taken_at, now))
         return Rates(
+            window_s=interval.span_s,
             events_per_s=interval.events_per_s,
             iterations_per_s=interval.iterations_per_s,
             utilization=interval.utilization,

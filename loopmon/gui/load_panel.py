@@ -4,7 +4,8 @@ listeners, shows its progress while it runs and its summary at the end, and stop
 With ``--json --progress jsonl`` the load command writes one JSON object per line to stderr
 about once a second (elapsed_s, round_trips, round_trips_per_s, mb_per_s, errors, mismatches,
 open_connections) and one JSON summary line to stdout when it ends; it exits non-zero if any
-byte came back wrong or any connection failed.
+byte came back wrong or any connection failed. Throughput shows in MiB/s, as every size in the
+window is in IEC units.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from loopmon.gui import units
 from loopmon.gui.listener_panel import message_label, say
 from loopmon.gui.validation import MAX_CLIENTS, client_host, client_limit, local_ports
+from loopmon.gui.wording import plural
 from loopmon.netaddr import format_address, split_address
 from loopmon.snapshot import ListenerRow
 
@@ -259,9 +262,8 @@ class LoadPanel(QGroupBox):
         self.progress_bar.setValue(0)
         self.log_view.clear()
         say(self.result_label, "")
-        self.live_label.setText(
-            f"starting {self.clients_spin.value()} {self.mode_combo.currentText()} clients…"
-        )
+        clients = plural(self.clients_spin.value(), f"{self.mode_combo.currentText()} client")
+        self.live_label.setText(f"starting {clients}…")
         self.start_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         process.start()
@@ -322,7 +324,7 @@ class LoadPanel(QGroupBox):
         self.live_label.setText(
             f"{elapsed:.0f}/{self._duration:g} s · "
             f"{float(record.get('round_trips_per_s', 0)):,.0f} round trips/s · "
-            f"{float(record.get('mb_per_s', 0)):.1f} MB/s · "
+            f"{units.mib_per_s(record):.1f} MiB/s · "
             f"{record.get('open_connections', 0)} open · "
             f"{record.get('errors', 0)} errors · {record.get('mismatches', 0)} mismatches"
         )
@@ -376,7 +378,7 @@ class LoadPanel(QGroupBox):
             f"{s.get('size', '?')} B for {float(s.get('duration_s', 0)):.1f} s: "
             f"{int(s.get('round_trips', 0)):,} round trips "
             f"({float(s.get('round_trips_per_s', 0)):,.0f}/s), "
-            f"{float(s.get('mb_per_s', 0)):.1f} MB/s; {LoadPanel.describe_latency(s)}; "
+            f"{units.mib_per_s(s):.1f} MiB/s; {LoadPanel.describe_latency(s)}; "
             f"{s.get('errors', 0)} errors, {s.get('mismatches', 0)} mismatches"
         )
 

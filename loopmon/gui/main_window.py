@@ -10,12 +10,14 @@ shown).
 from __future__ import annotations
 
 import collections
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 
 from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
+    QApplication,
     QDockWidget,
     QFileDialog,
     QMainWindow,
@@ -43,6 +45,7 @@ from loopmon.gui.queue_plot import QueuePlot
 from loopmon.gui.raster import MaskRaster
 from loopmon.gui.settings import open_settings, read_int, read_str
 from loopmon.gui.status_strip import StatusStrip
+from loopmon.gui.wording import window_title
 from loopmon.snapshot import KINDS, LoopEvent, Snapshot
 
 EVENT_LOG_SIZE = 5000
@@ -97,7 +100,7 @@ class MainWindow(QMainWindow):
         self._shut_down = False
         self._fitted = False
 
-        self.setWindowTitle("loopmon")
+        self.setWindowTitle(window_title([], QApplication.applicationDisplayName()))
         icon = resources.icon_path()
         if icon is not None:
             self.setWindowIcon(QIcon(str(icon)))
@@ -285,7 +288,9 @@ class MainWindow(QMainWindow):
         self.load_panel.set_targets(rows)
         backend = self.latest.backend if self.latest is not None else ""
         addresses = ", ".join(r.address for r in rows if r.state == "listening")
-        self.setWindowTitle(" — ".join(p for p in ("loopmon", backend, addresses) if p))
+        self.setWindowTitle(
+            window_title([backend, addresses], QApplication.applicationDisplayName())
+        )
 
     # -- export ------------------------------------------------------------------------------
     def export_connections(self, path: str) -> int:
@@ -295,24 +300,28 @@ class MainWindow(QMainWindow):
     def export_plot(self, key: str, path: str) -> None:
         self.plots[key].export_png(path)
 
-    def _ask_export_csv(self) -> None:
+    def _export_path(self, name: str) -> str:
+        """Where a Save dialog opens: the folder last saved to, else the working directory."""
         last = read_str(self.settings, "export/dir", "")
+        folder = last if last and os.path.isdir(last) else os.getcwd()
+        return os.path.join(folder, name)
+
+    def _ask_export_csv(self) -> None:
         path, _ = QFileDialog.getSaveFileName(
-            self, "Export connections", f"{last}/connections.csv", "CSV (*.csv)"
+            self, "Export connections", self._export_path("connections.csv"), "CSV (*.csv)"
         )
         if path:
             count = self.export_connections(path)
-            self.settings.setValue("export/dir", path.rpartition("/")[0])
+            self.settings.setValue("export/dir", os.path.dirname(os.path.abspath(path)))
             self.statusBar().showMessage(f"wrote {count} connections to {path}", 5000)
 
     def _ask_export_png(self, key: str) -> None:
-        last = read_str(self.settings, "export/dir", "")
         path, _ = QFileDialog.getSaveFileName(
-            self, f"Export {self.plots[key].title}", f"{last}/{key}.png", "PNG (*.png)"
+            self, f"Export {self.plots[key].title}", self._export_path(f"{key}.png"), "PNG (*.png)"
         )
         if path:
             self.export_plot(key, path)
-            self.settings.setValue("export/dir", path.rpartition("/")[0])
+            self.settings.setValue("export/dir", os.path.dirname(os.path.abspath(path)))
             self.statusBar().showMessage(f"wrote {path}", 5000)
 
     # -- settings ----------------------------------------------------------------------------

@@ -317,7 +317,7 @@ def test_pause_freezes_the_views_while_the_status_runs_on(qtbot, window: MainWin
     )
     assert table_fds(window) == [1]
     assert window.event_log.model.rowCount() == 1
-    assert window.status.labels["connections"].text() == "2 conn"  # the strip is live
+    assert window.status.labels["connections"].text() == "2 connections"  # the strip is live
     drawn = {key: panel.refreshes for key, panel in window.plots.items()}
     window.table.select_fds([1])  # selecting, or showing another tab, redraws nothing
     window.tabs.setCurrentIndex(2)
@@ -336,7 +336,7 @@ def test_views_refresh_at_most_once_per_interval(qtbot, runner: FakeRunner, tmp_
         conns = tuple(connection(fd) for fd in range(seq))
         feed(win, snapshot(seq=seq, connections=conns), [event("connect", fd=seq)])
     assert table_fds(win) == [0]  # the first was shown at once, the rest wait for the frame
-    assert win.status.labels["connections"].text() == "5 conn"  # the strip took every one
+    assert win.status.labels["connections"].text() == "5 connections"  # the strip took every one
     qtbot.waitUntil(lambda: table_fds(win) == [0, 1, 2, 3, 4], timeout=2000)
     assert win.frames == 2
     assert win.event_log.model.rowCount() == 5
@@ -465,6 +465,25 @@ def test_status_strip_shows_rates_between_received_snapshots(window: MainWindow)
     assert window.status.labels["backend"].text() == "epoll · direct"
 
 
+def test_events_per_s_is_over_a_second_in_the_plot_and_the_strip(window: MainWindow) -> None:
+    # One nc line: one event in one 40 ms snapshot interval reads 25/s over that interval.
+    events = 0
+    for i in range(100):
+        events += i == 40
+        totals = figures(span_s=100.0 + i * 0.04, events=events, iterations=1000 + i)
+        quiet = figures(span_s=0.04, events=0)
+        feed(window, snapshot(seq=i + 1, taken_at=1000.0 + i * 0.04, totals=totals, interval=quiet))
+        if i == 40:
+            assert window.status.labels["events"].text() == "1 ev/s"
+            assert window.health.latest.window_s == pytest.approx(1.0)
+    plotted = window.health.ring.column("events")
+    assert plotted.max() == pytest.approx(1.0)  # never the 25/s spike
+    assert plotted[40:65].min() == pytest.approx(1.0)  # for the second that holds it
+    assert plotted[-1] == 0.0
+    assert window.status.labels["events"].text() == "0 ev/s"  # the same figure as the plot
+    assert "over the last 1 s" in window.health_plots.events_plot.titleLabel.text
+
+
 def test_a_dead_loop_is_shown(window: MainWindow) -> None:
     feed(window, snapshot(alive=False, error="RuntimeError: boom"))
     assert "loop died: RuntimeError: boom" in window.status.labels["backend"].text()
@@ -558,6 +577,94 @@ def test_listeners_from_snapshots_appear(window: MainWindow) -> None:
     assert [r.port for r in window.listener_panel.model.rows] == [10000, 10001]
     assert set(window.listener_panel.buttons) == {1, 2}
     assert "10000" in window.windowTitle()
+
+
+def test_counts_are_worded_in_the_singular_for_one(window: MainWindow) -> None:
+    feed(window, snapshot(connections=(connection(5),)))
+    assert window.table.count_label.text() == "1 connection"
+    assert window.status.labels["connections"].text() == "1 connection"
+
+
+def test_the_title_says_loopmon_once(window: MainWindow) -> None:
+    from PySide6.QtWidgets import QApplication
+
+    from loopmon.gui.wording import shown_title
+
+    feed(window, snapshot(listeners=listeners(10000)))
+    for name in ("loopmon", QApplication.applicationDisplayName(), ""):
+        QApplication.setApplicationDisplayName(name)
+        window._listeners_changed()
+        title = shown_title(window.windowTitle(), QApplication.applicationDisplayName())
+        assert title.count("loopmon") == 1, title
+        assert "127.0.0.1:10000" in title
+
+
+def test_save_dialogs_open_in_the_last_folder_else_the_working_directory(
+    window: MainWindow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PySide6.QtWidgets import QFileDialog
+
+    asked: list[str] = []
+    answer = [""]
+
+    def dialog(_parent, _title, where, _filter):  # type: ignore[no-untyped-def]
+        asked.append(where)
+        return answer[0], ""
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", dialog)
+    monkeypatch.chdir(tmp_path)
+    window._ask_export_csv()
+    assert asked[-1] == str(tmp_path / "connections.csv")
+    (tmp_path / "out").mkdir()
+    answer[0] = str(tmp_path / "out" / "mine.csv")
+    window._ask_export_csv()
+    answer[0] = ""
+    window._ask_export_png("queues")
+    assert asked[-1] == str(tmp_path / "out" / "queues.png")
+
+
+def test_sizes_are_iec_in_the_queue_plot(qtbot, window: MainWindow) -> None:
+    window.tabs.setCurrentWidget(window.queue_plot)
+    deep = connection(7, queue_bytes=3 << 20, queue_chunks=4)
+    feed(window, snapshot(connections=(deep,)))
+    feed(window, snapshot(seq=2, taken_at=1000.5, connections=(deep,)))
+    window.queue_plot.refresh()
+    axis = window.queue_plot.plot.getAxis("left")
+    assert axis.labelText == "queued (MiB)"
+    assert not axis.autoSIPrefix
+    assert window.queue_plot.total.yData[-1] == pytest.approx(3.0)
+    assert window.table.model.data(window.table.model.index(0, 5)) == "3.0 MiB"
+
+
+def test_the_error_chip_is_quiet_until_an_error_is_seen(window: MainWindow) -> None:
+    from loopmon.events import ERROR, READ
+    from loopmon.gui.connection_model import ERRORS_SEEN_ROLE
+    from loopmon.gui.mask_delegate import chip_look
+
+    assert chip_look(ERROR, READ | ERROR, errors_seen=0) == "quiet"
+    assert chip_look(ERROR, READ | ERROR, errors_seen=1) == "on"
+    assert chip_look(READ, READ | ERROR, errors_seen=0) == "on"
+    assert chip_look(ERROR, READ, errors_seen=3) == "off"
+    feed(window, snapshot(connections=(connection(5, ready_error=2),)))
+    model = window.table.model
+    assert model.data(model.index(0, 4), ERRORS_SEEN_ROLE) == 2
+
+
+def test_load_throughput_is_in_mib_per_s() -> None:
+    from loopmon.gui.load_panel import LoadPanel
+    from loopmon.gui.units import mib_per_s
+
+    assert mib_per_s({"mb_per_s": 1.048576}) == pytest.approx(1.0)
+    assert mib_per_s({"mib_per_s": 2.5, "mb_per_s": 9.0}) == 2.5
+    summary = {"mode": "rr", "clients": 1, "size": 1, "mb_per_s": 10.48576}
+    assert "10.0 MiB/s" in LoadPanel.describe_summary(summary)
+    assert "MB/s" not in LoadPanel.describe_summary(summary)
+
+
+def test_a_strategy_change_from_the_loop_is_in_the_event_log(window: MainWindow) -> None:
+    feed(window, None, [event("loop", "echo strategy: direct -> seed")])
+    log = window.event_log.model
+    assert log.event_at(log.rowCount() - 1).text == "echo strategy: direct -> seed"
 
 
 # -- layout ------------------------------------------------------------------------------------
