@@ -34,13 +34,22 @@ def say(label: QLabel, text: str, error: bool = False) -> None:
     label.setText(wrappable(text))
     label.setStyleSheet(ERROR_STYLE if error else (OK_STYLE if text else ""))
     label.setToolTip(text)
+    if label.property(HIDE_EMPTY):
+        label.setVisible(bool(text))
 
 
-def message_label(name: str) -> QLabel:
-    """A label for what a control's command answered: word-wrapped, named for tests."""
+HIDE_EMPTY = "hideWhenEmpty"
+
+
+def message_label(name: str, hide_empty: bool = False) -> QLabel:
+    """A label for what a control's command answered: word-wrapped, named for tests;
+    ``hide_empty``: it takes no room while it has nothing to say (``say`` shows it)."""
     label = QLabel()
     label.setObjectName(name)
     label.setWordWrap(True)
+    if hide_empty:
+        label.setProperty(HIDE_EMPTY, True)
+        label.setVisible(False)
     return label
 
 

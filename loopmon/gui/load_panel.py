@@ -83,7 +83,7 @@ class LoadPanel(QGroupBox):
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
         self.target_combo.setMinimumContentsLength(12)
-        self.target_message = message_label("targetMessage")
+        self.target_message = message_label("targetMessage", hide_empty=True)
         self._listener_targets: list[str] = []
         self._lost = ""  # the target whose listener stopped, until another is chosen
         self._refused = False  # the result label says why Run did nothing
@@ -95,7 +95,7 @@ class LoadPanel(QGroupBox):
         self.clients_spin.setGroupSeparatorShown(True)
         self.clients_spin.setValue(10)
         self.clients_spin.setToolTip(self.client_limit_why)
-        self.clients_message = message_label("clientsMessage")
+        self.clients_message = message_label("clientsMessage", hide_empty=True)
         self.clients_spin.valueChanged.connect(self._update_run)
         self.size_spin = QSpinBox()
         self.size_spin.setRange(1, 16 * 1024 * 1024)

@@ -261,6 +261,7 @@ def test_load_target_that_stops_is_said_and_run_waits_for_a_choice(qtbot) -> Non
     assert panel.target_combo.currentText() == ""
     assert not panel.start_button.isEnabled()
     assert panel.target_message.text() == "127.0.0.1:10001 stopped listening: choose a target"
+    assert panel.target_message.isVisibleTo(panel)
     panel.start()
     assert not panel.running
     panel.set_targets(listeners(10000, 10002))  # a new listener is not chosen for the user
@@ -270,6 +271,7 @@ def test_load_target_that_stops_is_said_and_run_waits_for_a_choice(qtbot) -> Non
     assert panel.target_combo.currentText() == "127.0.0.1:10002"
     assert panel.start_button.isEnabled()
     assert panel.target_message.text() == ""
+    assert not panel.target_message.isVisibleTo(panel)  # no empty row while all is well
 
 
 @pytest.mark.parametrize(
