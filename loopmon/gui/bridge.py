@@ -53,30 +53,21 @@ class MailboxBridge(QObject):
         self._fallback = QTimer(self)
         self._fallback.setInterval(FALLBACK_CHECK_MS)
         self._fallback.timeout.connect(self._collect)
-        self.attach(mailbox)
+        notifier = QSocketNotifier(mailbox.fileno(), QSocketNotifier.Type.Read, self)
+        notifier.activated.connect(self._on_readable)
+        self._notifier = notifier
 
     @property
     def mailbox(self) -> MailboxLike:
         return self._mailbox
 
-    def attach(self, mailbox: MailboxLike) -> None:
-        """Watch ``mailbox`` (again, or a new one after the runner replaced it)."""
-        self.detach()
-        self._mailbox = mailbox
-        notifier = QSocketNotifier(mailbox.fileno(), QSocketNotifier.Type.Read, self)
-        notifier.activated.connect(self._on_readable)
-        self._notifier = notifier
-
-    def detach(self) -> None:
-        """Stop watching; call before the mailbox's fd is closed."""
+    def close(self) -> None:
+        """Stop watching (before the mailbox's fd is closed) and drop what is pending."""
         if self._notifier is not None:
             self._notifier.setEnabled(False)
             self._notifier.activated.disconnect(self._on_readable)
             self._notifier.deleteLater()
             self._notifier = None
-
-    def close(self) -> None:
-        self.detach()
         self._fallback.stop()
         self._pending.clear()
 

@@ -150,10 +150,6 @@ class ConnectionModel(QAbstractTableModel):
             self._filter = text
             self._refresh()
 
-    @property
-    def filter_text(self) -> str:
-        return self._filter
-
     def _refresh(self) -> None:
         rows = self._arrange(self._all)
         fds = [r.fd for r in rows]

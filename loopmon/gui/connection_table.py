@@ -24,7 +24,6 @@ from loopmon.gui.connection_model import (
     AGE,
     BYTES_IN,
     BYTES_OUT,
-    COLUMNS,
     FD,
     LISTENER,
     MASK,
@@ -233,7 +232,3 @@ class ConnectionTable(QWidget):
         action.triggered.connect(self.close_selected)
         menu.addAction(action)
         menu.popup(self.view.viewport().mapToGlobal(pos))
-
-    @property
-    def column_titles(self) -> list[str]:
-        return [title for title, _ in COLUMNS]

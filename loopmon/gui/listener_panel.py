@@ -4,7 +4,6 @@ back (the real port, or why it failed) shows beside the control that asked."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -213,7 +212,3 @@ class ListenerPanel(QGroupBox):
     def set_host_port(self, host: str, port: str) -> None:
         self.host_edit.setText(host)
         self.port_edit.setText(port)
-
-    @property
-    def alignment_hint(self) -> Qt.AlignmentFlag:
-        return Qt.AlignmentFlag.AlignTop

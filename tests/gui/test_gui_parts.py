@@ -411,3 +411,17 @@ def test_the_icon_renders(qtbot) -> None:
     path = resources.icon_path()
     assert path is not None
     assert not QIcon(str(path)).pixmap(64, 64).isNull()
+
+
+def test_dead_code_stays_gone() -> None:
+    # Issue 15 item 18: nothing used these; the runner keeps one mailbox across a restart, so
+    # the bridge never re-attaches.
+    from loopmon.gui.bridge import MailboxBridge
+    from loopmon.gui.connection_model import ConnectionModel
+    from loopmon.gui.connection_table import ConnectionTable
+    from loopmon.gui.listener_panel import ListenerPanel
+
+    assert not hasattr(MailboxBridge, "attach") and not hasattr(MailboxBridge, "detach")
+    assert not hasattr(ConnectionModel, "filter_text")
+    assert not hasattr(ConnectionTable, "column_titles")
+    assert not hasattr(ListenerPanel, "alignment_hint")
