@@ -25,7 +25,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QColor
 
 from loopmon.events import ERROR, mask_names
-from loopmon.gui import units
+from loopmon.gui.model import units
 from loopmon.snapshot import ConnectionRow, ListenerRow, Snapshot
 
 Index = QModelIndex | QPersistentModelIndex

@@ -33,7 +33,7 @@ from loopmon.gui.connection_model import (
     ConnectionModel,
 )
 from loopmon.gui.mask_delegate import MaskChipDelegate
-from loopmon.gui.wording import plural, wrappable
+from loopmon.gui.model.wording import plural, wrappable
 from loopmon.snapshot import Snapshot
 
 COLUMN_WIDTHS = {

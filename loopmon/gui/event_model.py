@@ -21,8 +21,8 @@ from typing import Any
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QObject, QPersistentModelIndex, Qt
 from PySide6.QtGui import QColor, QFont
 
-from loopmon.gui import units
-from loopmon.gui.kind_log import KindLog
+from loopmon.gui.model import units
+from loopmon.gui.model.kind_log import KindLog
 from loopmon.snapshot import KINDS, LoopEvent
 
 Index = QModelIndex | QPersistentModelIndex

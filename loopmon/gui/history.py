@@ -6,19 +6,15 @@ columns once (``ConnectionColumns``) and every per-fd update is a numpy scatter.
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Sequence
-from dataclasses import dataclass
 from operator import itemgetter
 
 import numpy as np
 
-from loopmon.snapshot import LoopFigures, Snapshot
+from loopmon.gui.model.rates import RATE_WINDOW_S, Rates, RateWindow
+from loopmon.snapshot import Snapshot
 
 WINDOW_S = 60.0
-# Rates (events/s, iterations/s, utilization) are over the last second, for the health plot
-# and the status strip alike: over one 40 ms snapshot interval, a single event reads as 25/s.
-RATE_WINDOW_S = 1.0
 
 
 class SeriesRing:
@@ -61,45 +57,30 @@ class SeriesRing:
         return float(self._buf[self._index[name], self._head + self.capacity - 1])
 
 
-@dataclass(frozen=True, slots=True)
-class Rates:
-    """Loop health over the last ``window_s`` (RATE_WINDOW_S, less only while the loop has not
-    run that long) as of a snapshot the window received."""
-
-    window_s: float = 0.0
-    events_per_s: float = 0.0
-    iterations_per_s: float = 0.0
-    utilization: float = 0.0  # 0..1
-    lag_p50_s: float | None = None  # over the producer's lag window (None: no sample in it)
-    lag_p99_s: float | None = None
-    lag_window_s: float = 0.0
-
-
 HEALTH_FIELDS = ("t", "events", "iterations", "utilization", "lag_p50", "lag_p99", "queue")
 
 
 class HealthHistory:
     """Loop figures over time, one sample per received snapshot.
 
-    Rates come from the difference of the cumulative ``totals`` between this snapshot and the
-    newest one received at least ``rate_window_s`` before it, so a snapshot the mailbox replaced
-    before the window took it loses nothing, and one event is one event a second, not 25.
-    After a restart (totals start again) the window starts again, from the snapshot's own
-    interval.
+    Rates are over the last ``rate_window_s`` (``loopmon.gui.model.rates.RateWindow``), the
+    same figures the status strip shows.
     """
 
     def __init__(self, capacity: int = 8192, rate_window_s: float = RATE_WINDOW_S) -> None:
         self.ring = SeriesRing(capacity, HEALTH_FIELDS)
-        self.rate_window_s = rate_window_s
+        self.rate_window = RateWindow(rate_window_s)
         self._previous: Snapshot | None = None
-        # (taken_at, totals) of the snapshots within the rate window, and one just before it
-        self._recent: collections.deque[tuple[float, LoopFigures]] = collections.deque()
         self.latest = Rates()
+
+    @property
+    def rate_window_s(self) -> float:
+        return self.rate_window.window_s
 
     def clear(self) -> None:
         self.ring.clear()
         self._previous = None
-        self._recent.clear()
+        self.rate_window.clear()
         self.latest = Rates()
 
     def record(self, snapshot: Snapshot) -> Rates:
@@ -107,7 +88,9 @@ class HealthHistory:
         if prev is not None and snapshot.taken_at < prev.taken_at:
             self.ring.clear()  # a different clock: the old samples cannot share the axis
             prev = None
-        rates = self._rates(prev, snapshot)
+        if prev is None:
+            self.rate_window.clear()
+        rates = self.rate_window.update(snapshot)
         self._previous = snapshot
         self.latest = rates
         self.ring.append(
@@ -122,31 +105,6 @@ class HealthHistory:
             )
         )
         return rates
-
-    def _rates(self, prev: Snapshot | None, snap: Snapshot) -> Rates:
-        recent, now = self._recent, snap.totals
-        if prev is None or not (
-            recent
-            and now.span_s > recent[-1][1].span_s
-            and now.iterations >= recent[-1][1].iterations
-        ):
-            recent.clear()  # first snapshot, or a restarted loop's new totals
-        # The base: the newest snapshot at least the window before this one (else the oldest).
-        while len(recent) > 1 and snap.taken_at - recent[1][0] >= self.rate_window_s:
-            recent.popleft()
-        interval = now.minus(recent[0][1]) if recent else snap.interval
-        recent.append((snap.taken_at, now))
-        return Rates(
-            window_s=interval.span_s,
-            events_per_s=interval.events_per_s,
-            iterations_per_s=interval.iterations_per_s,
-            utilization=interval.utilization,
-            # The producer's figure over its window (a snapshot interval holds one sample of
-            # the 10 Hz probe at most), the same the status line of serve prints.
-            lag_p50_s=snap.lag.p50_s,
-            lag_p99_s=snap.lag.p99_s,
-            lag_window_s=snap.lag.window_s,
-        )
 
 
 def _ms(seconds: float | None) -> float:

@@ -19,8 +19,8 @@ from PySide6.QtWidgets import (
 
 from loopmon.gui.commands import Commands, describe
 from loopmon.gui.listener_model import ACTION, ListenerModel
-from loopmon.gui.validation import parse_host, parse_port
-from loopmon.gui.wording import wrappable
+from loopmon.gui.model.validation import parse_host, parse_port
+from loopmon.gui.model.wording import wrappable
 from loopmon.snapshot import ListenerRow
 
 ERROR_STYLE = "color: #d03030;"

@@ -30,10 +30,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from loopmon.gui import units
 from loopmon.gui.listener_panel import message_label, say
-from loopmon.gui.validation import MAX_CLIENTS, client_host, client_limit, local_ports
-from loopmon.gui.wording import plural
+from loopmon.gui.model import units
+from loopmon.gui.model.validation import MAX_CLIENTS, client_host, client_limit, local_ports
+from loopmon.gui.model.wording import plural
 from loopmon.netaddr import format_address, split_address
 from loopmon.snapshot import ListenerRow
 

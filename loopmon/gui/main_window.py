@@ -33,19 +33,19 @@ from loopmon.gui.bridge import Batch, MailboxBridge
 from loopmon.gui.commands import Commands, RunnerLike
 from loopmon.gui.connection_table import ConnectionTable
 from loopmon.gui.event_log import EventLog
-from loopmon.gui.export import write_connections_csv
 from loopmon.gui.health_plots import HealthPlots
 from loopmon.gui.history import ConnectionColumns, FdHistory, HealthHistory
-from loopmon.gui.kind_log import KindLog
 from loopmon.gui.listener_panel import ListenerPanel
 from loopmon.gui.load_panel import LoadPanel
 from loopmon.gui.loop_panel import LoopPanel
+from loopmon.gui.model.export import write_connections_csv
+from loopmon.gui.model.kind_log import KindLog
+from loopmon.gui.model.wording import window_title
 from loopmon.gui.plot_panel import PlotPanel
 from loopmon.gui.queue_plot import QueuePlot
 from loopmon.gui.raster import MaskRaster
 from loopmon.gui.settings import open_settings, read_int, read_str
 from loopmon.gui.status_strip import StatusStrip
-from loopmon.gui.wording import window_title
 from loopmon.snapshot import KINDS, LoopEvent, Snapshot
 
 EVENT_LOG_SIZE = 5000

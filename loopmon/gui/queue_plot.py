@@ -10,8 +10,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QWidget
 
-from loopmon.gui import units
 from loopmon.gui.history import WINDOW_S, FdHistory, HealthHistory
+from loopmon.gui.model import units
 from loopmon.gui.plot_panel import PlotPanel, fit_y, time_axis
 
 DEEPEST = 5

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QWidget
 
-from loopmon.gui import units
-from loopmon.gui.history import Rates
-from loopmon.gui.wording import plural
+from loopmon.gui.model import units
+from loopmon.gui.model.rates import Rates
+from loopmon.gui.model.wording import plural
 from loopmon.snapshot import Snapshot
 
 STALE_AFTER_S = 1.0

@@ -1,5 +1,5 @@
-"""The pieces under the window: the bridge, histories, raster colours, load panel, validation,
-resources."""
+"""The pieces under the window: the bridge, histories, raster colours, load panel, resources.
+The Qt-free models' own tests are in tests/gui/model."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fakes import FakeMailbox, connection, event, figures, listeners, snapshot
 
-from loopmon.gui import resources, validation
+from loopmon.gui import resources
 from loopmon.gui.bridge import Batch, MailboxBridge
 from loopmon.gui.history import ConnectionColumns, FdHistory, HealthHistory, SeriesRing
 from loopmon.gui.load_panel import LoadPanel
@@ -333,47 +333,7 @@ def test_the_clients_box_says_its_limit_and_never_clamps_silently(qtbot) -> None
     assert panel.clients_message.text() == ""
 
 
-def test_client_limit_follows_the_local_port_range(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from loopmon.gui.validation import client_limit, local_ports
-
-    ports = tmp_path / "range"
-    ports.write_text("32768\t60999\n")
-    assert local_ports(ports) == 28_232
-    assert client_limit(28_232)[0] == 20_000
-    assert client_limit(5_000)[0] == 4_000  # a narrow range: less, and the reason names it
-    assert "5,000 local ports" in client_limit(5_000)[1]
-    assert local_ports(tmp_path / "missing") is None
-    assert client_limit(None)[0] == 20_000
-
-
 # -- small things --------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("text", "host"),
-    [
-        ("127.0.0.1", "127.0.0.1"),
-        (" 0.0.0.0 ", "0.0.0.0"),
-        ("::1", "::1"),
-        ("[::1]", "::1"),
-        ("fe80::1", "fe80::1"),
-        ("LOCALHOST", "localhost"),
-        ("256.0.0.1", None),
-        ("1.2.3", None),
-        ("", None),
-        ("example.com", None),
-    ],
-)
-def test_parse_host(text: str, host: str | None) -> None:
-    assert validation.parse_host(text)[0] == host
-
-
-@pytest.mark.parametrize(
-    ("text", "port"),
-    [("0", 0), ("65535", 65535), ("80", 80), ("65536", None), ("-1", None), ("1e3", None)],
-)
-def test_parse_port(text: str, port: int | None) -> None:
-    assert validation.parse_port(text)[0] == port
-
-
 def test_settings_follow_the_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "env.ini"
     monkeypatch.setenv(ENV_VAR, str(path))

@@ -14,9 +14,9 @@ from PySide6.QtCore import Qt
 
 from loopmon.gui.bridge import Batch
 from loopmon.gui.event_log import EventLog
-from loopmon.gui.export import CSV_COLUMNS
 from loopmon.gui.listener_panel import say
 from loopmon.gui.main_window import MainWindow
+from loopmon.gui.model.export import CSV_COLUMNS
 from loopmon.gui.settings import open_settings
 from loopmon.snapshot import KINDS
 
@@ -588,7 +588,7 @@ def test_counts_are_worded_in_the_singular_for_one(window: MainWindow) -> None:
 def test_the_title_says_loopmon_once(window: MainWindow) -> None:
     from PySide6.QtWidgets import QApplication
 
-    from loopmon.gui.wording import shown_title
+    from loopmon.gui.model.wording import shown_title
 
     feed(window, snapshot(listeners=listeners(10000)))
     for name in ("loopmon", QApplication.applicationDisplayName(), ""):
@@ -652,7 +652,7 @@ def test_the_error_chip_is_quiet_until_an_error_is_seen(window: MainWindow) -> N
 
 def test_load_throughput_is_in_mib_per_s() -> None:
     from loopmon.gui.load_panel import LoadPanel
-    from loopmon.gui.units import mib_per_s
+    from loopmon.gui.model.units import mib_per_s
 
     assert mib_per_s({"mb_per_s": 1.048576}) == pytest.approx(1.0)
     assert mib_per_s({"mib_per_s": 2.5, "mb_per_s": 9.0}) == 2.5
