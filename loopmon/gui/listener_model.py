@@ -90,25 +90,28 @@ class ListenerModel(QAbstractTableModel):
     def announce(self, row: ListenerRow, session: str | None = None) -> None:
         """A listener a command reported started (a snapshot will confirm it); ``session``:
         the one the command went to, None for the current one."""
-        if session is not None and session != self._session:
+        if session and session != self._session:
             return  # a command answered by a producer that has been replaced since
         self._announced[row.id] = row
         self._rebuild()
 
     def forget(self, listener_id: int, session: str | None = None) -> None:
         """A listener a command reported stopped (in ``session``; None: the current one)."""
-        if session is not None and session != self._session:
+        if session and session != self._session:
             return  # that producer is gone, and its ids with it
         self._removed.add(listener_id)
         self._announced.pop(listener_id, None)
         self._rebuild()
 
     def _enter(self, session: str) -> None:
-        """Another producer session: the ids remembered belong to the old one."""
+        """Another producer session: the ids remembered belong to the old one. The first
+        session seen is no change: what was announced before it (a listener the window asked
+        for at launch, before any snapshot) belongs to it."""
         if session != self._session:
+            if self._session:
+                self._removed.clear()
+                self._announced.clear()
             self._session = session
-            self._removed.clear()
-            self._announced.clear()
 
     def _rebuild(self) -> None:
         shown = [

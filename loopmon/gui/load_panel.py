@@ -164,6 +164,8 @@ class LoadPanel(QGroupBox):
         lost = chosen in self._listener_targets and chosen not in addresses
         self._listener_targets = addresses
         combo = self.target_combo
+        if self._lost in addresses:  # the same address listens again (a backend switch)
+            chosen, self._lost = self._lost, ""
         combo.blockSignals(True)
         combo.clear()
         combo.addItems(addresses)

@@ -118,6 +118,13 @@ def test_listener_ids_stopped_in_one_session_do_not_hide_another_sessions() -> N
     assert model.rows == []
 
 
+def test_a_listener_announced_before_the_first_session_belongs_to_it() -> None:
+    model = ListenerModel()
+    model.announce(ListenerRow(id=1, host="127.0.0.1", port=10000, state="listening"))
+    model.set_listeners((), session="a")  # a snapshot taken before the listener was added
+    assert [r.id for r in model.rows] == [1]
+
+
 def test_listener_model_hides_stopped_listeners() -> None:
     model = ListenerModel()
     rows = listeners(1, 2)

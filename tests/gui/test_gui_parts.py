@@ -274,6 +274,19 @@ def test_load_target_that_stops_is_said_and_run_waits_for_a_choice(qtbot) -> Non
     assert not panel.target_message.isVisibleTo(panel)  # no empty row while all is well
 
 
+def test_a_lost_target_whose_address_listens_again_is_the_target_again(qtbot) -> None:
+    # A backend switch stops the listeners and reopens them on the same addresses.
+    panel = fake_load_panel(qtbot)
+    panel.set_targets(listeners(10000, 10001))
+    panel.target_combo.setCurrentText("127.0.0.1:10001")
+    panel.set_targets(())
+    assert not panel.start_button.isEnabled()
+    panel.set_targets(listeners(10000, 10001))
+    assert panel.target_combo.currentText() == "127.0.0.1:10001"
+    assert panel.start_button.isEnabled()
+    assert panel.target_message.text() == ""
+
+
 @pytest.mark.parametrize(
     ("typed", "host", "port"),
     [

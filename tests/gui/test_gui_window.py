@@ -18,7 +18,7 @@ from loopmon.gui.listener_panel import say
 from loopmon.gui.main_window import MainWindow
 from loopmon.gui.model.export import CSV_COLUMNS
 from loopmon.gui.settings import open_settings
-from loopmon.snapshot import KINDS
+from loopmon.snapshot import KINDS, ListenerRow
 
 pytestmark = pytest.mark.gui
 HERE = Path(__file__).resolve().parent
@@ -203,6 +203,22 @@ def test_listeners_after_a_producer_restart_show_and_can_be_stopped_and_loaded(
     qtbot.mouseClick(panel.buttons[1], Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: panel.model.rows == [], timeout=2000)
     assert runner.listeners == {}
+
+
+def test_a_listener_started_before_the_first_snapshot_stays_the_load_target(
+    window: MainWindow,
+) -> None:
+    # At launch the window asks for a listener before any snapshot has named the session;
+    # the first snapshot may have been taken before the listener was added.
+    panel = window.listener_panel
+    panel.model.announce(ListenerRow(id=1, host="127.0.0.1", port=10000, state="listening"))
+    assert window.load_panel.target_combo.currentText() == "127.0.0.1:10000"
+    feed(window, snapshot(listeners=(), session="s1"))
+    assert [r.port for r in panel.model.rows] == [10000]
+    feed(window, snapshot(seq=2, listeners=listeners(10000), session="s1"))
+    assert window.load_panel.target_combo.currentText() == "127.0.0.1:10000"
+    assert window.load_panel.start_button.isEnabled()
+    assert window.load_panel.target_message.text() == ""
 
 
 def test_command_results_are_handled_in_the_gui_thread(
