@@ -242,12 +242,15 @@ class MainWindow(QMainWindow):
 
     def record(self, snapshot: Snapshot) -> None:
         """What happens to every snapshot, paused or not: histories, status, controls."""
+        backend_changed = self.latest is None or self.latest.backend != snapshot.backend
         self.latest = snapshot
         rates = self.health.record(snapshot)
         self.fd_history.record(snapshot, ConnectionColumns(snapshot))
         self.status.show_snapshot(snapshot, rates)
         self.listener_panel.set_listeners(snapshot.listeners, snapshot.session)
         self.loop_panel.show_snapshot(snapshot)
+        if backend_changed:  # the title names it
+            self._show_title()
 
     def apply_views(
         self,
@@ -284,8 +287,11 @@ class MainWindow(QMainWindow):
         self.queue_plot.set_selected(fds)
 
     def _listeners_changed(self, *_: object) -> None:
+        self.load_panel.set_targets(self.listener_panel.model.rows)
+        self._show_title()
+
+    def _show_title(self) -> None:
         rows = self.listener_panel.model.rows
-        self.load_panel.set_targets(rows)
         backend = self.latest.backend if self.latest is not None else ""
         addresses = ", ".join(r.address for r in rows if r.state == "listening")
         self.setWindowTitle(

@@ -607,12 +607,17 @@ def test_the_title_says_loopmon_once(window: MainWindow) -> None:
     from loopmon.gui.model.wording import shown_title
 
     feed(window, snapshot(listeners=listeners(10000)))
-    for name in ("loopmon", QApplication.applicationDisplayName(), ""):
+    original = QApplication.applicationDisplayName()
+    for name in ("loopmon", original, ""):
         QApplication.setApplicationDisplayName(name)
         window._listeners_changed()
         title = shown_title(window.windowTitle(), QApplication.applicationDisplayName())
         assert title.count("loopmon") == 1, title
         assert "127.0.0.1:10000" in title
+    QApplication.setApplicationDisplayName("loopmon")
+    feed(window, snapshot(seq=2, backend="poll", listeners=listeners(10000)))
+    assert window.windowTitle().startswith("poll")  # the backend follows, listeners unchanged
+    QApplication.setApplicationDisplayName(original)
 
 
 def test_save_dialogs_open_in_the_last_folder_else_the_working_directory(
