@@ -301,8 +301,12 @@ class LoopRunner:
             server = self._server
             if server is None:
                 raise LoopNotRunning("the loop is not running")
+            before = self._strategy
             server.set_strategy(name)
             self._strategy = name
+            telemetry = self._telemetry
+            if telemetry is not None and name != before:  # in the event log, as a loop change
+                telemetry.record("loop", f"echo strategy: {before} -> {name}")
 
         return self.submit(change)
 

@@ -99,6 +99,18 @@ def test_set_strategy(runner: LoopRunner) -> None:
     assert echo_once(row.port, b"x" * 100_000) == b"x" * 100_000
 
 
+def test_a_strategy_change_is_in_the_event_log(runner: LoopRunner) -> None:
+    runner.set_strategy("seed").result(5)
+    runner.set_strategy("seed").result(5)  # no change: nothing logged
+    deadline = time.monotonic() + 5
+    texts: list[str] = []
+    while time.monotonic() < deadline and not texts:
+        if runner.mailbox.wait(0.2):
+            _, events, _ = runner.mailbox.take()
+            texts += [e.text for e in events if e.kind == "loop" and "strategy" in e.text]
+    assert texts == ["echo strategy: direct -> seed"]
+
+
 def test_loop_thread_crash_is_reported_and_restartable() -> None:
     runner = LoopRunner(telemetry_hz=50)
     runner.start()

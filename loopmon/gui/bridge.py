@@ -1,8 +1,8 @@
 """The loop-to-window door: one Qt signal per mailbox wake, and command results.
 
 A ``QSocketNotifier`` watches the mailbox's waker fd. Each time it fires the bridge takes
-everything waiting (the latest snapshot, the events since the last take, the count the bounded
-log dropped) and emits ``batch`` once, never once per event.
+everything waiting (the latest snapshot, the events since the last take, per kind the count the
+bounded log dropped) and emits ``batch`` once, never once per event.
 
 Runner commands return ``concurrent.futures.Future`` objects that complete on the loop thread,
 where Qt must not be touched. The bridge keeps them and checks them in the GUI thread on every
@@ -32,14 +32,14 @@ FALLBACK_CHECK_MS = 250
 
 class MailboxLike(Protocol):
     def fileno(self) -> int: ...
-    def take(self) -> tuple[Snapshot | None, list[LoopEvent], int]: ...
+    def take_by_kind(self) -> tuple[Snapshot | None, list[LoopEvent], dict[str, int]]: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
     snapshot: Snapshot | None
     events: list[LoopEvent]
-    dropped: int
+    dropped: dict[str, int]  # per kind, let go by the mailbox's log since the last batch
 
 
 class MailboxBridge(QObject):
@@ -53,30 +53,21 @@ class MailboxBridge(QObject):
         self._fallback = QTimer(self)
         self._fallback.setInterval(FALLBACK_CHECK_MS)
         self._fallback.timeout.connect(self._collect)
-        self.attach(mailbox)
+        notifier = QSocketNotifier(mailbox.fileno(), QSocketNotifier.Type.Read, self)
+        notifier.activated.connect(self._on_readable)
+        self._notifier = notifier
 
     @property
     def mailbox(self) -> MailboxLike:
         return self._mailbox
 
-    def attach(self, mailbox: MailboxLike) -> None:
-        """Watch ``mailbox`` (again, or a new one after the runner replaced it)."""
-        self.detach()
-        self._mailbox = mailbox
-        notifier = QSocketNotifier(mailbox.fileno(), QSocketNotifier.Type.Read, self)
-        notifier.activated.connect(self._on_readable)
-        self._notifier = notifier
-
-    def detach(self) -> None:
-        """Stop watching; call before the mailbox's fd is closed."""
+    def close(self) -> None:
+        """Stop watching (before the mailbox's fd is closed) and drop what is pending."""
         if self._notifier is not None:
             self._notifier.setEnabled(False)
             self._notifier.activated.disconnect(self._on_readable)
             self._notifier.deleteLater()
             self._notifier = None
-
-    def close(self) -> None:
-        self.detach()
         self._fallback.stop()
         self._pending.clear()
 
@@ -93,7 +84,7 @@ class MailboxBridge(QObject):
         return len(self._pending)
 
     def _on_readable(self, *_: object) -> None:
-        snapshot, events, dropped = self._mailbox.take()
+        snapshot, events, dropped = self._mailbox.take_by_kind()
         self._collect()
         if snapshot is not None or events or dropped:
             self.batch.emit(Batch(snapshot, events, dropped))

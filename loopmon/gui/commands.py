@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Protocol
 
-from loopmon.gui.bridge import Done, MailboxBridge, MailboxLike
+from loopmon.gui.bridge import Done, MailboxBridge
 from loopmon.snapshot import ListenerRow
 
 
@@ -67,13 +67,8 @@ class Commands:
         self._send(lambda: self.runner.set_strategy(name), then)
 
     def restart(self, backend: str, then: Done = _ignore) -> None:
-        def rebind(result: Any, error: BaseException | None) -> None:
-            mailbox: MailboxLike = self.runner.mailbox
-            if mailbox is not self.bridge.mailbox:
-                self.bridge.attach(mailbox)
-            then(result, error)
-
-        self._send(lambda: self.runner.restart(backend), rebind)
+        # The runner keeps its mailbox across a restart: the bridge goes on watching it.
+        self._send(lambda: self.runner.restart(backend), then)
 
 
 def describe(error: BaseException) -> str:

@@ -24,8 +24,8 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QColor
 
-from loopmon.events import mask_names
-from loopmon.gui import units
+from loopmon.events import ERROR, mask_names
+from loopmon.gui.model import units
 from loopmon.snapshot import ConnectionRow, ListenerRow, Snapshot
 
 Index = QModelIndex | QPersistentModelIndex
@@ -33,6 +33,7 @@ _ROOT = QModelIndex()
 
 MASK_ROLE = Qt.ItemDataRole.UserRole + 1  # the raw mask int, for the chip delegate
 FD_ROLE = Qt.ItemDataRole.UserRole + 2
+ERRORS_SEEN_ROLE = Qt.ItemDataRole.UserRole + 3  # times ERROR (error or hang-up) was reported
 
 # (title, ConnectionRow field index used for sorting)
 COLUMNS: tuple[tuple[str, int], ...] = (
@@ -101,6 +102,8 @@ class ConnectionModel(QAbstractTableModel):
             return self._rows[row].mask
         if role == FD_ROLE:
             return self._rows[row].fd
+        if role == ERRORS_SEEN_ROLE:
+            return self._rows[row].ready_error
         if role == Qt.ItemDataRole.TextAlignmentRole:
             return _RIGHT if col in _NUMERIC else _LEFT
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -146,10 +149,6 @@ class ConnectionModel(QAbstractTableModel):
         if text != self._filter:
             self._filter = text
             self._refresh()
-
-    @property
-    def filter_text(self) -> str:
-        return self._filter
 
     def _refresh(self) -> None:
         rows = self._arrange(self._all)
@@ -249,6 +248,12 @@ class ConnectionModel(QAbstractTableModel):
                 f"READ {row.read_fraction:.0%} and WRITE {row.write_fraction:.0%} of the last "
                 f"interval\nready: read {row.ready_read}, write {row.ready_write}, "
                 f"error {row.ready_error}"
+                + (
+                    "\nERROR is always registered; it shows red once an error or hang-up "
+                    "was reported on this fd"
+                    if row.mask & ERROR
+                    else ""
+                )
             )
         if col == QUEUE:
             return f"{row.queue_bytes} bytes in {row.queue_chunks} chunks waiting to be sent"

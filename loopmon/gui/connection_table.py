@@ -20,9 +20,33 @@ from PySide6.QtWidgets import (
 )
 
 from loopmon.gui.commands import Commands, describe
-from loopmon.gui.connection_model import AGE, COLUMNS, LISTENER, MASK, PEER, ConnectionModel
+from loopmon.gui.connection_model import (
+    AGE,
+    BYTES_IN,
+    BYTES_OUT,
+    FD,
+    LISTENER,
+    MASK,
+    PEER,
+    QUEUE,
+    STATE,
+    ConnectionModel,
+)
 from loopmon.gui.mask_delegate import MaskChipDelegate
+from loopmon.gui.model.wording import plural, wrappable
 from loopmon.snapshot import Snapshot
+
+COLUMN_WIDTHS = {
+    FD: 50,
+    PEER: 150,
+    LISTENER: 130,
+    STATE: 70,
+    MASK: 75,
+    QUEUE: 75,
+    BYTES_IN: 85,
+    BYTES_OUT: 85,
+    AGE: 60,
+}
 
 
 class ConnectionTable(QWidget):
@@ -50,6 +74,7 @@ class ConnectionTable(QWidget):
         self.close_button.clicked.connect(self.close_selected)
         self.message = QLabel()
         self.message.setObjectName("closeMessage")
+        self.message.setWordWrap(True)
 
         view = QTableView()
         view.setModel(self.model)
@@ -65,7 +90,9 @@ class ConnectionTable(QWidget):
         header = view.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
-        for col, width in ((0, 60), (PEER, 170), (LISTENER, 130), (MASK, 75), (AGE, 70)):
+        # Together about 740 px: the table opens without a horizontal scroll bar beside the
+        # controls on a 1,280 px screen (the last column stretches into what is left).
+        for col, width in COLUMN_WIDTHS.items():
             view.setColumnWidth(col, width)
         view.setItemDelegateForColumn(MASK, MaskChipDelegate(view))
         view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -98,7 +125,11 @@ class ConnectionTable(QWidget):
 
     def _count(self) -> None:
         shown, total = self.model.rowCount(), self.model.total
-        text = f"{total} connections" if shown == total else f"{shown} of {total} connections"
+        text = (
+            plural(total, "connection")
+            if shown == total
+            else f"{shown:,} of {plural(total, 'connection')}"
+        )
         self.count_label.setText(text)
 
     # -- selection, kept by fd across resets ----------------------------------------------
@@ -159,7 +190,7 @@ class ConnectionTable(QWidget):
         if not fds or self._commands is None:
             return
         self.message.setStyleSheet("")
-        self.message.setText(f"closing {len(fds)} connection{'s' if len(fds) > 1 else ''}…")
+        self.message.setText(f"closing {plural(len(fds), 'connection')}…")
         outcome: dict[int, str] = {}
 
         def closed(fd: int) -> Callable[[object, BaseException | None], None]:
@@ -179,7 +210,9 @@ class ConnectionTable(QWidget):
             first = next(iter(failed.items()))
             self.message.setStyleSheet("color: #d03030")
             self.message.setText(
-                f"could not close {len(failed)} of {len(outcome)}: fd {first[0]}: {first[1]}"
+                wrappable(
+                    f"could not close {len(failed)} of {len(outcome)}: fd {first[0]}: {first[1]}"
+                )
             )
         else:
             self.message.setStyleSheet("")
@@ -199,7 +232,3 @@ class ConnectionTable(QWidget):
         action.triggered.connect(self.close_selected)
         menu.addAction(action)
         menu.popup(self.view.viewport().mapToGlobal(pos))
-
-    @property
-    def column_titles(self) -> list[str]:
-        return [title for title, _ in COLUMNS]

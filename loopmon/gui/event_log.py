@@ -1,11 +1,16 @@
-"""The event log widget: kind toggles, a tree of events (a stall's stack or an exception's
-traceback expands under it), and what was dropped on the way."""
+"""The event log widget: kind toggles (wrapping onto more lines rather than widening the window),
+a tree of events (a stall's stack or an exception's traceback expands under it), and which older
+entries are no longer kept.
+
+The view follows new entries while it is scrolled to the bottom, also across a change of the
+kinds shown (which rebuilds the rows)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QHBoxLayout,
     QHeaderView,
     QLabel,
     QPushButton,
@@ -16,7 +21,18 @@ from PySide6.QtWidgets import (
 )
 
 from loopmon.gui.event_model import FD, KIND, TEXT, TIME, EventLogModel
+from loopmon.gui.flow_layout import FlowLayout
 from loopmon.snapshot import KINDS, LoopEvent
+
+
+def describe_not_kept(not_kept: Mapping[str, int]) -> str:
+    """'1,234 older connect and 56 older close entries not kept' ('' for none)."""
+    parts = [f"{n:,} older {kind.replace('_', ' ')}" for kind, n in not_kept.items() if n > 0]
+    if not parts:
+        return ""
+    listed = parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+    one = len(parts) == 1 and sum(not_kept.values()) == 1
+    return f"{listed} {'entry' if one else 'entries'} not kept"
 
 
 class EventLog(QWidget):
@@ -24,7 +40,7 @@ class EventLog(QWidget):
         super().__init__(parent)
         self.model = EventLogModel(max_entries, self)
         self.kind_buttons: dict[str, QToolButton] = {}
-        toggles = QHBoxLayout()
+        toggles = FlowLayout()
         toggles.addWidget(QLabel("Show:"))
         for kind in KINDS:
             button = QToolButton()
@@ -34,13 +50,13 @@ class EventLog(QWidget):
             button.toggled.connect(self._kinds_changed)
             self.kind_buttons[kind] = button
             toggles.addWidget(button)
-        toggles.addStretch(1)
-        self.dropped_label = QLabel()
-        self.dropped_label.setObjectName("droppedLabel")
-        toggles.addWidget(self.dropped_label)
         self.clear_button = QPushButton("Clear")
         self.clear_button.clicked.connect(self.clear)
         toggles.addWidget(self.clear_button)
+        self.dropped_label = QLabel()
+        self.dropped_label.setObjectName("droppedLabel")
+        self.dropped_label.setWordWrap(True)
+        self.dropped_label.setVisible(False)
 
         tree = QTreeView()
         tree.setModel(self.model)
@@ -58,22 +74,40 @@ class EventLog(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(toggles)
+        layout.addWidget(self.dropped_label)
         layout.addWidget(tree, 1)
         self._text_column = TEXT
 
-    def add(self, events: list[LoopEvent], dropped: int = 0) -> None:
+    def following(self) -> bool:
+        """Scrolled to the bottom: new entries keep coming into view."""
         bar = self.tree.verticalScrollBar()
-        following = bar.value() >= bar.maximum() - 2
+        return bar.value() >= bar.maximum() - 2
+
+    def add(self, events: list[LoopEvent], dropped: Mapping[str, int] | None = None) -> None:
+        following = self.following()
         self.model.add(events, dropped)
-        if dropped or self.model.trimmed:
-            parts = []
-            if self.model.dropped:
-                parts.append(f"{self.model.dropped} dropped by the loop's log")
-            if self.model.trimmed:
-                parts.append(f"{self.model.trimmed} oldest trimmed here")
-            self.dropped_label.setText("; ".join(parts))
+        self._show_not_kept()
         if following and events:
             self.tree.scrollToBottom()
+
+    def _show_not_kept(self) -> None:
+        model = self.model
+        text = describe_not_kept(model.not_kept)
+        if text == self.dropped_label.text():
+            return
+        self.dropped_label.setText(text)
+        self.dropped_label.setVisible(bool(text))
+        on_the_way = sum(model.dropped.values())
+        self.dropped_label.setToolTip(
+            f"Each kind keeps its newest {model.max_entries:,} entries, so frequent kinds "
+            "(connect, close) never push out rare ones (listener, loop, stall, exception)."
+            + (
+                f" {on_the_way:,} of these were let go before reaching the window "
+                "(the loop's own log keeps each kind's newest too)."
+                if on_the_way
+                else ""
+            )
+        )
 
     def set_kinds(self, kinds: set[str]) -> None:
         for kind, button in self.kind_buttons.items():
@@ -83,7 +117,11 @@ class EventLog(QWidget):
         self._kinds_changed()
 
     def _kinds_changed(self, *_: object) -> None:
+        following = self.following()
         self.model.set_kinds(k for k, b in self.kind_buttons.items() if b.isChecked())
+        if following:  # the rows were rebuilt: stay at the newest
+            self.tree.scrollToBottom()
 
     def clear(self) -> None:
         self.model.clear()
+        self._show_not_kept()

@@ -1,22 +1,28 @@
 """The event log: a bounded tree model, one row per LoopEvent, its detail (a stall's stack, an
 exception's traceback) as child rows under it, filtered by kind.
 
-Entries carry an absolute sequence number: a top-level row is ``seq - first visible seq``
-(through a sorted list), and a child row's internal id is its parent's ``seq + 1``, so the
-oldest entries can be dropped from the front without renumbering anything.
+Each kind keeps its own newest ``max_entries`` (``KindLog``): connect/close churn lets go of
+older connects and closes, never of the rare listener, loop, stall or exception entries
+(shared/DESIGN.md, "rare events"). What each kind let go, here or before reaching the window
+(the loop's own log), is counted in ``not_kept``.
+
+Entries carry an absolute sequence number: a top-level row is found by bisecting the sorted
+sequence numbers shown, and a child row's internal id is its parent's ``seq + 1``, so entries
+can be dropped without renumbering anything.
 """
 
 from __future__ import annotations
 
+import collections
 from bisect import bisect_left
-from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QObject, QPersistentModelIndex, Qt
 from PySide6.QtGui import QColor, QFont
 
-from loopmon.gui import units
+from loopmon.gui.model import units
+from loopmon.gui.model.kind_log import KindLog
 from loopmon.snapshot import KINDS, LoopEvent
 
 Index = QModelIndex | QPersistentModelIndex
@@ -32,6 +38,9 @@ KIND_COLOURS = {
     "loop": QColor(120, 120, 220),
 }
 KIND_ROLE = Qt.ItemDataRole.UserRole + 1
+# Past this many separate runs of rows to remove at once, one reset is cheaper for the view
+# than a removal signal per run (a churn interleaves the connects let go with closes kept).
+MAX_REMOVAL_RUNS = 32
 
 
 class _Entry:
@@ -52,17 +61,20 @@ class _Entry:
         return self.lines
 
 
+def _kind_of(entry: _Entry) -> str:
+    return entry.event.kind
+
+
 class EventLogModel(QAbstractItemModel):
     def __init__(self, max_entries: int = 5000, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.max_entries = max_entries
-        self._all: deque[_Entry] = deque()
+        self._all: KindLog[_Entry] = KindLog(max_entries, _kind_of)
         self._shown: list[_Entry] = []
         self._shown_seqs: list[int] = []
         self._kinds: frozenset[str] = frozenset(KINDS)
         self._next_seq = 0
-        self.dropped = 0  # dropped before reaching the window (the mailbox's bounded log)
-        self.trimmed = 0  # dropped here, past max_entries
+        # Per kind: let go before reaching the window (the loop's bounded log), and here.
+        self.dropped: collections.Counter[str] = collections.Counter()
         self._mono = QFont("monospace")
         self._mono.setStyleHint(QFont.StyleHint.Monospace)
 
@@ -161,50 +173,82 @@ class EventLogModel(QAbstractItemModel):
         return None
 
     # -- feeding it ----------------------------------------------------------------------
-    def add(self, events: Iterable[LoopEvent], dropped: int = 0) -> None:
-        self.dropped += dropped
+    @property
+    def max_entries(self) -> int:
+        """How many entries each kind keeps."""
+        return self._all.size
+
+    @max_entries.setter
+    def max_entries(self, size: int) -> None:
+        self._all.size = size
+        self._reset_shown()
+
+    @property
+    def trimmed(self) -> collections.Counter[str]:
+        """Per kind, entries let go here to keep each kind's newest ``max_entries``."""
+        return self._all.let_go
+
+    @property
+    def not_kept(self) -> collections.Counter[str]:
+        """Per kind, older entries the log no longer has (dropped on the way, or here)."""
+        return self.dropped + self._all.let_go
+
+    def add(self, events: Iterable[LoopEvent], dropped: Mapping[str, int] | None = None) -> None:
+        """Append ``events``; ``dropped``: per kind, how many the loop's log let go before
+        these reached the window."""
+        if dropped:
+            self.dropped.update({k: n for k, n in dropped.items() if n > 0})
+        first = self._next_seq
         new = []
         for event in events:
             new.append(_Entry(self._next_seq, event))
             self._next_seq += 1
         if not new:
             return
-        if len(new) > self.max_entries:  # a burst larger than the whole log: keep its tail
-            self.trimmed += len(new) - self.max_entries
-            new = new[-self.max_entries :]
-        overflow = len(self._all) + len(new) - self.max_entries
-        if overflow > 0:
-            self._drop_oldest(overflow)
-        self._all.extend(new)
-        visible = [e for e in new if e.event.kind in self._kinds]
+        gone = self._all.extend(new)
+        gone_seqs = {e.seq for e in gone}
+        kinds = self._kinds
+        self._remove_shown(sorted(e.seq for e in gone if e.seq < first and e.event.kind in kinds))
+        visible = [e for e in new if e.event.kind in kinds and e.seq not in gone_seqs]
         if visible:
-            first = len(self._shown)
-            self.beginInsertRows(QModelIndex(), first, first + len(visible) - 1)
+            at = len(self._shown)
+            self.beginInsertRows(QModelIndex(), at, at + len(visible) - 1)
             self._shown.extend(visible)
             self._shown_seqs.extend(e.seq for e in visible)
             self.endInsertRows()
 
-    def _drop_oldest(self, count: int) -> None:
-        self.trimmed += count
-        cut_seq = self._all[count - 1].seq
-        for _ in range(count):
-            self._all.popleft()
-        gone = bisect_left(self._shown_seqs, cut_seq + 1)
-        if gone:
-            self.beginRemoveRows(QModelIndex(), 0, gone - 1)
-            del self._shown[:gone]
-            del self._shown_seqs[:gone]
+    def _remove_shown(self, seqs: list[int]) -> None:
+        """Take the rows of these (shown, sorted) sequence numbers out of the view."""
+        if not seqs:
+            return
+        rows = [bisect_left(self._shown_seqs, seq) for seq in seqs]
+        runs: list[list[int]] = []  # [first, last] rows, ascending
+        for row in rows:
+            if runs and runs[-1][1] == row - 1:
+                runs[-1][1] = row
+            else:
+                runs.append([row, row])
+        if len(runs) > MAX_REMOVAL_RUNS:
+            self._reset_shown()
+            return
+        for first, last in reversed(runs):
+            self.beginRemoveRows(QModelIndex(), first, last)
+            del self._shown[first : last + 1]
+            del self._shown_seqs[first : last + 1]
             self.endRemoveRows()
+
+    def _reset_shown(self) -> None:
+        self.beginResetModel()
+        self._shown = [e for e in self._all if e.event.kind in self._kinds]
+        self._shown_seqs = [e.seq for e in self._shown]
+        self.endResetModel()
 
     def set_kinds(self, kinds: Iterable[str]) -> None:
         chosen = frozenset(kinds)
         if chosen == self._kinds:
             return
-        self.beginResetModel()
         self._kinds = chosen
-        self._shown = [e for e in self._all if e.event.kind in chosen]
-        self._shown_seqs = [e.seq for e in self._shown]
-        self.endResetModel()
+        self._reset_shown()
 
     def clear(self) -> None:
         self.beginResetModel()

@@ -19,9 +19,10 @@ class HealthPlots(PlotPanel):
         super().__init__(parent)
         self.health = health
         g = self.graphics
-        self.events_plot = g.addPlot(row=0, col=0, title="events / s")
-        self.iterations_plot = g.addPlot(row=1, col=0, title="iterations / s")
-        self.util_plot = g.addPlot(row=2, col=0, title="utilization %")
+        over = f"over the last {health.rate_window_s:g} s"  # as the status strip's figures
+        self.events_plot = g.addPlot(row=0, col=0, title=f"events / s, {over}")
+        self.iterations_plot = g.addPlot(row=1, col=0, title=f"iterations / s, {over}")
+        self.util_plot = g.addPlot(row=2, col=0, title=f"utilization %, {over}")
         self.lag_plot = g.addPlot(row=3, col=0, title="lag (ms), p50 and p99 over the last 10 s")
         plots = (self.events_plot, self.iterations_plot, self.util_plot, self.lag_plot)
         for i, plot in enumerate(plots):

@@ -7,11 +7,11 @@ columns once (``ConnectionColumns``) and every per-fd update is a numpy scatter.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from operator import itemgetter
 
 import numpy as np
 
+from loopmon.gui.model.rates import RATE_WINDOW_S, Rates, RateWindow
 from loopmon.snapshot import Snapshot
 
 WINDOW_S = 60.0
@@ -57,37 +57,30 @@ class SeriesRing:
         return float(self._buf[self._index[name], self._head + self.capacity - 1])
 
 
-@dataclass(frozen=True, slots=True)
-class Rates:
-    """Loop health between two snapshots the window received."""
-
-    events_per_s: float = 0.0
-    iterations_per_s: float = 0.0
-    utilization: float = 0.0  # 0..1
-    lag_p50_s: float | None = None  # over the producer's lag window (None: no sample in it)
-    lag_p99_s: float | None = None
-    lag_window_s: float = 0.0
-
-
 HEALTH_FIELDS = ("t", "events", "iterations", "utilization", "lag_p50", "lag_p99", "queue")
 
 
 class HealthHistory:
     """Loop figures over time, one sample per received snapshot.
 
-    Rates come from the difference of the cumulative ``totals`` between the snapshots the window
-    actually received, so a snapshot the mailbox replaced before the window took it loses
-    nothing; after a restart (totals start again) the snapshot's own interval is used.
+    Rates are over the last ``rate_window_s`` (``loopmon.gui.model.rates.RateWindow``), the
+    same figures the status strip shows.
     """
 
-    def __init__(self, capacity: int = 8192) -> None:
+    def __init__(self, capacity: int = 8192, rate_window_s: float = RATE_WINDOW_S) -> None:
         self.ring = SeriesRing(capacity, HEALTH_FIELDS)
+        self.rate_window = RateWindow(rate_window_s)
         self._previous: Snapshot | None = None
         self.latest = Rates()
+
+    @property
+    def rate_window_s(self) -> float:
+        return self.rate_window.window_s
 
     def clear(self) -> None:
         self.ring.clear()
         self._previous = None
+        self.rate_window.clear()
         self.latest = Rates()
 
     def record(self, snapshot: Snapshot) -> Rates:
@@ -95,7 +88,9 @@ class HealthHistory:
         if prev is not None and snapshot.taken_at < prev.taken_at:
             self.ring.clear()  # a different clock: the old samples cannot share the axis
             prev = None
-        rates = self._rates(prev, snapshot)
+        if prev is None:
+            self.rate_window.clear()
+        rates = self.rate_window.update(snapshot)
         self._previous = snapshot
         self.latest = rates
         self.ring.append(
@@ -110,24 +105,6 @@ class HealthHistory:
             )
         )
         return rates
-
-    @staticmethod
-    def _rates(prev: Snapshot | None, snap: Snapshot) -> Rates:
-        now, then = snap.totals, prev.totals if prev is not None else None
-        if then is not None and now.span_s > then.span_s and now.iterations >= then.iterations:
-            interval = now.minus(then)  # everything since the snapshot before, none lost
-        else:
-            interval = snap.interval  # first snapshot, or a restarted loop's new totals
-        return Rates(
-            events_per_s=interval.events_per_s,
-            iterations_per_s=interval.iterations_per_s,
-            utilization=interval.utilization,
-            # The producer's figure over its window (a snapshot interval holds one sample of
-            # the 10 Hz probe at most), the same the status line of serve prints.
-            lag_p50_s=snap.lag.p50_s,
-            lag_p99_s=snap.lag.p99_s,
-            lag_window_s=snap.lag.window_s,
-        )
 
 
 def _ms(seconds: float | None) -> float:

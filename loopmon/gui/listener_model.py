@@ -3,6 +3,11 @@ in the tooltip).
 
 Rows come from snapshots; a listener a Start command just returned is shown at once (before a
 snapshot carries it), and one a Stop command just removed stays gone.
+
+A listener is known by (session, id): ids are unique within a producer's session, across its
+loop restarts, but a restarted producer (a new session) numbers from 1 again, so what the model
+remembers about stopped or announced listeners belongs to the session it saw them in
+(shared/DESIGN.md, "Identity").
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ class ListenerModel(QAbstractTableModel):
         super().__init__(parent)
         self._rows: list[ListenerRow] = []
         self._from_snapshot: tuple[ListenerRow, ...] = ()
+        self._session = ""  # the producer session the rows and the ids below belong to
         self._announced: dict[int, ListenerRow] = {}  # started, not yet in a snapshot
-        self._removed: set[int] = set()  # stopped by us: never shown again
+        self._removed: set[int] = set()  # stopped by us: never shown again (in this session)
 
     def rowCount(self, parent: Index = _ROOT) -> int:
         return 0 if parent.isValid() else len(self._rows)
@@ -71,7 +77,9 @@ class ListenerModel(QAbstractTableModel):
         return None
 
     # -- feeding it --------------------------------------------------------------------------
-    def set_listeners(self, rows: tuple[ListenerRow, ...]) -> None:
+    def set_listeners(self, rows: tuple[ListenerRow, ...], session: str = "") -> None:
+        """The listeners of a snapshot of producer session ``session``."""
+        self._enter(session)
         self._from_snapshot = rows
         present = {r.id for r in rows}
         for listener_id in list(self._announced):
@@ -79,16 +87,31 @@ class ListenerModel(QAbstractTableModel):
                 del self._announced[listener_id]
         self._rebuild()
 
-    def announce(self, row: ListenerRow) -> None:
-        """A listener a command reported started (a snapshot will confirm it)."""
+    def announce(self, row: ListenerRow, session: str | None = None) -> None:
+        """A listener a command reported started (a snapshot will confirm it); ``session``:
+        the one the command went to, None for the current one."""
+        if session and session != self._session:
+            return  # a command answered by a producer that has been replaced since
         self._announced[row.id] = row
         self._rebuild()
 
-    def forget(self, listener_id: int) -> None:
-        """A listener a command reported stopped."""
+    def forget(self, listener_id: int, session: str | None = None) -> None:
+        """A listener a command reported stopped (in ``session``; None: the current one)."""
+        if session and session != self._session:
+            return  # that producer is gone, and its ids with it
         self._removed.add(listener_id)
         self._announced.pop(listener_id, None)
         self._rebuild()
+
+    def _enter(self, session: str) -> None:
+        """Another producer session: the ids remembered belong to the old one. The first
+        session seen is no change: what was announced before it (a listener the window asked
+        for at launch, before any snapshot) belongs to it."""
+        if session != self._session:
+            if self._session:
+                self._removed.clear()
+                self._announced.clear()
+            self._session = session
 
     def _rebuild(self) -> None:
         shown = [
@@ -108,6 +131,10 @@ class ListenerModel(QAbstractTableModel):
         self.endResetModel()
 
     # -- reading it --------------------------------------------------------------------------
+    @property
+    def session(self) -> str:
+        return self._session
+
     @property
     def rows(self) -> list[ListenerRow]:
         return list(self._rows)

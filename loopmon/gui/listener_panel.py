@@ -4,7 +4,6 @@ back (the real port, or why it failed) shows beside the control that asked."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -20,7 +19,8 @@ from PySide6.QtWidgets import (
 
 from loopmon.gui.commands import Commands, describe
 from loopmon.gui.listener_model import ACTION, ListenerModel
-from loopmon.gui.validation import parse_host, parse_port
+from loopmon.gui.model.validation import parse_host, parse_port
+from loopmon.gui.model.wording import wrappable
 from loopmon.snapshot import ListenerRow
 
 ERROR_STYLE = "color: #d03030;"
@@ -28,9 +28,28 @@ OK_STYLE = "color: #2e9d4f;"
 
 
 def say(label: QLabel, text: str, error: bool = False) -> None:
-    label.setText(text)
+    """Show a message (red for an error) in a word-wrapped label: a long one wraps rather
+    than widening the panel; the tooltip holds it as it was."""
+    label.setText(wrappable(text))
     label.setStyleSheet(ERROR_STYLE if error else (OK_STYLE if text else ""))
     label.setToolTip(text)
+    if label.property(HIDE_EMPTY):
+        label.setVisible(bool(text))
+
+
+HIDE_EMPTY = "hideWhenEmpty"
+
+
+def message_label(name: str, hide_empty: bool = False) -> QLabel:
+    """A label for what a control's command answered: word-wrapped, named for tests;
+    ``hide_empty``: it takes no room while it has nothing to say (``say`` shows it)."""
+    label = QLabel()
+    label.setObjectName(name)
+    label.setWordWrap(True)
+    if hide_empty:
+        label.setProperty(HIDE_EMPTY, True)
+        label.setVisible(False)
+    return label
 
 
 class ListenerPanel(QGroupBox):
@@ -42,20 +61,21 @@ class ListenerPanel(QGroupBox):
 
         self.host_edit = QLineEdit("127.0.0.1")
         self.host_edit.setPlaceholderText("127.0.0.1, ::1, 0.0.0.0, localhost")
-        self.host_error = QLabel()
-        self.host_error.setObjectName("hostError")
+        self.host_error = message_label("hostError")
         self.port_edit = QLineEdit("0")
         self.port_edit.setPlaceholderText("0-65535 (0: any free port)")
         self.port_edit.setMaximumWidth(90)
-        self.port_error = QLabel()
-        self.port_error.setObjectName("portError")
+        self.port_error = message_label("portError")
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("Open a listener on this address")
-        self.start_message = QLabel()
-        self.start_message.setObjectName("startMessage")
-        self.start_message.setWordWrap(True)
+        self.start_message = message_label("startMessage")
+        # What the message beside Start is about, so it goes once that is no longer so.
+        self._fix_first = False  # "fix the address first": until both fields are valid
+        self._failed_at: tuple[str, int] | None = None  # a start that failed on this address
         self.host_edit.textChanged.connect(self._check_host)
         self.port_edit.textChanged.connect(self._check_port)
+        self.host_edit.textChanged.connect(self._fields_changed)
+        self.port_edit.textChanged.connect(self._fields_changed)
         self.host_edit.returnPressed.connect(self.start)
         self.port_edit.returnPressed.connect(self.start)
         self.start_button.clicked.connect(self.start)
@@ -74,9 +94,7 @@ class ListenerPanel(QGroupBox):
         self.close_check.setToolTip(
             "Unchecked: the listening socket closes and its connections run on"
         )
-        self.stop_message = QLabel()
-        self.stop_message.setObjectName("stopMessage")
-        self.stop_message.setWordWrap(True)
+        self.stop_message = message_label("stopMessage")
         self.model.modelReset.connect(self._place_buttons)
 
         grid = QGridLayout(self)
@@ -104,11 +122,27 @@ class ListenerPanel(QGroupBox):
         say(self.port_error, why, error=bool(why))
         return port
 
+    def _fields_changed(self, *_: object) -> None:
+        """Clear the message beside Start once what it said is no longer so."""
+        host = parse_host(self.host_edit.text())[0]
+        port = parse_port(self.port_edit.text())[0]
+        valid = host is not None and port is not None
+        if (self._fix_first and valid) or (
+            self._failed_at is not None and (host, port) != self._failed_at
+        ):
+            self._clear_start_message()
+
+    def _clear_start_message(self) -> None:
+        self._fix_first = False
+        self._failed_at = None
+        say(self.start_message, "")
+
     # -- starting ------------------------------------------------------------------------
     def start(self) -> None:
         host, port = self._check_host(), self._check_port()
         if host is None or port is None:
             say(self.start_message, "fix the address first: nothing was started", error=True)
+            self._fix_first, self._failed_at = True, None
             return
         if self._commands is None:
             say(self.start_message, "no loop to start it on", error=True)
@@ -120,19 +154,22 @@ class ListenerPanel(QGroupBox):
         assert self._commands is not None
         shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         say(self.start_message, f"starting {shown}…")
+        self._fix_first, self._failed_at = False, None
+        session = self.model.session
 
         def then(row: ListenerRow | None, error: BaseException | None) -> None:
             if error is not None or row is None:
                 say(self.start_message, describe(error) if error else "failed", error=True)
+                self._failed_at = (host, port)  # e.g. in use: stale once that changes
                 return
-            self.model.announce(row)
+            self.model.announce(row, session)
             say(self.start_message, f"listening on {row.address}")
 
         self._commands.start_listener(host, port, then)
 
     # -- the list and its Stop buttons ---------------------------------------------------
-    def set_listeners(self, rows: tuple[ListenerRow, ...]) -> None:
-        self.model.set_listeners(rows)
+    def set_listeners(self, rows: tuple[ListenerRow, ...], session: str = "") -> None:
+        self.model.set_listeners(rows, session)
 
     def _place_buttons(self) -> None:
         self.buttons = {}
@@ -155,6 +192,7 @@ class ListenerPanel(QGroupBox):
         if button is not None:
             button.setEnabled(False)
         say(self.stop_message, f"stopping {address}…")
+        session = self.model.session
 
         def then(_result: object, error: BaseException | None) -> None:
             if error is not None:
@@ -162,7 +200,10 @@ class ListenerPanel(QGroupBox):
                     self.buttons[listener_id].setEnabled(True)
                 say(self.stop_message, f"{address}: {describe(error)}", error=True)
                 return
-            self.model.forget(listener_id)
+            self.model.forget(listener_id, session)
+            stopped = rows.get(listener_id)
+            if stopped is not None and self._failed_at == (stopped.host, stopped.port):
+                self._clear_start_message()  # the address a start failed on is free now
             extra = " and closed its connections" if close else ""
             say(self.stop_message, f"stopped {address}{extra}")
 
@@ -171,7 +212,3 @@ class ListenerPanel(QGroupBox):
     def set_host_port(self, host: str, port: str) -> None:
         self.host_edit.setText(host)
         self.port_edit.setText(port)
-
-    @property
-    def alignment_hint(self) -> Qt.AlignmentFlag:
-        return Qt.AlignmentFlag.AlignTop

@@ -4,7 +4,8 @@ listeners, shows its progress while it runs and its summary at the end, and stop
 With ``--json --progress jsonl`` the load command writes one JSON object per line to stderr
 about once a second (elapsed_s, round_trips, round_trips_per_s, mb_per_s, errors, mismatches,
 open_connections) and one JSON summary line to stdout when it ends; it exits non-zero if any
-byte came back wrong or any connection failed.
+byte came back wrong or any connection failed. Throughput shows in MiB/s, as every size in the
+window is in IEC units.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from loopmon.gui.listener_panel import say
-from loopmon.gui.validation import client_host
+from loopmon.gui.listener_panel import message_label, say
+from loopmon.gui.model import units
+from loopmon.gui.model.validation import MAX_CLIENTS, client_host, client_limit, local_ports
+from loopmon.gui.model.wording import plural
+from loopmon.netaddr import format_address, split_address
 from loopmon.snapshot import ListenerRow
 
 MODES = ("rr", "flood", "slow", "idle", "churn")
@@ -57,16 +61,42 @@ class LoadPanel(QGroupBox):
         self.process: QProcess | None = None
         self._stderr_tail = b""
         self._stdout = b""
+        self._last_said = ""  # the load process's last line that is not progress
         self._duration = 0.0
         self._stopping = False
         self.progress: dict[str, Any] = {}
         self.summary: dict[str, Any] | None = None
 
         self.target_combo = QComboBox()
-        self.target_combo.setToolTip("Which listener to load")
+        # A listener of this window, or any HOST:PORT typed in (``load`` itself refuses
+        # another machine, and says so).
+        self.target_combo.setEditable(True)
+        self.target_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        edit = self.target_combo.lineEdit()
+        assert edit is not None  # an editable combo has one
+        edit.setPlaceholderText("a listener, or HOST:PORT")
+        self.target_combo.setToolTip(
+            "Which listener to load: one started here, or any HOST:PORT on this machine"
+        )
+        # A long address must not widen the panel: the combo is as wide as the panel allows.
+        self.target_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.target_combo.setMinimumContentsLength(12)
+        self.target_message = message_label("targetMessage", hide_empty=True)
+        self._listener_targets: list[str] = []
+        self._lost = ""  # the target whose listener stopped, until another is chosen
+        self._refused = False  # the result label says why Run did nothing
         self.clients_spin = QSpinBox()
-        self.clients_spin.setRange(1, 20_000)
+        # The box takes any number typed (a spin box would silently turn 50000 into 5000);
+        # past the limit Run is disabled and the reason shows beneath it.
+        self.client_limit, self.client_limit_why = client_limit(local_ports())
+        self.clients_spin.setRange(1, 10 * MAX_CLIENTS)
+        self.clients_spin.setGroupSeparatorShown(True)
         self.clients_spin.setValue(10)
+        self.clients_spin.setToolTip(self.client_limit_why)
+        self.clients_message = message_label("clientsMessage", hide_empty=True)
+        self.clients_spin.valueChanged.connect(self._update_run)
         self.size_spin = QSpinBox()
         self.size_spin.setRange(1, 16 * 1024 * 1024)
         self.size_spin.setValue(1024)
@@ -88,12 +118,9 @@ class LoadPanel(QGroupBox):
         self.progress_bar.setRange(0, 1000)
         self.progress_bar.setValue(0)
         self.progress_bar.setTextVisible(False)
-        self.live_label = QLabel("not running")
-        self.live_label.setObjectName("loadProgress")
-        self.live_label.setWordWrap(True)
-        self.result_label = QLabel()
-        self.result_label.setObjectName("loadResult")
-        self.result_label.setWordWrap(True)
+        self.live_label = message_label("loadProgress")
+        self.live_label.setText("not running")
+        self.result_label = message_label("loadResult")
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(MAX_LOG_LINES)
@@ -103,48 +130,92 @@ class LoadPanel(QGroupBox):
         grid = QGridLayout(self)
         grid.addWidget(QLabel("Target"), 0, 0)
         grid.addWidget(self.target_combo, 0, 1, 1, 3)
-        grid.addWidget(QLabel("Clients"), 1, 0)
-        grid.addWidget(self.clients_spin, 1, 1)
-        grid.addWidget(QLabel("Size"), 1, 2)
-        grid.addWidget(self.size_spin, 1, 3)
-        grid.addWidget(QLabel("Mode"), 2, 0)
-        grid.addWidget(self.mode_combo, 2, 1)
-        grid.addWidget(QLabel("Duration"), 2, 2)
-        grid.addWidget(self.duration_spin, 2, 3)
+        grid.addWidget(self.target_message, 1, 1, 1, 3)
+        grid.addWidget(QLabel("Clients"), 2, 0)
+        grid.addWidget(self.clients_spin, 2, 1)
+        grid.addWidget(QLabel("Size"), 2, 2)
+        grid.addWidget(self.size_spin, 2, 3)
+        grid.addWidget(self.clients_message, 3, 0, 1, 4)
+        grid.addWidget(QLabel("Mode"), 4, 0)
+        grid.addWidget(self.mode_combo, 4, 1)
+        grid.addWidget(QLabel("Duration"), 4, 2)
+        grid.addWidget(self.duration_spin, 4, 3)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.stop_button)
-        grid.addLayout(buttons, 3, 0, 1, 4)
-        grid.addWidget(self.progress_bar, 4, 0, 1, 4)
-        grid.addWidget(self.live_label, 5, 0, 1, 4)
-        grid.addWidget(self.result_label, 6, 0, 1, 4)
-        grid.addWidget(self.log_view, 7, 0, 1, 4)
+        grid.addLayout(buttons, 5, 0, 1, 4)
+        grid.addWidget(self.progress_bar, 6, 0, 1, 4)
+        grid.addWidget(self.live_label, 7, 0, 1, 4)
+        grid.addWidget(self.result_label, 8, 0, 1, 4)
+        grid.addWidget(self.log_view, 9, 0, 1, 4)
+        self.target_combo.editTextChanged.connect(self._target_edited)
+        self._update_run()
 
     # -- targets -------------------------------------------------------------------------
     def set_targets(self, listeners: Sequence[ListenerRow]) -> None:
+        """The listeners this window started. The target never changes by itself: when its
+        listener stops, the panel says so and Run waits until another target is chosen."""
         addresses = [
-            f"[{client_host(r.host)}]:{r.port}"
-            if ":" in client_host(r.host)
-            else f"{client_host(r.host)}:{r.port}"
-            for r in listeners
-            if r.state == "listening"
+            format_address(client_host(r.host), r.port) for r in listeners if r.state == "listening"
         ]
-        current = [self.target_combo.itemText(i) for i in range(self.target_combo.count())]
-        if addresses == current:
+        if addresses == self._listener_targets:
             return
-        chosen = self.target_combo.currentText()
-        self.target_combo.clear()
-        self.target_combo.addItems(addresses)
-        if chosen in addresses:
-            self.target_combo.setCurrentText(chosen)
+        chosen = self.target_combo.currentText().strip()
+        lost = chosen in self._listener_targets and chosen not in addresses
+        self._listener_targets = addresses
+        combo = self.target_combo
+        if self._lost in addresses:  # the same address listens again (a backend switch)
+            chosen, self._lost = self._lost, ""
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItems(addresses)
+        if lost or self._lost or (chosen and chosen not in addresses):
+            combo.setCurrentIndex(-1)
+            combo.setEditText("" if lost or self._lost else chosen)
+        elif chosen:
+            combo.setCurrentText(chosen)
+        # else: nothing was chosen yet, and the first listener is the obvious target
+        combo.blockSignals(False)
+        if lost:
+            self._lost = chosen
+        self._update_run()
 
-    @staticmethod
-    def split_address(text: str) -> tuple[str, int]:
-        host, _, port = text.rpartition(":")
-        return host.strip("[]"), int(port)
+    def _target_edited(self, _text: str) -> None:
+        self._lost = ""  # a target is being chosen
+        self._update_run()
+
+    def target(self) -> tuple[str, int]:
+        """(host, port) of the target as shown; ValueError saying what is wrong."""
+        text = self.target_combo.currentText().strip()
+        if not text:
+            raise ValueError("no target: start a listener, or type HOST:PORT")
+        host, port = split_address(text)
+        if port == 0:
+            raise ValueError("port 0 is not a listener's port: type the port it listens on")
+        return host, port
+
+    def _update_run(self, *_: object) -> None:
+        """Run is enabled only with a target to run against and a number of clients it can
+        open; the reason shows beside the field."""
+        too_many = self.clients_spin.value() > self.client_limit
+        say(self.clients_message, self.client_limit_why if too_many else "", error=too_many)
+        if self._lost:
+            why = f"{self._lost} stopped listening: choose a target"
+        else:
+            try:
+                self.target()
+                why = ""
+            except ValueError as exc:
+                why = str(exc) if self.target_combo.currentText().strip() else ""
+        ok = not why and not too_many and bool(self.target_combo.currentText().strip())
+        self.start_button.setEnabled(ok and not self.running)
+        say(self.target_message, why, error=bool(why))
+        if ok and self._refused:  # "nothing to load" is no longer so
+            self._refused = False
+            say(self.result_label, "")
 
     def arguments(self) -> list[str]:
-        host, port = self.split_address(self.target_combo.currentText())
+        host, port = self.target()
         return [
             *self._program[1:],
             "--host", host,
@@ -165,8 +236,15 @@ class LoadPanel(QGroupBox):
     def start(self) -> None:
         if self.running:
             return
-        if not self.target_combo.currentText():
-            say(self.result_label, "no listener to load: start one first", error=True)
+        try:
+            self.target()
+        except ValueError as exc:
+            say(self.result_label, f"nothing to load: {exc}", error=True)
+            self._refused = True
+            return
+        if self.clients_spin.value() > self.client_limit:
+            say(self.result_label, self.client_limit_why, error=True)
+            self._refused = True
             return
         process = QProcess(self)
         process.setProgram(self._program[0])
@@ -178,6 +256,7 @@ class LoadPanel(QGroupBox):
         self.process = process
         self._stderr_tail = b""
         self._stdout = b""
+        self._last_said = ""
         self._duration = self.duration_spin.value()
         self._stopping = False
         self.progress = {}
@@ -185,9 +264,8 @@ class LoadPanel(QGroupBox):
         self.progress_bar.setValue(0)
         self.log_view.clear()
         say(self.result_label, "")
-        self.live_label.setText(
-            f"starting {self.clients_spin.value()} {self.mode_combo.currentText()} clients…"
-        )
+        clients = plural(self.clients_spin.value(), f"{self.mode_combo.currentText()} client")
+        self.live_label.setText(f"starting {clients}…")
         self.start_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         process.start()
@@ -237,6 +315,7 @@ class LoadPanel(QGroupBox):
             self._show_progress(record)
         else:
             self.log_view.appendPlainText(line)
+            self._last_said = line
 
     def _show_progress(self, record: dict[str, Any]) -> None:
         self.progress = record
@@ -247,7 +326,7 @@ class LoadPanel(QGroupBox):
         self.live_label.setText(
             f"{elapsed:.0f}/{self._duration:g} s · "
             f"{float(record.get('round_trips_per_s', 0)):,.0f} round trips/s · "
-            f"{float(record.get('mb_per_s', 0)):.1f} MB/s · "
+            f"{units.mib_per_s(record):.1f} MiB/s · "
             f"{record.get('open_connections', 0)} open · "
             f"{record.get('errors', 0)} errors · {record.get('mismatches', 0)} mismatches"
         )
@@ -287,6 +366,8 @@ class LoadPanel(QGroupBox):
             say(self.result_label, "stopped")
         elif crashed:
             say(self.result_label, "the load process crashed", error=True)
+        elif code != 0 and self._last_said:
+            say(self.result_label, self._last_said, error=True)  # load's own words: why
         else:
             say(self.result_label, f"the load process exited with status {code}", error=code != 0)
         self.live_label.setText("not running")
@@ -299,7 +380,7 @@ class LoadPanel(QGroupBox):
             f"{s.get('size', '?')} B for {float(s.get('duration_s', 0)):.1f} s: "
             f"{int(s.get('round_trips', 0)):,} round trips "
             f"({float(s.get('round_trips_per_s', 0)):,.0f}/s), "
-            f"{float(s.get('mb_per_s', 0)):.1f} MB/s; {LoadPanel.describe_latency(s)}; "
+            f"{units.mib_per_s(s):.1f} MiB/s; {LoadPanel.describe_latency(s)}; "
             f"{s.get('errors', 0)} errors, {s.get('mismatches', 0)} mismatches"
         )
 
@@ -315,5 +396,5 @@ class LoadPanel(QGroupBox):
         process, self.process = self.process, None
         if process is not None:
             process.deleteLater()
-        self.start_button.setEnabled(True)
         self.stop_button.setEnabled(False)
+        self._update_run()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from PySide6.QtWidgets import QComboBox, QGridLayout, QGroupBox, QLabel, QMessageBox, QWidget
 
 from loopmon.gui.commands import Commands, describe
-from loopmon.gui.listener_panel import say
+from loopmon.gui.listener_panel import message_label, say
 from loopmon.snapshot import Snapshot
 
 STRATEGIES = ("direct", "seed")
@@ -49,17 +49,13 @@ class LoopPanel(QGroupBox):
         self.backend_combo.addItems(backends)
         self.backend_combo.setCurrentText(backend)
         self.backend_combo.setToolTip("Poller backends that work here, best first")
-        self.backend_message = QLabel()
-        self.backend_message.setObjectName("backendMessage")
-        self.backend_message.setWordWrap(True)
+        self.backend_message = message_label("backendMessage")
         self.strategy_combo = QComboBox()
         for name in STRATEGIES:
             self.strategy_combo.addItem(name)
             self.strategy_combo.setItemData(self.strategy_combo.count() - 1, STRATEGY_TIPS[name])
         self.strategy_combo.setCurrentText(strategy)
-        self.strategy_message = QLabel()
-        self.strategy_message.setObjectName("strategyMessage")
-        self.strategy_message.setWordWrap(True)
+        self.strategy_message = message_label("strategyMessage")
         self.backend_combo.activated.connect(self._backend_chosen)
         self.strategy_combo.activated.connect(self._strategy_chosen)
 

@@ -10,12 +10,14 @@ shown).
 from __future__ import annotations
 
 import collections
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
+    QApplication,
     QDockWidget,
     QFileDialog,
     QMainWindow,
@@ -31,12 +33,14 @@ from loopmon.gui.bridge import Batch, MailboxBridge
 from loopmon.gui.commands import Commands, RunnerLike
 from loopmon.gui.connection_table import ConnectionTable
 from loopmon.gui.event_log import EventLog
-from loopmon.gui.export import write_connections_csv
 from loopmon.gui.health_plots import HealthPlots
 from loopmon.gui.history import ConnectionColumns, FdHistory, HealthHistory
 from loopmon.gui.listener_panel import ListenerPanel
 from loopmon.gui.load_panel import LoadPanel
 from loopmon.gui.loop_panel import LoopPanel
+from loopmon.gui.model.export import write_connections_csv
+from loopmon.gui.model.kind_log import KindLog
+from loopmon.gui.model.wording import window_title
 from loopmon.gui.plot_panel import PlotPanel
 from loopmon.gui.queue_plot import QueuePlot
 from loopmon.gui.raster import MaskRaster
@@ -45,10 +49,16 @@ from loopmon.gui.status_strip import StatusStrip
 from loopmon.snapshot import KINDS, LoopEvent, Snapshot
 
 EVENT_LOG_SIZE = 5000
+DEFAULT_SIZE = QSize(1400, 900)  # when nothing was saved, and the screen has room
+CONTROLS_WIDTH = 420  # the controls dock: the listeners table's columns fit
 # Views refresh at most this often. Histories and the status strip take every snapshot
 # (25 a second); repainting plots and the table that often costs the loop thread GIL time
 # and shows nothing a reader could follow.
 VIEW_INTERVAL_S = 0.2  # views redraw at 5 Hz: pyqtgraph paints axes in Python, under the GIL
+
+
+def _kind_of(event: LoopEvent) -> str:
+    return event.kind
 
 
 class MainWindow(QMainWindow):
@@ -77,8 +87,10 @@ class MainWindow(QMainWindow):
         self.paused = False
         # What the views have not shown yet: the latest snapshot and the events since.
         self._due_snapshot: Snapshot | None = None
-        self._due_events: collections.deque[LoopEvent] = collections.deque(maxlen=EVENT_LOG_SIZE)
-        self._due_dropped = 0
+        # Per kind, as the log itself keeps them: a churn between two frames (or while paused)
+        # never pushes out a rare event on its way to the log.
+        self._due_events: KindLog[LoopEvent] = KindLog(EVENT_LOG_SIZE, _kind_of)
+        self._due_dropped: collections.Counter[str] = collections.Counter()
         self.view_interval_s = view_interval_s
         self._last_frame = -1e9
         self._frame_timer = QTimer(self)
@@ -86,8 +98,9 @@ class MainWindow(QMainWindow):
         self._frame_timer.timeout.connect(self._frame)
         self.frames = 0
         self._shut_down = False
+        self._fitted = False
 
-        self.setWindowTitle("loopmon")
+        self.setWindowTitle(window_title([], QApplication.applicationDisplayName()))
         icon = resources.icon_path()
         if icon is not None:
             self.setWindowIcon(QIcon(str(icon)))
@@ -135,7 +148,17 @@ class MainWindow(QMainWindow):
         scroll = QScrollArea()
         scroll.setWidget(controls)
         scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(420)
+        # Room for the listeners table's columns, and at least what the controls need (their
+        # messages wrap, so that is fixed) plus the vertical scroll bar: never a horizontal one.
+        scroll.setMinimumWidth(
+            max(
+                CONTROLS_WIDTH,
+                controls.minimumSizeHint().width()
+                + scroll.verticalScrollBar().sizeHint().width()
+                + 2 * scroll.frameWidth(),
+            )
+        )
+        self.controls_scroll = scroll
         self.controls_dock = QDockWidget("Controls", self)
         self.controls_dock.setObjectName("controlsDock")
         self.controls_dock.setWidget(scroll)
@@ -191,8 +214,8 @@ class MainWindow(QMainWindow):
         if snapshot is not None:
             self.record(snapshot)
             self._due_snapshot = snapshot
-        self._due_events.extend(batch.events)
-        self._due_dropped += batch.dropped
+        self._due_dropped.update(e.kind for e in self._due_events.extend(batch.events))
+        self._due_dropped.update(batch.dropped)
         if not self.paused:
             self._request_frame()
 
@@ -212,25 +235,28 @@ class MainWindow(QMainWindow):
         snapshot, self._due_snapshot = self._due_snapshot, None
         events = list(self._due_events)
         self._due_events.clear()
-        dropped, self._due_dropped = self._due_dropped, 0
+        dropped, self._due_dropped = self._due_dropped, collections.Counter()
         if snapshot is not None or events or dropped:
             self.frames += 1
             self.apply_views(snapshot, events, dropped)
 
     def record(self, snapshot: Snapshot) -> None:
         """What happens to every snapshot, paused or not: histories, status, controls."""
+        backend_changed = self.latest is None or self.latest.backend != snapshot.backend
         self.latest = snapshot
         rates = self.health.record(snapshot)
         self.fd_history.record(snapshot, ConnectionColumns(snapshot))
         self.status.show_snapshot(snapshot, rates)
-        self.listener_panel.set_listeners(snapshot.listeners)
+        self.listener_panel.set_listeners(snapshot.listeners, snapshot.session)
         self.loop_panel.show_snapshot(snapshot)
+        if backend_changed:  # the title names it
+            self._show_title()
 
     def apply_views(
         self,
         snapshot: Snapshot | None,
         events: Sequence[LoopEvent] = (),
-        dropped: int = 0,
+        dropped: Mapping[str, int] | None = None,
         every_plot: bool = False,
     ) -> None:
         """Show a snapshot in the table and plots (``every_plot``: hidden ones too)."""
@@ -261,11 +287,16 @@ class MainWindow(QMainWindow):
         self.queue_plot.set_selected(fds)
 
     def _listeners_changed(self, *_: object) -> None:
+        self.load_panel.set_targets(self.listener_panel.model.rows)
+        self._show_title()
+
+    def _show_title(self) -> None:
         rows = self.listener_panel.model.rows
-        self.load_panel.set_targets(rows)
         backend = self.latest.backend if self.latest is not None else ""
         addresses = ", ".join(r.address for r in rows if r.state == "listening")
-        self.setWindowTitle(" — ".join(p for p in ("loopmon", backend, addresses) if p))
+        self.setWindowTitle(
+            window_title([backend, addresses], QApplication.applicationDisplayName())
+        )
 
     # -- export ------------------------------------------------------------------------------
     def export_connections(self, path: str) -> int:
@@ -275,24 +306,28 @@ class MainWindow(QMainWindow):
     def export_plot(self, key: str, path: str) -> None:
         self.plots[key].export_png(path)
 
-    def _ask_export_csv(self) -> None:
+    def _export_path(self, name: str) -> str:
+        """Where a Save dialog opens: the folder last saved to, else the working directory."""
         last = read_str(self.settings, "export/dir", "")
+        folder = last if last and os.path.isdir(last) else os.getcwd()
+        return os.path.join(folder, name)
+
+    def _ask_export_csv(self) -> None:
         path, _ = QFileDialog.getSaveFileName(
-            self, "Export connections", f"{last}/connections.csv", "CSV (*.csv)"
+            self, "Export connections", self._export_path("connections.csv"), "CSV (*.csv)"
         )
         if path:
             count = self.export_connections(path)
-            self.settings.setValue("export/dir", path.rpartition("/")[0])
+            self.settings.setValue("export/dir", os.path.dirname(os.path.abspath(path)))
             self.statusBar().showMessage(f"wrote {count} connections to {path}", 5000)
 
     def _ask_export_png(self, key: str) -> None:
-        last = read_str(self.settings, "export/dir", "")
         path, _ = QFileDialog.getSaveFileName(
-            self, f"Export {self.plots[key].title}", f"{last}/{key}.png", "PNG (*.png)"
+            self, f"Export {self.plots[key].title}", self._export_path(f"{key}.png"), "PNG (*.png)"
         )
         if path:
             self.export_plot(key, path)
-            self.settings.setValue("export/dir", path.rpartition("/")[0])
+            self.settings.setValue("export/dir", os.path.dirname(os.path.abspath(path)))
             self.statusBar().showMessage(f"wrote {path}", 5000)
 
     # -- settings ----------------------------------------------------------------------------
@@ -302,7 +337,8 @@ class MainWindow(QMainWindow):
         if isinstance(geometry, QByteArray) and not geometry.isEmpty():
             self.restoreGeometry(geometry)
         else:
-            self.resize(1400, 900)
+            self.resize(DEFAULT_SIZE)
+        self._fit_screen()
         state = s.value("window/state")
         if isinstance(state, QByteArray):
             self.restoreState(state)
@@ -322,6 +358,15 @@ class MainWindow(QMainWindow):
         load.duration_spin.setValue(float(read_int(s, "load/duration", 10)))
         kinds = read_str(s, "events/kinds", ",".join(KINDS))
         self.event_log.set_kinds({k for k in kinds.split(",") if k})
+
+    def _fit_screen(self) -> None:
+        """No larger than the screen's free area (a 1,280 x 720 laptop, a saved geometry from a
+        bigger monitor): a window past the screen's edge hides its own controls."""
+        free = self.screen().availableGeometry().size()
+        frame = self.frameGeometry().size() - self.geometry().size()  # title bar, borders
+        fits = self.size().boundedTo(free - frame)
+        if fits != self.size():
+            self.resize(fits)
 
     def save_settings(self) -> None:
         s = self.settings
@@ -357,6 +402,12 @@ class MainWindow(QMainWindow):
         if self.runner is not None:
             stopped = self.runner.stop(timeout=2.0)
         return stopped
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if not self._fitted:  # the frame's size is known once the window is shown
+            self._fitted = True
+            self._fit_screen()
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_settings()

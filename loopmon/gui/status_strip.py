@@ -10,10 +10,11 @@ import time
 from collections.abc import Callable
 
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QWidget
 
-from loopmon.gui import units
-from loopmon.gui.history import Rates
+from loopmon.gui.model import units
+from loopmon.gui.model.rates import Rates
+from loopmon.gui.model.wording import plural
 from loopmon.snapshot import Snapshot
 
 STALE_AFTER_S = 1.0
@@ -26,6 +27,10 @@ class StatusStrip(QWidget):
         self, clock: Callable[[], float] = time.monotonic, parent: QWidget | None = None
     ) -> None:
         super().__init__(parent)
+        # The strip takes the width the status bar has and never asks for more: its texts
+        # lengthen as figures grow, and a window must not widen itself to follow them (what
+        # does not fit is cut at the right; each label's tooltip says what it is).
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self._clock = clock
         self._received_at: float | None = None
         self.stale = False
@@ -37,8 +42,11 @@ class StatusStrip(QWidget):
             ("backend", "poller backend and echo strategy"),
             ("uptime", "time since the loop started"),
             ("connections", "open connections"),
-            ("events", "events dispatched per second"),
-            ("utilization", "share of time the loop was busy rather than waiting in poll"),
+            ("events", "events dispatched per second, over the last second"),
+            (
+                "utilization",
+                "share of time the loop was busy rather than waiting in poll, over the last second",
+            ),
             (
                 "lag",
                 "lateness of the loop's probe timer (ten samples a second), median and 99th "
@@ -65,7 +73,7 @@ class StatusStrip(QWidget):
         lb = self.labels
         lb["backend"].setText(f"{snapshot.backend} · {snapshot.strategy}")
         lb["uptime"].setText(f"up {units.duration(snapshot.uptime_s)}")
-        lb["connections"].setText(f"{len(snapshot.connections)} conn")
+        lb["connections"].setText(plural(len(snapshot.connections), "connection"))
         lb["events"].setText(f"{units.rate(rates.events_per_s)} ev/s")
         lb["utilization"].setText(f"util {rates.utilization:.0%}")
         if rates.lag_p50_s is None or rates.lag_p99_s is None:

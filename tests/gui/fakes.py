@@ -7,8 +7,6 @@ results in the GUI thread. Tests also post hand-built snapshots with ``publish``
 
 from __future__ import annotations
 
-import collections
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -16,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from loopmon.events import ERROR, READ, WRITE
+from loopmon.mailbox import Mailbox
 from loopmon.snapshot import (
     ConnectionRow,
     LagHistogram,
@@ -31,61 +30,16 @@ class FakeListenerError(OSError):
     """Like loopmon.echo.ListenerError: str() is a one-line human reason."""
 
 
-class FakeMailbox:
+class FakeMailbox(Mailbox):
+    """The real mailbox (each kind its own last ``log_size``), counting the reader's takes."""
+
     def __init__(self, log_size: int = 10_000) -> None:
-        self._reader, self._writer = socket.socketpair()
-        self._reader.setblocking(False)
-        self._writer.setblocking(False)
-        self._lock = threading.Lock()
-        self._snapshot: Snapshot | None = None
-        self._events: collections.deque[LoopEvent] = collections.deque()
-        self._log_size = log_size
-        self._dropped = 0
-        self._woken = False
+        super().__init__(log_size)
         self.takes = 0
 
-    def fileno(self) -> int:
-        return self._reader.fileno()
-
-    def post(self, snapshot: Snapshot | None, events: Iterable[LoopEvent] = ()) -> None:
-        with self._lock:
-            if snapshot is not None:
-                self._snapshot = snapshot
-            for event in events:
-                if len(self._events) >= self._log_size:
-                    self._events.popleft()
-                    self._dropped += 1
-                self._events.append(event)
-        self.poke()
-
-    def poke(self) -> None:
-        with self._lock:
-            if self._woken:
-                return
-            self._woken = True
-        try:
-            self._writer.send(b"x")
-        except OSError:
-            pass
-
-    def take(self) -> tuple[Snapshot | None, list[LoopEvent], int]:
-        with self._lock:
-            self._woken = False
-            try:
-                while self._reader.recv(4096):
-                    pass
-            except OSError:
-                pass
-            snapshot, self._snapshot = self._snapshot, None
-            events = list(self._events)
-            self._events.clear()
-            dropped, self._dropped = self._dropped, 0
-            self.takes += 1
-        return snapshot, events, dropped
-
-    def close(self) -> None:
-        self._reader.close()
-        self._writer.close()
+    def take_by_kind(self) -> tuple[Snapshot | None, list[LoopEvent], dict[str, int]]:
+        self.takes += 1
+        return super().take_by_kind()
 
 
 class FakeRunner:
@@ -109,6 +63,8 @@ class FakeRunner:
         self.fail_closes: dict[int, str] = {}
         self.gate: threading.Event | None = None  # when set, commands wait for it
         self._next_id = 1
+        self._sessions = 1
+        self.session = "fake-session-1"
         self._next_port = 41000
         self._seq = 0
         self._t0 = time.monotonic()
@@ -217,6 +173,14 @@ class FakeRunner:
         self._backend = backend
 
     # -- for tests -----------------------------------------------------------------------
+    def replace_producer(self) -> None:
+        """As if the producer restarted (a new process): a new session, ids from 1 again."""
+        self._sessions += 1
+        self.session = f"fake-session-{self._sessions}"
+        self._next_id = 1
+        self.listeners = {}
+        self.connections = []
+
     def snapshot(self, **overrides: Any) -> Snapshot:
         self._seq += 1
         now = time.monotonic()
@@ -232,6 +196,7 @@ class FakeRunner:
             connections=tuple(self.connections),
             queue_bytes=sum(c.queue_bytes for c in self.connections),
             lag=LAG,
+            session=self.session,
         )
         values.update(overrides)
         return Snapshot(**values)

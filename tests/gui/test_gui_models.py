@@ -100,6 +100,31 @@ def test_listener_model_passes_the_model_tester(qtmodeltester) -> None:
     assert [r.id for r in model.rows] == [2, 9]
 
 
+def test_listener_ids_stopped_in_one_session_do_not_hide_another_sessions() -> None:
+    # A restarted producer numbers its listeners from 1 again: the model keys on (session, id).
+    model = ListenerModel()
+    model.set_listeners(listeners(10000), session="a")
+    model.forget(1)
+    assert model.rows == []
+    model.set_listeners(listeners(10000), session="a")  # a late snapshot of the stopped one
+    assert model.rows == []
+    model.set_listeners(listeners(10001), session="b")  # the new producer's listener #1
+    assert [r.address for r in model.rows] == ["127.0.0.1:10001"]
+    # answers from the old producer change nothing in the new one
+    model.forget(1, session="a")
+    model.announce(ListenerRow(id=7, host="::1", port=1, state="listening"), session="a")
+    assert [r.address for r in model.rows] == ["127.0.0.1:10001"]
+    model.forget(1, session="b")
+    assert model.rows == []
+
+
+def test_a_listener_announced_before_the_first_session_belongs_to_it() -> None:
+    model = ListenerModel()
+    model.announce(ListenerRow(id=1, host="127.0.0.1", port=10000, state="listening"))
+    model.set_listeners((), session="a")  # a snapshot taken before the listener was added
+    assert [r.id for r in model.rows] == [1]
+
+
 def test_listener_model_hides_stopped_listeners() -> None:
     model = ListenerModel()
     rows = listeners(1, 2)
@@ -124,9 +149,32 @@ def test_event_log_is_bounded_and_keeps_the_newest() -> None:
     assert model.rowCount() == 100
     assert model.event_at(0).text == "c150"
     assert model.event_at(99).text == "c249"
-    assert model.trimmed == 150
-    model.add([], dropped=7)
-    assert model.dropped == 7
+    assert model.trimmed == {"connect": 150}
+    model.add([], dropped={"connect": 7})
+    assert model.not_kept == {"connect": 157}
+
+
+def test_event_log_keeps_each_kinds_newest() -> None:
+    model = EventLogModel(max_entries=10)
+    model.add([event("stall", text="rare")])
+    model.add([event("connect", text=f"c{i}") for i in range(25)])
+    model.add([event("close", text=f"x{i}") for i in range(3)])
+    texts = [model.event_at(r).text for r in range(model.rowCount())]
+    assert texts == ["rare", *(f"c{i}" for i in range(15, 25)), "x0", "x1", "x2"]
+    # interleaved churn: the connects let go sit between the closes kept
+    model.add([event("connect" if i % 2 else "close", text=f"m{i}") for i in range(40)])
+    texts = [model.event_at(r).text for r in range(model.rowCount())]
+    assert texts[0] == "rare" and len(texts) == 21
+    assert texts[1:] == [f"m{i}" for i in range(20, 40)]
+
+
+def test_event_log_model_stays_consistent_when_interleaved_rows_go(qtmodeltester) -> None:
+    model = EventLogModel(max_entries=8)
+    model.add([event("connect" if i % 3 else "close", fd=i) for i in range(12)])
+    qtmodeltester.check(model, force_py=True)
+    model.add([event("connect", fd=i) for i in range(5)])  # a few runs: removed in place
+    model.add([event("close", fd=i) for i in range(8)])
+    model.add([event("stall", detail="a\nb")])
 
 
 def test_event_log_filters_by_kind_and_shows_a_stack_as_children() -> None:

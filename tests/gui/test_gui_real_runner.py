@@ -150,6 +150,32 @@ def test_backend_restart_and_strategy_from_the_window(qtbot, window) -> None:  #
     qtbot.waitUntil(lambda: window.status.labels["backend"].text().endswith("seed"), timeout=2000)
 
 
+def test_a_listener_started_after_a_backend_switch_shows_and_stops(qtbot, window) -> None:  # type: ignore[no-untyped-def]
+    # start, stop, switch backend, start another: the issue 15 item 7 sequence
+    panel = window.listener_panel
+    listen(qtbot, window)
+    qtbot.mouseClick(panel.buttons[panel.model.rows[0].id], Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.model.rows == [], timeout=2000)
+    others = [b for b in window.runner.available_backends if b != window.runner.backend]
+    if not others:
+        pytest.skip("only one backend works here")
+    window.loop_panel.confirm = lambda _question: True
+    window.loop_panel.choose_backend(others[0])
+    qtbot.waitUntil(
+        lambda: window.loop_panel.backend_message.text() == f"running on {others[0]}",
+        timeout=5000,
+    )
+    port = listen(qtbot, window)
+    qtbot.waitUntil(
+        lambda: window.latest is not None and bool(window.latest.listeners), timeout=2000
+    )
+    assert [r.port for r in panel.model.rows] == [port]
+    combo = window.load_panel.target_combo
+    assert [combo.itemText(i) for i in range(combo.count())] == [f"127.0.0.1:{port}"]
+    qtbot.mouseClick(panel.buttons[panel.model.rows[0].id], Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.model.rows == [], timeout=2000)
+
+
 @pytest.mark.slow
 def test_the_load_panel_runs_loopmon_load(qtbot, window) -> None:  # type: ignore[no-untyped-def]
     listen(qtbot, window)

@@ -13,9 +13,12 @@ from fakes import FakeRunner, busy_connections, connection, event, figures, list
 from PySide6.QtCore import Qt
 
 from loopmon.gui.bridge import Batch
-from loopmon.gui.export import CSV_COLUMNS
+from loopmon.gui.event_log import EventLog
+from loopmon.gui.listener_panel import say
 from loopmon.gui.main_window import MainWindow
+from loopmon.gui.model.export import CSV_COLUMNS
 from loopmon.gui.settings import open_settings
+from loopmon.snapshot import KINDS, ListenerRow
 
 pytestmark = pytest.mark.gui
 HERE = Path(__file__).resolve().parent
@@ -44,8 +47,8 @@ def window(qtbot, runner: FakeRunner, tmp_path: Path) -> MainWindow:
     return win
 
 
-def feed(win: MainWindow, snap, events=(), dropped: int = 0) -> None:  # type: ignore[no-untyped-def]
-    win.on_batch(Batch(snap, list(events), dropped))
+def feed(win: MainWindow, snap, events=(), dropped: dict[str, int] | None = None) -> None:  # type: ignore[no-untyped-def]
+    win.on_batch(Batch(snap, list(events), dropped or {}))
 
 
 def table_fds(win: MainWindow) -> list[int]:
@@ -115,6 +118,52 @@ def test_a_failure_from_the_loop_shows_beside_start(
     assert panel.model.rows == []
 
 
+def test_fix_the_address_first_goes_once_the_address_is_valid(qtbot, window: MainWindow) -> None:
+    panel = window.listener_panel
+    panel.set_host_port("127.0.0.1", "http")
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    assert "nothing was started" in panel.start_message.text()
+    panel.port_edit.setText("80801")  # still wrong: the message stays
+    assert "nothing was started" in panel.start_message.text()
+    panel.port_edit.setText("8080")
+    assert panel.start_message.text() == ""
+
+
+def test_address_in_use_goes_when_the_address_changes(
+    qtbot, window: MainWindow, runner: FakeRunner
+) -> None:
+    runner.fail_starts[("127.0.0.1", 10000)] = "address already in use"
+    panel = window.listener_panel
+    panel.set_host_port("127.0.0.1", "10000")
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "already in use" in panel.start_message.text(), timeout=2000)
+    panel.port_edit.setText("10001")
+    assert panel.start_message.text() == ""
+
+
+def test_address_in_use_goes_when_its_listener_here_stops(
+    qtbot, window: MainWindow, runner: FakeRunner
+) -> None:
+    panel = window.listener_panel
+    panel.start_listener("127.0.0.1", 10000)
+    qtbot.waitUntil(lambda: len(panel.model.rows) == 1, timeout=2000)
+    runner.fail_starts[("127.0.0.1", 10000)] = "address already in use"
+    panel.set_host_port("127.0.0.1", "10000")
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "already in use" in panel.start_message.text(), timeout=2000)
+    qtbot.mouseClick(panel.buttons[panel.model.rows[0].id], Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.model.rows == [], timeout=2000)
+    assert panel.start_message.text() == ""
+
+
+def test_nothing_to_load_goes_once_there_is_a_target(qtbot, window: MainWindow) -> None:
+    load = window.load_panel
+    load.start()
+    assert "nothing to load" in load.result_label.text()
+    load.set_targets(listeners(10000))
+    assert load.result_label.text() == ""
+
+
 @pytest.mark.parametrize("close_connections", [False, True])
 def test_stop_removes_the_listener(
     qtbot, window: MainWindow, runner: FakeRunner, close_connections: bool
@@ -128,6 +177,48 @@ def test_stop_removes_the_listener(
     qtbot.waitUntil(lambda: panel.model.rows == [], timeout=2000)
     assert ("stop_listener", listener_id, close_connections) in runner.calls
     assert panel.stop_message.text().startswith("stopped [::1]:41000")
+
+
+def test_listeners_after_a_producer_restart_show_and_can_be_stopped_and_loaded(
+    qtbot, window: MainWindow, runner: FakeRunner
+) -> None:
+    panel = window.listener_panel
+    runner.publish()
+    qtbot.waitUntil(lambda: panel.model.session == runner.session, timeout=2000)
+    panel.start_listener("127.0.0.1", 0)
+    qtbot.waitUntil(lambda: len(panel.model.rows) == 1, timeout=2000)
+    qtbot.mouseClick(panel.buttons[1], Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.model.rows == [], timeout=2000)
+    # The producer is replaced (a new session), and numbers its listeners from 1 again.
+    runner.replace_producer()
+    runner.publish()
+    qtbot.waitUntil(lambda: panel.model.session == runner.session, timeout=2000)
+    panel.start_listener("127.0.0.1", 0)
+    qtbot.waitUntil(lambda: [r.id for r in panel.model.rows] == [1], timeout=2000)
+    runner.publish()  # a snapshot confirms it, and it stays
+    qtbot.waitUntil(lambda: runner.mailbox.takes >= 4, timeout=2000)
+    assert [r.port for r in panel.model.rows] == [41001]
+    combo = window.load_panel.target_combo  # a choice: its first target stopped
+    assert [combo.itemText(i) for i in range(combo.count())] == ["127.0.0.1:41001"]
+    qtbot.mouseClick(panel.buttons[1], Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.model.rows == [], timeout=2000)
+    assert runner.listeners == {}
+
+
+def test_a_listener_started_before_the_first_snapshot_stays_the_load_target(
+    window: MainWindow,
+) -> None:
+    # At launch the window asks for a listener before any snapshot has named the session;
+    # the first snapshot may have been taken before the listener was added.
+    panel = window.listener_panel
+    panel.model.announce(ListenerRow(id=1, host="127.0.0.1", port=10000, state="listening"))
+    assert window.load_panel.target_combo.currentText() == "127.0.0.1:10000"
+    feed(window, snapshot(listeners=(), session="s1"))
+    assert [r.port for r in panel.model.rows] == [10000]
+    feed(window, snapshot(seq=2, listeners=listeners(10000), session="s1"))
+    assert window.load_panel.target_combo.currentText() == "127.0.0.1:10000"
+    assert window.load_panel.start_button.isEnabled()
+    assert window.load_panel.target_message.text() == ""
 
 
 def test_command_results_are_handled_in_the_gui_thread(
@@ -242,7 +333,7 @@ def test_pause_freezes_the_views_while_the_status_runs_on(qtbot, window: MainWin
     )
     assert table_fds(window) == [1]
     assert window.event_log.model.rowCount() == 1
-    assert window.status.labels["connections"].text() == "2 conn"  # the strip is live
+    assert window.status.labels["connections"].text() == "2 connections"  # the strip is live
     drawn = {key: panel.refreshes for key, panel in window.plots.items()}
     window.table.select_fds([1])  # selecting, or showing another tab, redraws nothing
     window.tabs.setCurrentIndex(2)
@@ -261,20 +352,83 @@ def test_views_refresh_at_most_once_per_interval(qtbot, runner: FakeRunner, tmp_
         conns = tuple(connection(fd) for fd in range(seq))
         feed(win, snapshot(seq=seq, connections=conns), [event("connect", fd=seq)])
     assert table_fds(win) == [0]  # the first was shown at once, the rest wait for the frame
-    assert win.status.labels["connections"].text() == "5 conn"  # the strip took every one
+    assert win.status.labels["connections"].text() == "5 connections"  # the strip took every one
     qtbot.waitUntil(lambda: table_fds(win) == [0, 1, 2, 3, 4], timeout=2000)
     assert win.frames == 2
     assert win.event_log.model.rowCount() == 5
 
 
-def test_event_log_is_bounded_and_counts_drops(window: MainWindow) -> None:
+def test_event_log_is_bounded_and_says_what_it_no_longer_keeps(window: MainWindow) -> None:
     log = window.event_log
     log.model.max_entries = 100
-    feed(window, None, [event("connect", text=f"c{i}", fd=i) for i in range(150)], dropped=12)
+    churn = [event("connect", text=f"c{i}", fd=i) for i in range(150)]
+    feed(window, None, churn, dropped={"connect": 1200})
     assert log.model.rowCount() == 100
     assert log.model.event_at(0).text == "c50"
-    assert "12 dropped" in log.dropped_label.text()
-    assert "50 oldest trimmed" in log.dropped_label.text()
+    assert log.dropped_label.text() == "1,250 older connect entries not kept"
+    assert log.dropped_label.isVisibleTo(log)
+    feed(window, None, [event("close", fd=i) for i in range(101)])
+    assert log.dropped_label.text() == ("1,250 older connect and 1 older close entries not kept")
+
+
+def test_rare_events_survive_churn_in_the_window(qtbot, window: MainWindow) -> None:
+    log = window.event_log
+    log.model.max_entries = 50
+    rare = [
+        event("listener_started", "listening on 127.0.0.1:10000"),
+        event("loop", "loop started on epoll"),
+        event("stall", "loop blocked 0.5 s"),
+        event("exception", "handler failed"),
+        event("refusal", "refused 3"),
+        event("listener_full", "full: select's FD_SETSIZE"),
+    ]
+    feed(window, None, rare)
+    for _ in range(20):  # churn, in many batches and between frames
+        feed(window, None, [event("connect" if i % 2 else "close", fd=i) for i in range(200)])
+    log.set_kinds(set(KINDS) - {"connect", "close"})
+    assert [log.model.event_at(r).text for r in range(log.model.rowCount())] == [
+        e.text for e in rare
+    ]
+    assert log.model.total == 6 + 2 * 50
+
+
+def test_a_paused_window_keeps_rare_events_until_it_resumes(qtbot, window: MainWindow) -> None:
+    window.set_paused(True)
+    feed(window, None, [event("stall", "the one that matters")])
+    feed(window, None, [event("connect", fd=i % 900) for i in range(12_000)])
+    window.set_paused(False)
+    log = window.event_log
+    log.set_kinds({"stall"})
+    assert [log.model.event_at(r).text for r in range(log.model.rowCount())] == [
+        "the one that matters"
+    ]
+    assert "older connect entries not kept" in log.dropped_label.text()
+
+
+def test_the_log_keeps_following_after_a_kind_is_toggled(qtbot, window: MainWindow) -> None:
+    log = window.event_log
+    window.tabs.setCurrentWidget(log)
+    bar = log.tree.verticalScrollBar()
+    feed(window, None, [event("connect" if i % 2 else "close", fd=i) for i in range(300)])
+    qtbot.waitUntil(lambda: bar.maximum() > 0 and bar.value() == bar.maximum(), timeout=2000)
+    log.kind_buttons["close"].click()  # hide closes: the rows are rebuilt
+    qtbot.waitUntil(lambda: bar.maximum() > 0 and bar.value() == bar.maximum(), timeout=2000)
+    feed(window, None, [event("connect", text="newest", fd=5) for _ in range(50)])
+    qtbot.waitUntil(lambda: bar.value() == bar.maximum(), timeout=2000)
+    last = log.model.index(log.model.rowCount() - 1, 0)
+    assert log.tree.visualRect(last).intersects(log.tree.viewport().rect())
+
+
+def test_kind_toggles_wrap_rather_than_widen_the_window(qtbot) -> None:
+    log = EventLog()
+    qtbot.addWidget(log)
+    wide = sum(b.sizeHint().width() for b in log.kind_buttons.values())
+    assert log.minimumSizeHint().width() < wide
+    log.resize(300, 400)
+    log.show()
+    qtbot.waitExposed(log)
+    tops = {b.geometry().top() for b in log.kind_buttons.values()}
+    assert len(tops) > 1  # on more than one line
 
 
 def test_event_log_filters_by_kind_and_expands_a_stall(qtbot, window: MainWindow) -> None:
@@ -325,6 +479,25 @@ def test_status_strip_shows_rates_between_received_snapshots(window: MainWindow)
     feed(window, snapshot(seq=9, taken_at=1002.0, totals=later))
     assert window.status.labels["events"].text() == "10.0k ev/s"
     assert window.status.labels["backend"].text() == "epoll · direct"
+
+
+def test_events_per_s_is_over_a_second_in_the_plot_and_the_strip(window: MainWindow) -> None:
+    # One nc line: one event in one 40 ms snapshot interval reads 25/s over that interval.
+    events = 0
+    for i in range(100):
+        events += i == 40
+        totals = figures(span_s=100.0 + i * 0.04, events=events, iterations=1000 + i)
+        quiet = figures(span_s=0.04, events=0)
+        feed(window, snapshot(seq=i + 1, taken_at=1000.0 + i * 0.04, totals=totals, interval=quiet))
+        if i == 40:
+            assert window.status.labels["events"].text() == "1 ev/s"
+            assert window.health.latest.window_s == pytest.approx(1.0)
+    plotted = window.health.ring.column("events")
+    assert plotted.max() == pytest.approx(1.0)  # never the 25/s spike
+    assert plotted[40:65].min() == pytest.approx(1.0)  # for the second that holds it
+    assert plotted[-1] == 0.0
+    assert window.status.labels["events"].text() == "0 ev/s"  # the same figure as the plot
+    assert "over the last 1 s" in window.health_plots.events_plot.titleLabel.text
 
 
 def test_a_dead_loop_is_shown(window: MainWindow) -> None:
@@ -420,3 +593,155 @@ def test_listeners_from_snapshots_appear(window: MainWindow) -> None:
     assert [r.port for r in window.listener_panel.model.rows] == [10000, 10001]
     assert set(window.listener_panel.buttons) == {1, 2}
     assert "10000" in window.windowTitle()
+
+
+def test_counts_are_worded_in_the_singular_for_one(window: MainWindow) -> None:
+    feed(window, snapshot(connections=(connection(5),)))
+    assert window.table.count_label.text() == "1 connection"
+    assert window.status.labels["connections"].text() == "1 connection"
+
+
+def test_the_title_says_loopmon_once(window: MainWindow) -> None:
+    from PySide6.QtWidgets import QApplication
+
+    from loopmon.gui.model.wording import shown_title
+
+    feed(window, snapshot(listeners=listeners(10000)))
+    original = QApplication.applicationDisplayName()
+    for name in ("loopmon", original, ""):
+        QApplication.setApplicationDisplayName(name)
+        window._listeners_changed()
+        title = shown_title(window.windowTitle(), QApplication.applicationDisplayName())
+        assert title.count("loopmon") == 1, title
+        assert "127.0.0.1:10000" in title
+    QApplication.setApplicationDisplayName("loopmon")
+    feed(window, snapshot(seq=2, backend="poll", listeners=listeners(10000)))
+    assert window.windowTitle().startswith("poll")  # the backend follows, listeners unchanged
+    QApplication.setApplicationDisplayName(original)
+
+
+def test_save_dialogs_open_in_the_last_folder_else_the_working_directory(
+    window: MainWindow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PySide6.QtWidgets import QFileDialog
+
+    asked: list[str] = []
+    answer = [""]
+
+    def dialog(_parent, _title, where, _filter):  # type: ignore[no-untyped-def]
+        asked.append(where)
+        return answer[0], ""
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", dialog)
+    monkeypatch.chdir(tmp_path)
+    window._ask_export_csv()
+    assert asked[-1] == str(tmp_path / "connections.csv")
+    (tmp_path / "out").mkdir()
+    answer[0] = str(tmp_path / "out" / "mine.csv")
+    window._ask_export_csv()
+    answer[0] = ""
+    window._ask_export_png("queues")
+    assert asked[-1] == str(tmp_path / "out" / "queues.png")
+
+
+def test_sizes_are_iec_in_the_queue_plot(qtbot, window: MainWindow) -> None:
+    window.tabs.setCurrentWidget(window.queue_plot)
+    deep = connection(7, queue_bytes=3 << 20, queue_chunks=4)
+    feed(window, snapshot(connections=(deep,)))
+    feed(window, snapshot(seq=2, taken_at=1000.5, connections=(deep,)))
+    window.queue_plot.refresh()
+    axis = window.queue_plot.plot.getAxis("left")
+    assert axis.labelText == "queued (MiB)"
+    assert not axis.autoSIPrefix
+    assert window.queue_plot.total.yData[-1] == pytest.approx(3.0)
+    assert window.table.model.data(window.table.model.index(0, 5)) == "3.0 MiB"
+
+
+def test_the_error_chip_is_quiet_until_an_error_is_seen(window: MainWindow) -> None:
+    from loopmon.events import ERROR, READ
+    from loopmon.gui.connection_model import ERRORS_SEEN_ROLE
+    from loopmon.gui.mask_delegate import chip_look
+
+    assert chip_look(ERROR, READ | ERROR, errors_seen=0) == "quiet"
+    assert chip_look(ERROR, READ | ERROR, errors_seen=1) == "on"
+    assert chip_look(READ, READ | ERROR, errors_seen=0) == "on"
+    assert chip_look(ERROR, READ, errors_seen=3) == "off"
+    feed(window, snapshot(connections=(connection(5, ready_error=2),)))
+    model = window.table.model
+    assert model.data(model.index(0, 4), ERRORS_SEEN_ROLE) == 2
+
+
+def test_load_throughput_is_in_mib_per_s() -> None:
+    from loopmon.gui.load_panel import LoadPanel
+    from loopmon.gui.model.units import mib_per_s
+
+    assert mib_per_s({"mb_per_s": 1.048576}) == pytest.approx(1.0)
+    assert mib_per_s({"mib_per_s": 2.5, "mb_per_s": 9.0}) == 2.5
+    summary = {"mode": "rr", "clients": 1, "size": 1, "mb_per_s": 10.48576}
+    assert "10.0 MiB/s" in LoadPanel.describe_summary(summary)
+    assert "MB/s" not in LoadPanel.describe_summary(summary)
+
+
+def test_a_strategy_change_from_the_loop_is_in_the_event_log(window: MainWindow) -> None:
+    feed(window, None, [event("loop", "echo strategy: direct -> seed")])
+    log = window.event_log.model
+    assert log.event_at(log.rowCount() - 1).text == "echo strategy: direct -> seed"
+
+
+# -- layout ------------------------------------------------------------------------------------
+LONG = "a very long message that goes on " * 6 + "x" * 120
+
+
+def settle(qtbot, win: MainWindow) -> None:  # type: ignore[no-untyped-def]
+    """Let the layouts take in what changed (posted LayoutRequest events)."""
+    from PySide6.QtWidgets import QApplication
+
+    for _ in range(3):
+        QApplication.processEvents()
+    win.layout().activate()
+
+
+def test_the_window_opens_within_the_screen(window: MainWindow) -> None:
+    free = window.screen().availableGeometry()
+    assert window.frameGeometry().width() <= free.width()
+    assert window.frameGeometry().height() <= free.height()
+
+
+def test_long_messages_wrap_and_never_widen_the_window(qtbot, window: MainWindow) -> None:
+    window.resize(1280, 720)
+    settle(qtbot, window)
+    width, dock = window.width(), window.controls_dock.width()
+    assert not window.table.view.horizontalScrollBar().isVisible()
+    assert not window.controls_scroll.horizontalScrollBar().isVisible()
+    for label in window.status.labels.values():
+        label.setText(LONG)
+    window.listener_panel.host_edit.setText("bad-host-" + "y" * 200)  # its error quotes it
+    say(window.listener_panel.start_message, LONG, error=True)
+    say(window.listener_panel.stop_message, LONG, error=True)
+    say(window.loop_panel.backend_message, LONG, error=True)
+    say(window.load_panel.result_label, LONG, error=True)
+    say(window.load_panel.live_label, LONG)
+    say(window.table.message, LONG, error=True)
+    settle(qtbot, window)
+    assert "bad-host-" in window.listener_panel.host_error.text()
+    assert window.minimumSizeHint().width() <= 1280
+    assert window.width() == width
+    assert window.controls_dock.width() == dock
+    assert not window.controls_scroll.horizontalScrollBar().isVisible()
+
+
+def test_at_800_by_600_nothing_overlaps(qtbot, window: MainWindow) -> None:
+    window.resize(800, 600)
+    settle(qtbot, window)
+    hint = window.minimumSizeHint()
+    assert hint.width() <= 800 and hint.height() <= 600
+    assert window.width() == 800
+
+    def rect(widget):  # type: ignore[no-untyped-def]
+        return widget.rect().translated(widget.mapTo(window, widget.rect().topLeft()))
+
+    dock = rect(window.controls_dock)
+    for widget in (window.table.filter_edit, window.table.count_label, window.tabs):
+        assert not rect(widget).intersects(dock), widget
+    panel = window.load_panel
+    assert not rect(panel.start_button).intersects(rect(panel.stop_button))

@@ -23,6 +23,26 @@ def byte_size(n: float | None) -> str:
     return f"{n} B"  # pragma: no cover - the loop always returns
 
 
+def iec_unit(top: float) -> tuple[float, str]:
+    """(divisor, unit) to show byte counts up to ``top`` in: 3 << 20 -> (1048576, 'MiB')."""
+    divisor = 1.0
+    for unit in _BYTE_UNITS:
+        if abs(top) < divisor * 1024 or unit == _BYTE_UNITS[-1]:
+            return divisor, unit
+        divisor *= 1024
+    return divisor, _BYTE_UNITS[-1]  # pragma: no cover - the loop always returns
+
+
+def mib_per_s(record: dict[str, object]) -> float:
+    """A load record's echo throughput in MiB/s (``mib_per_s``, or the older decimal
+    ``mb_per_s``, 10^6 bytes a second, converted)."""
+    value = record.get("mib_per_s")
+    if isinstance(value, int | float):
+        return float(value)
+    decimal = record.get("mb_per_s", 0)
+    return float(decimal) * 1e6 / 2**20 if isinstance(decimal, int | float) else 0.0
+
+
 def rate(n: float) -> str:
     """Events per second, compact: 950 -> '950', 12_300 -> '12.3k', 4.5e6 -> '4.50M'."""
     if n < 1000:

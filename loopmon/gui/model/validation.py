@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
+
+# The load panel's Clients box: what it allows and why (shown beside it, never a silent clamp).
+MAX_CLIENTS = 20_000
+PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
 def parse_port(text: str) -> tuple[int | None, str]:
@@ -44,3 +49,31 @@ def client_host(listen_host: str) -> str:
     if listen_host == "::":
         return "::1"
     return listen_host
+
+
+def local_ports(path: Path = PORT_RANGE) -> int | None:
+    """How many local ports a client's connection can come from (Linux's
+    ip_local_port_range); None where that cannot be read."""
+    try:
+        low, high = (int(word) for word in path.read_text().split())
+    except (OSError, ValueError):
+        return None
+    return max(high - low + 1, 0)
+
+
+def client_limit(ports: int | None) -> tuple[int, str]:
+    """(most clients one load run may open, why): each client is a connection from this
+    machine to the one target, so each takes one of the local ports a connection to that
+    address can come from, and a descriptor at both ends."""
+    limit = MAX_CLIENTS if ports is None else max(min(MAX_CLIENTS, ports - 1000), 1)
+    source = (
+        f"one of this machine's {ports:,} local ports (ip_local_port_range)"
+        if ports is not None
+        else "one of this machine's local ports"
+    )
+    why = (
+        f"at most {limit:,} clients: each is a connection to the one target from {source}, "
+        "and holds a descriptor in load and one in the server; the rest stay for everything "
+        "else on the machine"
+    )
+    return limit, why
