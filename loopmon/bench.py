@@ -1,4 +1,5 @@
-"""``loopmon bench``: loopmon's echo server side by side with what a user would pick instead.
+"""The benchmark behind ``loopmon bench``: loopmon's echo server side by side with what a user
+would pick instead.
 
 Every server runs in its own process, pinned to one core, and every load is the same
 ``loopmon load`` client (a subprocess, on the other core), so the servers differ and nothing
@@ -34,7 +35,6 @@ Speed is reported here, never asserted by a test.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fnmatch
 import json
@@ -42,7 +42,6 @@ import math
 import os
 import platform
 import re
-import resource
 import signal
 import statistics
 import subprocess
@@ -56,7 +55,7 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from loopmon import __version__, benchpeers, pollers
-from loopmon.loadgen import FD_HEADROOM, count, positive_float, positive_int
+from loopmon.fdlimit import FD_HEADROOM, raise_fd_limit
 
 BASELINE = "asyncio-protocol"
 REFERENCE = "bare-epoll"
@@ -1150,55 +1149,9 @@ class Progress:
 # -- the command ---------------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Benchmark loopmon's echo server against asyncio (Protocol and streams), a bare "
-        "pure-Python epoll loop, and uvloop and Tornado when installed: same load clients, "
-        "interleaved rounds, paired ratios. Servers are pinned to one core, clients to another."
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="about a minute: 2 rounds x 0.75 s, loopmon on its best backend (direct) against "
-        "asyncio's Protocol server, the bare loop and uvloop",
-    )
-    parser.add_argument("--rounds", type=positive_int, help="interleaved rounds (5; quick 2)")
-    parser.add_argument(
-        "--duration", type=positive_float, help="seconds per round and server (3; quick 0.75)"
-    )
-    parser.add_argument(
-        "--only",
-        metavar="NAMES",
-        help="servers, comma-separated; globs work, 'loopmon' means every loopmon variant "
-        "(see --list)",
-    )
-    parser.add_argument(
-        "--workloads",
-        metavar="NAMES",
-        help=f"comma-separated, from {', '.join(WORKLOAD_NAMES)} ('rr': the three rr ones)",
-    )
-    parser.add_argument(
-        "--idle-connections", type=positive_int, default=10_000, help="for idle-10k (%(default)s)"
-    )
-    parser.add_argument(
-        "--wake-samples",
-        type=count,  # zero too: plan() says how many are enough, with the reason
-        help=f"per implementation, over up to 5 rounds (20000; quick 3000; at least "
-        f"{MIN_WAKE_SAMPLES_PER_ROUND})",
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument("--list", action="store_true", help="list servers and workloads, exit")
-    parser.add_argument(
-        "--bench-host",
-        dest="bench_host",
-        default="127.0.0.1",
-        choices=("127.0.0.1", "::1"),
-        help="loopback address the servers listen on (%(default)s)",
-    )
-
-
-def plan(args: argparse.Namespace) -> tuple[Settings, list[ServerSpec], list[str]]:
-    """Settings, servers and notes from the command line; ``ValueError`` for bad names."""
+def plan(args: Any) -> tuple[Settings, list[ServerSpec], list[str]]:
+    """Settings, servers and notes from the command line's options (attributes of ``args``;
+    missing ones take their defaults); ``ValueError`` for bad names."""
     quick = bool(getattr(args, "quick", False))
     specs, notes = discover_servers()
     known = [s.name for s in loopmon_specs(pollers.BACKENDS)] + list(benchpeers.PEER_NAMES)
@@ -1250,9 +1203,9 @@ def check_fd_limit(connections: int) -> None:
     """``ValueError`` unless one process may hold ``connections`` sockets (each server, the
     idle client and the snapshot probe do): better said before the run than found in a
     client's traceback half-way through it."""
-    limit = benchpeers.raise_nofile_limit()  # the soft limit, lifted to the hard one
+    limit = raise_fd_limit()  # the soft limit, lifted to the hard one
     need = connections + FD_HEADROOM
-    if limit != resource.RLIM_INFINITY and need > limit:
+    if limit is not None and need > limit:
         raise ValueError(
             f"--idle-connections {connections} needs about {need:,} open files per process; "
             f"this system allows {limit:,} (ulimit -Hn); ask for at most "
@@ -1282,7 +1235,7 @@ def cpu_split() -> tuple[set[int] | None, set[int] | None, str]:
 
 
 def _raise_nofile() -> None:
-    benchpeers.raise_nofile_limit()  # inherited by every server and client
+    raise_fd_limit()  # inherited by every server and client
 
 
 class Interrupted(KeyboardInterrupt):
@@ -1514,55 +1467,3 @@ def _run_wake(
         "problems": skipped,
         "results": summarise_wake(rounds),
     }
-
-
-def run(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
-    out = stdout or sys.stdout
-    try:
-        settings, specs, notes = plan(args)
-    except ValueError as exc:
-        print(f"loopmon bench: {exc}", file=sys.stderr)
-        return 2
-    if getattr(args, "list", False):
-        every, skipped = discover_servers()
-        if getattr(args, "json", False):
-            listing = {
-                "servers": [{"name": x.name, "description": x.description} for x in every],
-                "skipped": skipped,
-                "workloads": [{"name": w.name, "title": w.title} for w in WORKLOADS],
-            }
-            json.dump(listing, out, indent=2)
-            print(file=out)
-            return 0
-        for spec in every:
-            print(f"{spec.name:24} {spec.description}", file=out)
-        for note in skipped:
-            print(f"{'':24} ({note})", file=out)
-        print(file=out)
-        for w in WORKLOADS:
-            print(f"{w.name:24} {w.title}", file=out)
-        return 0
-    if not settings.servers:
-        print("loopmon bench: no server to run", file=sys.stderr)
-        return 2
-    try:
-        with _interruptible():
-            report = execute(settings, specs, notes)
-    except KeyboardInterrupt as exc:
-        print("\nloopmon bench: interrupted; every server and client stopped", file=sys.stderr)
-        return 128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
-    for block in report["workloads"]:
-        for problem in block.get("problems", []):
-            notes.append(f"{block['name']}: {problem}")
-        for result in block["results"]:
-            name = result.get("server") or result.get("impl")
-            for problem in result.get("problems", []) + result.get("notes", []):
-                notes.append(f"{block['name']}: {name}: {problem}")
-    if args.json:
-        json.dump(finite(report), out, indent=2, allow_nan=False)
-        out.write("\n")
-    else:
-        out.write(format_report(report) + "\n")
-    out.flush()
-    mismatched = any(r.get("mismatches") for block in report["workloads"] for r in block["results"])
-    return 1 if mismatched else 0

@@ -34,7 +34,6 @@ import importlib
 import importlib.util
 import json
 import os
-import resource
 import select
 import signal
 import socket
@@ -44,6 +43,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
+
+from loopmon.fdlimit import raise_fd_limit
 
 BACKLOG = 1024  # the same as loopmon.echo.listener.BACKLOG (tests check it)
 _CHUNK = 65536
@@ -118,20 +119,6 @@ def die_with_parent() -> Callable[[], None] | None:
             os.kill(os.getpid(), signal.SIGTERM)
 
     return preexec
-
-
-def raise_nofile_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit (10,000 connections need it); the new
-    soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    return soft
 
 
 def _nodelay(sock: socket.socket) -> None:
@@ -312,7 +299,7 @@ def serve(name: str, host: str, port: int, backlog: int) -> int:
     if name not in available:
         print(next(n for n in notes if n.startswith(name + ":")), file=sys.stderr)
         return 3
-    raise_nofile_limit()
+    raise_fd_limit()
     settle_allocator()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
@@ -457,7 +444,7 @@ def measure_snapshot(
     from loopmon.mailbox import Mailbox
     from loopmon.telemetry import Telemetry
 
-    raise_nofile_limit()
+    raise_fd_limit()
     loop = IOLoop(make_current=False)
     server = EchoServer(loop, max_connections=connections + 64)
     listener = server.start_listener(host, 0)

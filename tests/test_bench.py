@@ -22,6 +22,7 @@ import pytest
 
 from loopmon import bench, benchpeers, cli
 from loopmon.bench import IdleResult, RoundResult
+from loopmon.cli import bench as bench_command
 from loopmon.echo import listener
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -229,7 +230,7 @@ def test_too_few_wake_samples_and_too_many_idle_connections_are_refused() -> Non
     too_many = ["bench", "--workloads", "idle-10k", "--idle-connections", str(hard)]
     with pytest.raises(ValueError, match=r"needs about .* open files per process"):
         bench.plan(parser.parse_args(too_many))
-    assert bench.run(parser.parse_args(too_many), stdout=io.StringIO()) == 2
+    assert bench_command.run(parser.parse_args(too_many), stdout=io.StringIO()) == 2
 
 
 def test_wake_rounds_take_the_samples_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -297,18 +298,18 @@ def test_plan_quick_and_explicit() -> None:
 
 def test_run_rejects_an_unknown_server() -> None:
     args = cli.build_parser().parse_args(["bench", "--only", "nginx"])
-    assert bench.run(args, stdout=io.StringIO()) == 2
+    assert bench_command.run(args, stdout=io.StringIO()) == 2
 
 
 def test_run_lists_servers_and_workloads() -> None:
     out = io.StringIO()
     args = cli.build_parser().parse_args(["bench", "--list"])
-    assert bench.run(args, stdout=out) == 0
+    assert bench_command.run(args, stdout=out) == 0
     text = out.getvalue()
     assert "asyncio-protocol" in text and "loopmon-epoll-direct" in text and "idle-10k" in text
     out = io.StringIO()
     args = cli.build_parser().parse_args(["bench", "--list", "--json"])
-    assert bench.run(args, stdout=out) == 0
+    assert bench_command.run(args, stdout=out) == 0
     listing = json.loads(out.getvalue())
     assert "asyncio-protocol" in [x["name"] for x in listing["servers"]]
     assert [w["name"] for w in listing["workloads"]] == list(bench.WORKLOAD_NAMES)
@@ -527,7 +528,7 @@ def test_sighup_ends_the_bench_like_ctrl_c_unless_it_came_in_ignored() -> None:
 def test_a_small_descriptor_limit_skips_the_default_idle_test_and_still_lists(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(benchpeers, "raise_nofile_limit", lambda: 4096)
+    monkeypatch.setattr(bench, "raise_fd_limit", lambda: 4096)
     parser = cli.build_parser()
     settings, _, notes = bench.plan(parser.parse_args(["bench"]))
     assert "idle-10k" not in settings.workloads and "wake" in settings.workloads
@@ -535,7 +536,7 @@ def test_a_small_descriptor_limit_skips_the_default_idle_test_and_still_lists(
     with pytest.raises(ValueError, match="needs about"):
         bench.plan(parser.parse_args(["bench", "--workloads", "idle-10k"]))
     out = io.StringIO()
-    assert bench.run(parser.parse_args(["bench", "--list"]), stdout=out) == 0
+    assert bench_command.run(parser.parse_args(["bench", "--list"]), stdout=out) == 0
     assert "idle-10k" in out.getvalue()
 
 

@@ -39,11 +39,11 @@ LAYERS: dict[str, int] = {
     "loopmon.stream": 4,
     "loopmon.runner": 4,
     "loopmon.gui": 5,
-    "loopmon.serve": 6,
     "loopmon.cli": 6,
     "loopmon.bench": 6,
     "loopmon.benchpeers": 6,
     "loopmon.__main__": 6,
+    "loopmon.fdlimit": 0,
 }
 CORE_MAX = 4
 FORBIDDEN = ("PySide6", "shiboken6", "pyqtgraph", "numpy")

@@ -240,7 +240,7 @@ def test_serve_usage_errors_exit_2() -> None:
 
 
 def test_serve_builds_only_the_snapshots_someone_reads() -> None:
-    from loopmon import serve
+    from loopmon.cli import serve
 
     seen: list[float] = []
 
@@ -340,7 +340,7 @@ def test_load_cannot_connect_exits_2_with_one_line() -> None:
 
 
 def test_status_line_from_loop_figures() -> None:
-    from loopmon.serve import status_line
+    from loopmon.cli.serve import status_line
     from loopmon.snapshot import LagWindow, LoopFigures
 
     interval = LoopFigures(span_s=2.0, events=50_000, busy_s=0.5, poll_s=1.5)
@@ -401,8 +401,8 @@ def _is_open(fd: int) -> bool:
 
 @pytest.mark.parametrize("where", ["low fd", "fd past FD_SETSIZE"])
 def test_a_full_stdout_skips_status_lines_instead_of_blocking_the_loop(where: str) -> None:
+    from loopmon.cli.serve import StatusPrinter
     from loopmon.events import READ
-    from loopmon.serve import StatusPrinter
     from loopmon.snapshot import LoopFigures, Snapshot
 
     def snap(t: float, bytes_in: int) -> Snapshot:

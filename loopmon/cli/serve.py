@@ -15,12 +15,12 @@ import signal
 import sys
 from typing import Any, TextIO
 
-from loopmon import cli
+from loopmon.cli.args import FD_HEADROOM, add_server_arguments, byte_count, count, raise_fd_limit
 from loopmon.echo import ListenerError
 from loopmon.events import READ
 from loopmon.ioloop import IOLoop
-from loopmon.loadgen import count, raise_fd_limit
 from loopmon.mailbox import Mailbox
+from loopmon.netaddr import DEFAULT_PORT
 from loopmon.runner import LoopRunner
 from loopmon.snapshot import LagWindow, LoopFigures, Snapshot
 
@@ -38,24 +38,8 @@ STATUS_HZ = 2.0
 MAX_TELEMETRY_HZ = 1000.0
 
 
-def byte_size(text: str) -> int:
-    """A byte count, with an optional K/M/G suffix (powers of 1024)."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    raw = text.strip().lower().removesuffix("ib").removesuffix("b")
-    scale = units.get(raw[-1:], 1)
-    if scale != 1:
-        raw = raw[:-1]
-    try:
-        value = int(float(raw) * scale)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a byte count: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    cli.add_server_arguments(parser)
+    add_server_arguments(parser)
     parser.add_argument(
         "--max-connections",
         type=count,
@@ -64,13 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--high-water",
-        type=byte_size,
+        type=byte_count,
         default=1 << 20,
         help="stop reading a connection with this much output queued (default 1M)",
     )
     parser.add_argument(
         "--low-water",
-        type=byte_size,
+        type=byte_count,
         default=256 << 10,
         help="resume reading once its queue is down to this (default 256K)",
     )
@@ -221,7 +205,7 @@ def run(
     err = stderr or sys.stderr or sys.__stderr__
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="loopmon serve: %(message)s")
-    ports: list[int] = list(args.port) if args.port else [cli.DEFAULT_PORT]
+    ports: list[int] = list(args.port) if args.port else [DEFAULT_PORT]
     if args.low_water > args.high_water:
         print(
             f"loopmon serve: --low-water ({args.low_water}) must not exceed "
@@ -242,7 +226,7 @@ def run(
     if hz <= 0 and not args.quiet:
         print("loopmon serve: the status line needs telemetry (--telemetry-hz > 0)", file=err)
         return 2
-    raise_fd_limit(args.max_connections + 64)
+    raise_fd_limit(args.max_connections + FD_HEADROOM)
     try:
         runner = LoopRunner(
             backend=args.backend,
