@@ -41,7 +41,6 @@ LAYERS: dict[str, int] = {
     "loopmon.gui": 5,
     "loopmon.cli": 6,
     "loopmon.bench": 6,
-    "loopmon.benchpeers": 6,
     "loopmon.__main__": 6,
     "loopmon.fdlimit": 0,
 }

@@ -13,18 +13,11 @@ import signal
 import sys
 from typing import TextIO
 
-from loopmon.bench import (
-    MIN_WAKE_SAMPLES_PER_ROUND,
-    WORKLOAD_NAMES,
-    WORKLOADS,
-    Interrupted,
-    _interruptible,
-    discover_servers,
-    execute,
-    finite,
-    format_report,
-    plan,
-)
+from loopmon.bench.planning import MIN_WAKE_SAMPLES_PER_ROUND, plan
+from loopmon.bench.report import format_report
+from loopmon.bench.session import Interrupted, execute, interruptible
+from loopmon.bench.specs import WORKLOAD_NAMES, WORKLOADS, discover_servers
+from loopmon.bench.stats import finite
 from loopmon.cli.args import count, positive_float, positive_int
 
 __all__ = ["add_arguments", "run"]
@@ -107,7 +100,7 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         print("loopmon bench: no server to run", file=sys.stderr)
         return 2
     try:
-        with _interruptible():
+        with interruptible():
             report = execute(settings, specs, notes)
     except KeyboardInterrupt as exc:
         print("\nloopmon bench: interrupted; every server and client stopped", file=sys.stderr)
