@@ -34,7 +34,7 @@ LAYERS: dict[str, int] = {
     "loopmon.mailbox": 1,
     "loopmon.ioloop": 2,
     "loopmon.echo": 3,
-    "loopmon.loadgen": 3,
+    "loopmon.load": 3,
     "loopmon.telemetry": 3,
     "loopmon.stream": 4,
     "loopmon.runner": 4,

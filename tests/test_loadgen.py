@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 
-from loopmon import fdlimit, loadgen
+from loopmon import fdlimit
 from loopmon.cli import load as load_command
 from loopmon.echo import EchoServer
 from loopmon.ioloop import IOLoop
-from loopmon.loadgen import PATTERN_SIZE, LoadGenerator, expected_bytes
+from loopmon.load import generator, patterns
+from loopmon.load.generator import LoadGenerator
+from loopmon.load.patterns import PATTERN_SIZE, expected_bytes
 from loopmon.pollers.select import FD_SETSIZE
 from tests.echo_helpers import BACKENDS
 
@@ -58,7 +60,7 @@ def test_streams_are_deterministic_and_differ_between_connections() -> None:
     assert expected_bytes(3, 100, 5000) == expected_bytes(3, 100, 5000)
     assert expected_bytes(3, 0, 5100)[100:] == expected_bytes(3, 100, 5000)
     assert expected_bytes(3, 0, 4096) != expected_bytes(4, 0, 4096)
-    starts = {loadgen.stream_start(i) for i in range(10_000)}
+    starts = {patterns.stream_start(i) for i in range(10_000)}
     assert len(starts) == 10_000
     # A window longer than the pattern wraps around it.
     long = expected_bytes(1, 10, PATTERN_SIZE + 50)
@@ -421,7 +423,7 @@ def test_more_clients_than_descriptors_is_refused_before_any_connect() -> None:
 
 
 def test_usage_errors_exit_2() -> None:
-    too_big = str(loadgen.MAX_SIZE + 1)
+    too_big = str(generator.MAX_SIZE + 1)
     for argv in (
         ["--clients", "0"],
         ["--size", "-1"],
@@ -433,7 +435,7 @@ def test_usage_errors_exit_2() -> None:
         with pytest.raises(SystemExit) as info:
             args_for(*argv)
         assert info.value.code == 2
-    assert args_for("--size", str(loadgen.MAX_SIZE)).size == loadgen.MAX_SIZE
+    assert args_for("--size", str(generator.MAX_SIZE)).size == generator.MAX_SIZE
 
 
 @pytest.mark.parametrize(

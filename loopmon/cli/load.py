@@ -25,7 +25,7 @@ from loopmon.cli.args import (
     raise_fd_limit,
 )
 from loopmon.ioloop import IOLoop
-from loopmon.loadgen import (
+from loopmon.load.generator import (
     DEFAULT_INFLIGHT,
     DEFAULT_READ_RATE,
     MAX_SIZE,

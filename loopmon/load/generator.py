@@ -1,24 +1,15 @@
-"""The load generator behind ``loopmon load``: a checked echo client on an IOLoop.
+"""The load generator: ``clients`` checked connections to an echo server on one IOLoop.
 
-Every connection sends a deterministic pseudo-random byte stream: a window into one shared
-pattern (``PATTERN_SIZE`` bytes from a seeded generator), starting at an offset fixed by the
-connection's index, so two connections never expect the same bytes at the same position and an
-echo crossed between connections is caught. Every byte that comes back is compared with the byte
-sent at that position (a slice of the pattern, so checking is linear); a chunk that differs, or
-bytes beyond what was sent, count as mismatches and are never hidden.
+Every byte that comes back is compared with the byte sent at that position (a slice of the
+pattern, so checking is linear); a chunk that differs, or bytes beyond what was sent, count as
+mismatches and are never hidden. Connections that fail are counted and replaced after a short
+pause; the summary is a JSON-able dict of raw numbers.
 
-Modes:
-- ``rr``: request and response: one ``--size`` message in flight per client;
-- ``flood``: pipelined, up to ``--inflight`` bytes sent but not yet echoed per client;
-- ``slow``: sends as fast as the kernel takes, reads only ``--read-rate`` bytes/s per client,
-  so the server's queues fill and its backpressure shows;
-- ``idle``: opens the connections and holds them (any byte or EOF from the server is counted);
-- ``churn``: connect, one message, check its echo, close; again.
-
-A round trip is one ``--size`` message fully echoed; its latency runs from sending its first
-byte (in churn, from starting to connect) to receiving its last. Connections that fail are
-counted and replaced after a short pause. The run stops by itself after ``--duration``; SIGINT
-and SIGTERM stop it early, and the summary is printed either way.
+Past 400 lines, and still one job: the connection state machine (connect, send, receive and
+check, fail, retry) of every mode, which share their bookkeeping. Its per-event handler
+(``_make_handler``) is one closure with the hot attributes bound to locals, because a lookup per
+event costs what a Python client can least afford: one client core must outrun the server it
+measures.
 """
 
 from __future__ import annotations
@@ -26,7 +17,6 @@ from __future__ import annotations
 import collections
 import errno
 import os
-import random
 import socket
 import time
 from collections.abc import Callable
@@ -35,12 +25,12 @@ from typing import Any, Final
 from loopmon.events import ERROR, NONE, READ, WRITE
 from loopmon.histogram import Histogram
 from loopmon.ioloop import IOLoop, PeriodicCallback
+from loopmon.load.patterns import PATTERN_SIZE, expected_bytes, pattern, stream_start
 from loopmon.netaddr import describe_error
 
 __all__ = [
     "MODES",
     "LoadGenerator",
-    "expected_bytes",
 ]
 
 MODES: Final = ("rr", "flood", "slow", "idle", "churn")
@@ -48,42 +38,10 @@ MODES: Final = ("rr", "flood", "slow", "idle", "churn")
 MAX_SIZE: Final = 64 << 20
 DEFAULT_INFLIGHT: Final = 65536
 DEFAULT_READ_RATE: Final = 65536
-PATTERN_SIZE: Final = 1 << 20
-_PATTERN_SEED: Final = 0x100B
 RECV_SIZE: Final = 65536
 RETRY_S: Final = 0.1  # pause before replacing a failed connection
 SLOW_TICK_S: Final = 0.05  # how often slow clients read their ration
 PROGRESS_S: Final = 1.0
-_STRIDE: Final = 0x9E3779B1  # odd: index * stride is distinct mod 2**20 for every index < 2**20
-
-_pattern: bytes | None = None
-
-
-def pattern() -> bytes:
-    """The shared pattern, twice over, so any window of up to PATTERN_SIZE bytes is one slice."""
-    global _pattern
-    if _pattern is None:
-        once = random.Random(_PATTERN_SEED).randbytes(PATTERN_SIZE)
-        _pattern = once + once
-    return _pattern
-
-
-def stream_start(index: int) -> int:
-    """Where connection ``index``'s stream starts in the pattern."""
-    return (index * _STRIDE) % PATTERN_SIZE
-
-
-def expected_bytes(index: int, offset: int, length: int) -> bytes:
-    """Bytes ``offset:offset+length`` of connection ``index``'s stream (for tests and peers)."""
-    pat = pattern()
-    out = []
-    while length > 0:
-        pos = (stream_start(index) + offset) % PATTERN_SIZE
-        take = min(length, PATTERN_SIZE)
-        out.append(pat[pos : pos + take])
-        offset += take
-        length -= take
-    return b"".join(out)
 
 
 class Client:
