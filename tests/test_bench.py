@@ -451,7 +451,7 @@ def test_format_report_has_a_row_per_server_and_the_notes() -> None:
     text = bench_report.format_report(_report())
     lines = text.splitlines()
     header = next(line for line in lines if line.startswith("server") and "rt/s" in line)
-    for column in ("MB/s", "p50 ms", "p99 ms", "srv us/rt", "x asyncio", "saturated"):
+    for column in ("MiB/s", "p50 ms", "p99 ms", "srv us/rt", "x asyncio", "saturated"):
         assert column in header
     row = next(line for line in lines if line.startswith("loopmon-epoll-direct") and "1.25" in line)
     assert "95" in row and "0/0 (1 failed)" in row

@@ -16,6 +16,7 @@ from typing import Any
 
 from loopmon.bench.specs import BASELINE, REFERENCE
 from loopmon.bench.stats import SATURATED, median, paired_ratios, saturation
+from loopmon.units import MIB
 
 SCHEMA = 1
 
@@ -167,7 +168,7 @@ def summarise_wake(
 
 
 LEGEND = (
-    "rt/s: round trips per second (the client's count); MB/s: payload echoed, one way;",
+    "rt/s: round trips per second (the client's count); MiB/s: payload echoed, one way;",
     "  srv us/rt: the server process's CPU time (user + system, as its rusage counts it) per",
     "  round trip, from the client's start to its exit; x asyncio: median of the per-round",
     "  ratios of rt/s (each round's is in --json); cpu x: the same for srv us/rt (lower is",
@@ -221,7 +222,7 @@ def format_report(report: dict[str, Any]) -> str:
             header = (
                 "server",
                 "rt/s",
-                "MB/s",
+                "MiB/s",
                 "p50 ms",
                 "p99 ms",
                 "srv us/rt",
@@ -236,7 +237,7 @@ def format_report(report: dict[str, Any]) -> str:
                 (
                     r["server"],
                     _fmt(r["round_trips_per_s"]),
-                    _fmt(r["mb_per_s"], ".1f"),
+                    _fmt(r["mb_per_s"], ".1f", 1e6 / MIB),
                     _fmt(r["latency_p50_ms"], ".2f"),
                     _fmt(r["latency_p99_ms"], ".2f"),
                     _fmt(r["server_cpu_us_per_rt"], ".1f"),
@@ -262,7 +263,7 @@ def format_report(report: dict[str, Any]) -> str:
                 "server",
                 "held",
                 "connect/s",
-                "RSS MB",
+                "RSS MiB",
                 "RSS before",
                 "KiB/conn",
                 "srv us/conn",

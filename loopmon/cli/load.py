@@ -34,6 +34,7 @@ from loopmon.load.generator import (
 )
 from loopmon.netaddr import DEFAULT_HOST, DEFAULT_PORT, describe_error, format_address, host_address
 from loopmon.pollers.select import FD_SETSIZE
+from loopmon.units import byte_rate
 
 __all__ = ["add_arguments", "format_progress", "format_summary", "run"]
 
@@ -129,7 +130,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"{s['mode']}: {s['clients']:,} clients x {s['size']:,} B for {s['duration_s']:.1f} s "
         f"({s['backend']})\n"
         f"  {s['round_trips']:,} round trips, {s['round_trips_per_s']:,.0f}/s, "
-        f"{s['mb_per_s']:.2f} MB/s echoed\n"
+        f"{byte_rate(s['mb_per_s'] * 1e6)} echoed\n"
         f"  {latency}\n"
         f"  {s['connections_held']:,} of {s['clients']:,} connections open at the end; "
         f"sent {s['bytes_sent']:,} B, received {s['bytes_received']:,} B\n"
@@ -141,7 +142,7 @@ def format_summary(s: dict[str, Any]) -> str:
 def format_progress(p: dict[str, Any]) -> str:
     return (
         f"{p['elapsed_s']:5.1f} s  {p['round_trips_per_s']:>10,.0f} rt/s  "
-        f"{p['mb_per_s']:7.2f} MB/s  {p['open_connections']} open  "
+        f"{byte_rate(p['mb_per_s'] * 1e6):>11}  {p['open_connections']} open  "
         f"{p['errors']} errors  {p['mismatches']} mismatches"
     )
 

@@ -23,11 +23,11 @@ from loopmon.mailbox import Mailbox
 from loopmon.netaddr import DEFAULT_PORT
 from loopmon.runner import LoopRunner
 from loopmon.snapshot import LagWindow, LoopFigures, Snapshot
+from loopmon.units import byte_rate, byte_size
 
 __all__ = [
     "StatusPrinter",
     "add_arguments",
-    "format_bytes",
     "run",
     "status_line",
 ]
@@ -73,14 +73,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # -- the status line (kept apart so it can be fed from a telemetry Snapshot) ------------------
 
 
-def format_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
-
-
 def status_line(
     interval: LoopFigures,
     connections: int,
@@ -104,8 +96,8 @@ def status_line(
         lag_text = f"lag p99 {lag.p99_s * 1000:.2f} ms (last {lag.window_s:.0f} s)"
     return (
         f"{connections} conns | {interval.events_per_s:,.0f} events/s | "
-        f"in {format_bytes(rate_in)}/s out {format_bytes(rate_out)}/s | "
-        f"queued {format_bytes(queue_bytes)} | busy {interval.utilization:.0%} | "
+        f"in {byte_rate(rate_in)} out {byte_rate(rate_out)} | "
+        f"queued {byte_size(queue_bytes)} | busy {interval.utilization:.0%} | "
         + lag_text
         + (f" | {turned_away:,} turned away" if turned_away > 0 else "")
     )
