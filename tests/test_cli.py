@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from loopmon import __version__
 from loopmon.cli import build_parser
@@ -67,3 +68,34 @@ def test_a_bracketed_host_is_the_address_inside() -> None:
     assert parser.parse_args(["--host", "[::1]"]).host == "::1"
     assert parser.parse_args(["serve", "--host", "::1"]).host == "::1"
     assert parser.parse_args(["serve", "--host", "localhost"]).host == "localhost"
+
+
+# A sitecustomize that hides the gui extra: its packages look uninstalled to this interpreter.
+_HIDE_GUI = """
+import importlib.abc, sys
+
+class _Hidden(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("PySide6", "shiboken6", "pyqtgraph", "numpy"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, _Hidden())
+"""
+
+
+def test_the_window_without_the_gui_extra_says_how_to_install_it(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text(_HIDE_GUI)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), QT_QPA_PLATFORM="offscreen")
+    check = subprocess.run(
+        [sys.executable, "-c", "import PySide6"], env=env, capture_output=True, check=False
+    )
+    assert check.returncode != 0, "the blocker did not hide PySide6"
+    proc = run(env=env)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "pip install 'loopmon[gui]'" in lines[0]
+    assert "PySide6, pyqtgraph, numpy" in lines[0]
+    # The headless commands do not need it.
+    assert run("serve", "--help", env=env).returncode == 0

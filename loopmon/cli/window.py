@@ -8,12 +8,21 @@ headless machine or a core install gets advice, not a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 
 from loopmon.cli.args import add_server_arguments
 
-__all__ = ["NO_DISPLAY", "add_arguments", "has_display", "run"]
+__all__ = ["GUI_PACKAGES", "NO_DISPLAY", "NO_GUI", "add_arguments", "has_display", "missing", "run"]
+
+# What the gui extra installs (pyproject.toml): the window imports all three.
+GUI_PACKAGES = ("PySide6", "pyqtgraph", "numpy")
+NO_GUI = (
+    "loopmon: the window needs the gui extra ({missing} not installed): "
+    "pip install 'loopmon[gui]' (from a checkout: pip install '.[gui]'); "
+    "serve, load and bench run without it."
+)
 
 NO_DISPLAY = (
     "loopmon: no display found (DISPLAY and WAYLAND_DISPLAY are unset). Run the window under a "
@@ -33,7 +42,24 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+def missing(packages: tuple[str, ...] = GUI_PACKAGES) -> list[str]:
+    """Those of ``packages`` that cannot be imported here (looked up, not imported)."""
+    absent = []
+    for name in packages:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            absent.append(name)
+    return absent
+
+
 def run(args: argparse.Namespace) -> int:
+    absent = missing()
+    if absent:
+        print(NO_GUI.format(missing=", ".join(absent)), file=sys.stderr)
+        return 2
     if not has_display():
         print(NO_DISPLAY, file=sys.stderr)
         return 2
