@@ -11,7 +11,7 @@ import argparse
 import json
 import signal
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from loopmon.bench.planning import MIN_WAKE_SAMPLES_PER_ROUND, plan
 from loopmon.bench.report import format_report
@@ -78,23 +78,7 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         print(f"loopmon bench: {exc}", file=sys.stderr)
         return 2
     if getattr(args, "list", False):
-        every, skipped = discover_servers()
-        if getattr(args, "json", False):
-            listing = {
-                "servers": [{"name": x.name, "description": x.description} for x in every],
-                "skipped": skipped,
-                "workloads": [{"name": w.name, "title": w.title} for w in WORKLOADS],
-            }
-            json.dump(listing, out, indent=2)
-            print(file=out)
-            return 0
-        for spec in every:
-            print(f"{spec.name:24} {spec.description}", file=out)
-        for note in skipped:
-            print(f"{'':24} ({note})", file=out)
-        print(file=out)
-        for w in WORKLOADS:
-            print(f"{w.name:24} {w.title}", file=out)
+        print_listing(out, as_json=getattr(args, "json", False))
         return 0
     if not settings.servers:
         print("loopmon bench: no server to run", file=sys.stderr)
@@ -105,13 +89,7 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     except KeyboardInterrupt as exc:
         print("\nloopmon bench: interrupted; every server and client stopped", file=sys.stderr)
         return 128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
-    for block in report["workloads"]:
-        for problem in block.get("problems", []):
-            notes.append(f"{block['name']}: {problem}")
-        for result in block["results"]:
-            name = result.get("server") or result.get("impl")
-            for problem in result.get("problems", []) + result.get("notes", []):
-                notes.append(f"{block['name']}: {name}: {problem}")
+    notes.extend(problems(report))
     if args.json:
         json.dump(finite(report), out, indent=2, allow_nan=False)
         out.write("\n")
@@ -120,3 +98,36 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     out.flush()
     mismatched = any(r.get("mismatches") for block in report["workloads"] for r in block["results"])
     return 1 if mismatched else 0
+
+
+def print_listing(out: TextIO, *, as_json: bool) -> None:
+    """``--list``: the servers that can run here (and why others cannot), and the workloads."""
+    every, skipped = discover_servers()
+    if as_json:
+        listing = {
+            "servers": [{"name": x.name, "description": x.description} for x in every],
+            "skipped": skipped,
+            "workloads": [{"name": w.name, "title": w.title} for w in WORKLOADS],
+        }
+        json.dump(listing, out, indent=2)
+        print(file=out)
+        return
+    for spec in every:
+        print(f"{spec.name:24} {spec.description}", file=out)
+    for note in skipped:
+        print(f"{'':24} ({note})", file=out)
+    print(file=out)
+    for w in WORKLOADS:
+        print(f"{w.name:24} {w.title}", file=out)
+
+
+def problems(report: dict[str, Any]) -> list[str]:
+    """Every problem and note of every workload and result, named, for the report's notes."""
+    found: list[str] = []
+    for block in report["workloads"]:
+        found.extend(f"{block['name']}: {problem}" for problem in block.get("problems", []))
+        for result in block["results"]:
+            name = result.get("server") or result.get("impl")
+            for problem in result.get("problems", []) + result.get("notes", []):
+                found.append(f"{block['name']}: {name}: {problem}")
+    return found

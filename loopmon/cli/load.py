@@ -147,61 +147,22 @@ def format_progress(p: dict[str, Any]) -> str:
     )
 
 
+class Refused(Exception):
+    """A run that cannot start: its message is one line on stderr, and the exit status 2."""
+
+
 def run(
     args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
     out = stdout or sys.stdout
     err = stderr or sys.stderr
-    for option, value, mode in (
-        ("--inflight", args.inflight, "flood"),
-        ("--read-rate", args.read_rate, "slow"),
-    ):
-        if value is not None and args.mode != mode:
-            print(f"loopmon load: {option} applies to --mode {mode} only", file=err)
-            return 2
-    port = args.port[-1] if isinstance(args.port, list) else args.port
-    if port == 0:
-        print("loopmon load: --port 0 names no server (a listener's port is 1-65535)", file=err)
-        return 2
-    host = host_address(args.host)  # [::1], as in a URL or the listeners' own addresses
-    target = format_address(host, port)
     try:
-        family, sockaddr = resolve(host, port)
-    except OSError as exc:
-        print(f"loopmon load: cannot resolve {host}: {describe_error(exc)}", file=err)
-        return 2
-    if not is_this_machine(family, sockaddr):
-        if not args.allow_remote:
-            print(
-                f"loopmon load: {host} is not this machine; refusing to load another host "
-                "(pass --allow-remote to do it anyway)",
-                file=err,
-            )
-            return 2
-        print(f"loopmon load: warning: loading {host}, another machine", file=err)
-    limit = raise_fd_limit(args.clients + FD_HEADROOM)
-    if limit is not None and args.clients + FD_HEADROOM > limit:
-        print(
-            f"loopmon load: --clients {args.clients} needs about {args.clients + FD_HEADROOM:,} "
-            f"open files; this process may have {limit:,} (ulimit -n, up to ulimit -Hn)",
-            file=err,
-        )
-        return 2
-    try:
-        loop = IOLoop(backend=args.backend, make_current=False)
-    except (ValueError, RuntimeError) as exc:
+        check_options(args)
+        family, sockaddr, target = resolve_target(args, err)
+        loop = open_loop(args)
+    except Refused as exc:
         print(f"loopmon load: {exc}", file=err)
         return 2
-    if loop.backend == "select" and args.clients + FD_HEADROOM > FD_SETSIZE:
-        # Every connection is an fd, and select() cannot watch one numbered FD_SETSIZE or more.
-        loop.close()
-        print(
-            f"loopmon load: --backend select watches fds below {FD_SETSIZE} only: at most "
-            f"{FD_SETSIZE - FD_HEADROOM} clients (use epoll, kqueue or poll for more)",
-            file=err,
-        )
-        return 2
-
     progress = args.progress
     tty_line = progress == "auto" and err.isatty()
 
@@ -223,6 +184,72 @@ def run(
         read_rate=args.read_rate or DEFAULT_READ_RATE,
         on_progress=show if progress == "jsonl" or tty_line else None,
     )
+    try:
+        drive(loop, gen)
+    except (OSError, ValueError) as exc:
+        # The loop's own setup failed (its signal pipe, say): nothing ran.
+        print(f"loopmon load: cannot run the client's loop: {describe_error(exc)}", file=err)
+        return 2
+    if tty_line:
+        print(file=err)
+    return report(args, gen, target, out, err)
+
+
+def check_options(args: argparse.Namespace) -> None:
+    for option, value, mode in (
+        ("--inflight", args.inflight, "flood"),
+        ("--read-rate", args.read_rate, "slow"),
+    ):
+        if value is not None and args.mode != mode:
+            raise Refused(f"{option} applies to --mode {mode} only")
+
+
+def resolve_target(args: argparse.Namespace, err: TextIO) -> tuple[int, Any, str]:
+    """(family, sockaddr, HOST:PORT) of the server to load; ``Refused`` unless it is this
+    machine or --allow-remote says another may be loaded (then a warning on ``err``)."""
+    port = args.port[-1] if isinstance(args.port, list) else args.port
+    if port == 0:
+        raise Refused("--port 0 names no server (a listener's port is 1-65535)")
+    host = host_address(args.host)  # [::1], as in a URL or the listeners' own addresses
+    try:
+        family, sockaddr = resolve(host, port)
+    except OSError as exc:
+        raise Refused(f"cannot resolve {host}: {describe_error(exc)}") from None
+    if not is_this_machine(family, sockaddr):
+        if not args.allow_remote:
+            raise Refused(
+                f"{host} is not this machine; refusing to load another host "
+                "(pass --allow-remote to do it anyway)"
+            )
+        print(f"loopmon load: warning: loading {host}, another machine", file=err)
+    return family, sockaddr, format_address(host, port)
+
+
+def open_loop(args: argparse.Namespace) -> IOLoop:
+    """The client's loop, once the descriptors --clients needs are there to be had."""
+    need = args.clients + FD_HEADROOM
+    limit = raise_fd_limit(need)
+    if limit is not None and need > limit:
+        raise Refused(
+            f"--clients {args.clients} needs about {need:,} open files; this process may "
+            f"have {limit:,} (ulimit -n, up to ulimit -Hn)"
+        )
+    try:
+        loop = IOLoop(backend=args.backend, make_current=False)
+    except (ValueError, RuntimeError) as exc:
+        raise Refused(str(exc)) from None
+    if loop.backend == "select" and need > FD_SETSIZE:
+        # Every connection is an fd, and select() cannot watch one numbered FD_SETSIZE or more.
+        loop.close()
+        raise Refused(
+            f"--backend select watches fds below {FD_SETSIZE} only: at most "
+            f"{FD_SETSIZE - FD_HEADROOM} clients (use epoll, kqueue or poll for more)"
+        )
+    return loop
+
+
+def drive(loop: IOLoop, gen: LoadGenerator) -> None:
+    """Run ``gen`` on ``loop`` to its end, SIGINT and SIGTERM ending it early; closes the loop."""
 
     def on_signal(signum: int, frame: Any) -> None:
         loop.add_callback_from_signal(gen.finish, signal.Signals(signum).name)
@@ -236,21 +263,18 @@ def run(
     try:
         gen.start()
         if not gen.finished:
-            try:
-                loop.start()
-            except (OSError, ValueError) as exc:
-                # The loop's own setup failed (its signal pipe, say): nothing ran.
-                print(
-                    f"loopmon load: cannot run the client's loop: {describe_error(exc)}", file=err
-                )
-                return 2
+            loop.start()
         gen.finish()
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
         loop.close()
-    if tty_line:
-        print(file=err)
+
+
+def report(
+    args: argparse.Namespace, gen: LoadGenerator, target: str, out: TextIO, err: TextIO
+) -> int:
+    """The summary on ``out``, problems on ``err``, and the exit status."""
     summary = gen.summary()
     if gen.connections_made == 0:
         reason = gen.exit_reason if gen.exit_reason.startswith("cannot") else "no connection made"

@@ -13,10 +13,11 @@ import logging
 import select
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from loopmon.cli.args import FD_HEADROOM, add_server_arguments, byte_count, count, raise_fd_limit
-from loopmon.echo import ListenerError
+from loopmon.echo import Listener, ListenerError
 from loopmon.events import READ
 from loopmon.ioloop import IOLoop
 from loopmon.mailbox import Mailbox
@@ -189,6 +190,10 @@ class StatusPrinter:
 # -- the command ------------------------------------------------------------------------------
 
 
+class Refused(Exception):
+    """Options serve cannot run with: its message is one line on stderr, and exit status 2."""
+
+
 def run(
     args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
@@ -197,44 +202,14 @@ def run(
     err = stderr or sys.stderr or sys.__stderr__
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="loopmon serve: %(message)s")
-    ports: list[int] = list(args.port) if args.port else [DEFAULT_PORT]
-    if args.low_water > args.high_water:
-        print(
-            f"loopmon serve: --low-water ({args.low_water}) must not exceed "
-            f"--high-water ({args.high_water})",
-            file=err,
-        )
-        return 2
-    if args.high_water <= 0:
-        print("loopmon serve: --high-water must be positive", file=err)
-        return 2
-    hz = getattr(args, "telemetry_hz", None)
-    if hz is None:
-        # A snapshot nobody reads is pure cost to the echo: build only what the line needs.
-        hz = 0.0 if args.quiet else STATUS_HZ
-    if not 0 <= hz <= MAX_TELEMETRY_HZ:
-        print(f"loopmon serve: --telemetry-hz must be 0 to {MAX_TELEMETRY_HZ:g}", file=err)
-        return 2
-    if hz <= 0 and not args.quiet:
-        print("loopmon serve: the status line needs telemetry (--telemetry-hz > 0)", file=err)
-        return 2
-    raise_fd_limit(args.max_connections + FD_HEADROOM)
     try:
-        runner = LoopRunner(
-            backend=args.backend,
-            strategy=args.strategy,
-            telemetry_hz=hz,
-            server_options={
-                "max_connections": args.max_connections,
-                "high_water": args.high_water,
-                "low_water": args.low_water,
-            },
-        )
-    except (ValueError, RuntimeError) as exc:
+        runner = make_runner(args, telemetry_hz(args))
+    except Refused as exc:
         print(f"loopmon serve: {exc}", file=err)
         return 2
     failure: list[ListenerError] = []
     status = None if args.quiet or out is None else StatusPrinter(runner.mailbox, out)
+    ports: list[int] = list(args.port) if args.port else [DEFAULT_PORT]
 
     def on_ready(r: LoopRunner) -> None:
         # On the loop thread, before any connection: all listeners or none.
@@ -246,18 +221,70 @@ def run(
             failure.append(exc)
             loop.stop()
             return
-        if out is None:
-            return
-        try:
-            for listener in listeners:
-                print(f"listening on {listener.address} (backend {loop.backend})", file=out)
-            out.flush()
-        except (OSError, ValueError) as exc:
-            # A full disk or a closed pipe: the echo does not need stdout, so keep serving.
-            print(f"loopmon serve: cannot write to stdout ({exc}); serving silently", file=err)
-            return
-        if status is not None:
+        if out is not None and announce(listeners, loop.backend, out, err) and status:
             status.attach(loop)
+
+    run_until_signalled(runner, on_ready)
+    if failure:
+        print(f"loopmon serve: {failure[0]}", file=err, flush=True)
+        return 2
+    if runner.error:
+        print(f"loopmon serve: the loop died: {runner.error.splitlines()[-1]}", file=err)
+        return 1
+    return 0
+
+
+def telemetry_hz(args: argparse.Namespace) -> float:
+    """Snapshots a second for these options; ``Refused`` for options that cannot work."""
+    if args.low_water > args.high_water:
+        raise Refused(
+            f"--low-water ({args.low_water}) must not exceed --high-water ({args.high_water})"
+        )
+    if args.high_water <= 0:
+        raise Refused("--high-water must be positive")
+    hz: float | None = getattr(args, "telemetry_hz", None)
+    if hz is None:
+        # A snapshot nobody reads is pure cost to the echo: build only what the line needs.
+        hz = 0.0 if args.quiet else STATUS_HZ
+    if not 0 <= hz <= MAX_TELEMETRY_HZ:
+        raise Refused(f"--telemetry-hz must be 0 to {MAX_TELEMETRY_HZ:g}")
+    if hz <= 0 and not args.quiet:
+        raise Refused("the status line needs telemetry (--telemetry-hz > 0)")
+    return hz
+
+
+def make_runner(args: argparse.Namespace, hz: float) -> LoopRunner:
+    raise_fd_limit(args.max_connections + FD_HEADROOM)
+    try:
+        return LoopRunner(
+            backend=args.backend,
+            strategy=args.strategy,
+            telemetry_hz=hz,
+            server_options={
+                "max_connections": args.max_connections,
+                "high_water": args.high_water,
+                "low_water": args.low_water,
+            },
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise Refused(str(exc)) from None
+
+
+def announce(listeners: list[Listener], backend: str, out: TextIO, err: TextIO | None) -> bool:
+    """``listening on ...`` for each listener; False when stdout cannot be written."""
+    try:
+        for listener in listeners:
+            print(f"listening on {listener.address} (backend {backend})", file=out)
+        out.flush()
+    except (OSError, ValueError) as exc:
+        # A full disk or a closed pipe: the echo does not need stdout, so keep serving.
+        print(f"loopmon serve: cannot write to stdout ({exc}); serving silently", file=err)
+        return False
+    return True
+
+
+def run_until_signalled(runner: LoopRunner, on_ready: Callable[[LoopRunner], None]) -> None:
+    """Run the loop on this thread until SIGINT or SIGTERM (or the loop stops itself)."""
 
     def on_signal(signum: int, frame: Any) -> None:
         runner.stop_from_signal()
@@ -274,10 +301,3 @@ def run(
         for sig, handler in old.items():
             signal.signal(sig, handler)
         runner.mailbox.close()
-    if failure:
-        print(f"loopmon serve: {failure[0]}", file=err, flush=True)
-        return 2
-    if runner.error:
-        print(f"loopmon serve: the loop died: {runner.error.splitlines()[-1]}", file=err)
-        return 1
-    return 0
