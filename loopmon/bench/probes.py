@@ -15,10 +15,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loopmon.bench.peers import Peer
 from loopmon.fdlimit import raise_fd_limit
+
+if TYPE_CHECKING:  # the probes import loopmon's loop only when they measure it
+    from loopmon.ioloop import IOLoop
 
 WAKE_IMPLS: tuple[Peer, ...] = (
     Peer("loopmon", "IOLoop.add_callback", None),
@@ -60,6 +63,19 @@ class _AsyncioLoop:
         self.loop.close()
 
 
+def _wake_loop(impl: str) -> Any:
+    """A loop of ``impl`` with ``start``, ``stop``, ``close`` and ``add_callback``."""
+    if impl == "loopmon":
+        from loopmon.ioloop import IOLoop
+
+        return IOLoop(make_current=False)
+    if impl == "asyncio":
+        return _AsyncioLoop(asyncio.new_event_loop())
+    if impl == "uvloop":
+        return _AsyncioLoop(importlib.import_module("uvloop").new_event_loop())
+    raise ValueError(f"unknown wake implementation {impl!r}")
+
+
 def measure_wake(
     impl: str,
     samples: int,
@@ -69,17 +85,7 @@ def measure_wake(
     caller_cpu: int | None = None,
 ) -> dict[str, Any]:
     """Time ``samples`` cross-thread wakes of an idle loop; nanoseconds, summarised."""
-    runner: Any
-    if impl == "loopmon":
-        from loopmon.ioloop import IOLoop
-
-        runner = IOLoop(make_current=False)
-    elif impl == "asyncio":
-        runner = _AsyncioLoop(asyncio.new_event_loop())
-    elif impl == "uvloop":
-        runner = _AsyncioLoop(importlib.import_module("uvloop").new_event_loop())
-    else:
-        raise ValueError(f"unknown wake implementation {impl!r}")
+    runner = _wake_loop(impl)
 
     def loop_thread() -> None:
         _pin(loop_cpu)
@@ -148,19 +154,6 @@ def measure_snapshot(
     thread = threading.Thread(target=loop.start, name="snapshot-loop", daemon=True)
     thread.start()
 
-    def on_loop(fn: Callable[[], Any]) -> Any:
-        box: list[Any] = []
-        done = threading.Event()
-
-        def run() -> None:
-            box.append(fn())
-            done.set()
-
-        loop.add_callback(run)
-        if not done.wait(10.0):
-            raise TimeoutError("the loop did not answer")
-        return box[0]
-
     def build_ms() -> float:
         started = time.perf_counter()
         telemetry.build()
@@ -177,13 +170,13 @@ def measure_snapshot(
     try:
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
-            held = on_loop(lambda: len(server.connections))
+            held = _on_loop(loop, lambda: len(server.connections))
             if held >= connections or child.poll() is not None:
                 break
             time.sleep(0.1)
         if held:
             for _ in range(samples + 2):
-                times.append(on_loop(build_ms))
+                times.append(_on_loop(loop, build_ms))
                 time.sleep(0.04)
     finally:
         child.terminate()
@@ -193,6 +186,25 @@ def measure_snapshot(
         server.close_all()
         loop.close()
         mailbox.close()
+    return _build_times(held, times)
+
+
+def _on_loop(loop: IOLoop, fn: Callable[[], Any]) -> Any:
+    """``fn()`` run on ``loop``'s thread, its result returned here."""
+    box: list[Any] = []
+    done = threading.Event()
+
+    def run() -> None:
+        box.append(fn())
+        done.set()
+
+    loop.add_callback(run)
+    if not done.wait(10.0):
+        raise TimeoutError("the loop did not answer")
+    return box[0]
+
+
+def _build_times(held: int, times: list[float]) -> dict[str, Any]:
     # The first two builds cover every row (all registered, then all busy an interval ago);
     # from the third on, an idle row is reused as it stands.
     steady = sorted(times[2:])

@@ -210,103 +210,10 @@ def format_report(report: dict[str, Any]) -> str:
         f"loopmon {report['loopmon']} bench: {what}, Python {machine['python']}, "
         f"{machine['cpu_count']} CPUs ({machine['cpu_model']}), {machine['pinning']}",
     ]
-    header: tuple[str, ...]
-    rows: list[tuple[str, ...]]
+    blocks = {"rr": _rr_block, "idle": _idle_block, "wake": _wake_block}
     for block in report["workloads"]:
         out.append("")
-        kind = block["kind"]
-        if kind == "rr":
-            out.append(
-                f"{block['title']}  (ratios: median of per-round ratios to {report['baseline']})"
-            )
-            header = (
-                "server",
-                "rt/s",
-                "MiB/s",
-                "p50 ms",
-                "p99 ms",
-                "srv us/rt",
-                "x asyncio",
-                "cpu x asyncio",
-                f"cpu x {report['reference']}",
-                "cpu srv/cli",
-                "saturated",
-                "errors",
-            )
-            rows = [
-                (
-                    r["server"],
-                    _fmt(r["round_trips_per_s"]),
-                    _fmt(r["mb_per_s"], ".1f", 1e6 / MIB),
-                    _fmt(r["latency_p50_ms"], ".2f"),
-                    _fmt(r["latency_p99_ms"], ".2f"),
-                    _fmt(r["server_cpu_us_per_rt"], ".1f"),
-                    _fmt(r["ratio_to_baseline"], ".2f"),
-                    _fmt(r["cpu_ratio_to_baseline"], ".2f"),
-                    _fmt(r["cpu_ratio_to_reference"], ".2f"),
-                    f"{_fmt(r['server_util'], '.0%')}/{_fmt(r['client_util'], '.0%')}",
-                    r["saturated"],
-                    f"{r['errors']:,}/{r['mismatches']:,}"
-                    + (f" ({r['rounds_failed']} failed)" if r["rounds_failed"] else ""),
-                )
-                for r in block["results"]
-            ]
-            if all(r["cpu_ratio_to_reference"] is None for r in block["results"]):
-                # The reference was not in the run: a column of dashes says nothing.
-                drop = header.index(f"cpu x {report['reference']}")
-                header = header[:drop] + header[drop + 1 :]
-                rows = [row[:drop] + row[drop + 1 :] for row in rows]
-            out.extend(_table(header, rows))
-        elif kind == "idle":
-            out.append(block["title"])
-            header = (
-                "server",
-                "held",
-                "connect/s",
-                "RSS MiB",
-                "RSS before",
-                "KiB/conn",
-                "srv us/conn",
-                "errors",
-            )
-            rows = [
-                (
-                    r["server"],
-                    _fmt(r["connected"]),
-                    _fmt(r["connect_per_s"]),
-                    _fmt(r["rss_mb"], ".1f"),
-                    _fmt(r["rss_before_mb"], ".1f"),
-                    _fmt(r["kib_per_connection"], ".2f"),
-                    _fmt(r["server_cpu_us_per_connection"], ".1f"),
-                    f"{r['errors']}/{r['connect_failures']}"
-                    + (f" ({r['rounds_failed']} failed)" if r["rounds_failed"] else ""),
-                )
-                for r in block["results"]
-            ]
-            out.extend(_table(header, rows))
-            snap = block.get("snapshot")
-            if snap and snap.get("samples"):
-                out.append(
-                    f"loopmon telemetry snapshot of {snap['connections']:,} idle connections: "
-                    f"median {snap['median_ms']:.2f} ms, p90 {snap['p90_ms']:.2f} ms, "
-                    f"max {snap['max_ms']:.2f} ms (first, every row built: "
-                    f"{snap['first_ms']:.1f} ms)"
-                )
-        elif kind == "wake":
-            out.append(f"{block['title']} (idle loop, microseconds)")
-            header = ("impl", "samples", "p50 us", "p99 us", "p50 x asyncio", "p99 x asyncio")
-            rows = [
-                (
-                    r["impl"],
-                    _fmt(r["samples"]),
-                    _fmt(r["p50_us"], ".1f"),
-                    _fmt(r["p99_us"], ".1f"),
-                    _fmt(r["p50_ratio_to_asyncio"], ".2f"),
-                    _fmt(r["p99_ratio_to_asyncio"], ".2f"),
-                )
-                for r in block["results"]
-            ]
-            out.extend(_table(header, rows))
+        out.extend(blocks[block["kind"]](block, report))
     out.append("")
     if kinds & {"rr", "idle"}:
         out.extend(LEGEND)
@@ -314,6 +221,110 @@ def format_report(report: dict[str, Any]) -> str:
         out.append(f"note: {note}")
     out.append(f"elapsed {report['elapsed_s']:.0f} s")
     return "\n".join(out)
+
+
+def _rr_block(block: dict[str, Any], report: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    header: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+    out.append(f"{block['title']}  (ratios: median of per-round ratios to {report['baseline']})")
+    header = (
+        "server",
+        "rt/s",
+        "MiB/s",
+        "p50 ms",
+        "p99 ms",
+        "srv us/rt",
+        "x asyncio",
+        "cpu x asyncio",
+        f"cpu x {report['reference']}",
+        "cpu srv/cli",
+        "saturated",
+        "errors",
+    )
+    rows = [
+        (
+            r["server"],
+            _fmt(r["round_trips_per_s"]),
+            _fmt(r["mb_per_s"], ".1f", 1e6 / MIB),
+            _fmt(r["latency_p50_ms"], ".2f"),
+            _fmt(r["latency_p99_ms"], ".2f"),
+            _fmt(r["server_cpu_us_per_rt"], ".1f"),
+            _fmt(r["ratio_to_baseline"], ".2f"),
+            _fmt(r["cpu_ratio_to_baseline"], ".2f"),
+            _fmt(r["cpu_ratio_to_reference"], ".2f"),
+            f"{_fmt(r['server_util'], '.0%')}/{_fmt(r['client_util'], '.0%')}",
+            r["saturated"],
+            f"{r['errors']:,}/{r['mismatches']:,}"
+            + (f" ({r['rounds_failed']} failed)" if r["rounds_failed"] else ""),
+        )
+        for r in block["results"]
+    ]
+    if all(r["cpu_ratio_to_reference"] is None for r in block["results"]):
+        # The reference was not in the run: a column of dashes says nothing.
+        drop = header.index(f"cpu x {report['reference']}")
+        header = header[:drop] + header[drop + 1 :]
+        rows = [row[:drop] + row[drop + 1 :] for row in rows]
+    out.extend(_table(header, rows))
+    return out
+
+
+def _idle_block(block: dict[str, Any], report: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    out.append(block["title"])
+    header = (
+        "server",
+        "held",
+        "connect/s",
+        "RSS MiB",
+        "RSS before",
+        "KiB/conn",
+        "srv us/conn",
+        "errors",
+    )
+    rows = [
+        (
+            r["server"],
+            _fmt(r["connected"]),
+            _fmt(r["connect_per_s"]),
+            _fmt(r["rss_mb"], ".1f"),
+            _fmt(r["rss_before_mb"], ".1f"),
+            _fmt(r["kib_per_connection"], ".2f"),
+            _fmt(r["server_cpu_us_per_connection"], ".1f"),
+            f"{r['errors']}/{r['connect_failures']}"
+            + (f" ({r['rounds_failed']} failed)" if r["rounds_failed"] else ""),
+        )
+        for r in block["results"]
+    ]
+    out.extend(_table(header, rows))
+    snap = block.get("snapshot")
+    if snap and snap.get("samples"):
+        out.append(
+            f"loopmon telemetry snapshot of {snap['connections']:,} idle connections: "
+            f"median {snap['median_ms']:.2f} ms, p90 {snap['p90_ms']:.2f} ms, "
+            f"max {snap['max_ms']:.2f} ms (first, every row built: "
+            f"{snap['first_ms']:.1f} ms)"
+        )
+    return out
+
+
+def _wake_block(block: dict[str, Any], report: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    out.append(f"{block['title']} (idle loop, microseconds)")
+    header = ("impl", "samples", "p50 us", "p99 us", "p50 x asyncio", "p99 x asyncio")
+    rows = [
+        (
+            r["impl"],
+            _fmt(r["samples"]),
+            _fmt(r["p50_us"], ".1f"),
+            _fmt(r["p99_us"], ".1f"),
+            _fmt(r["p50_ratio_to_asyncio"], ".2f"),
+            _fmt(r["p99_ratio_to_asyncio"], ".2f"),
+        )
+        for r in block["results"]
+    ]
+    out.extend(_table(header, rows))
+    return out
 
 
 def command_line(argv: Sequence[str] | None = None) -> str:

@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from loopmon.bench.planning import IDLE_DEADLINE_S
@@ -84,27 +86,9 @@ def run_rr_round(
     client, out, err = children.spawn(argv, f"load-{server.spec.name}")
     # Who was saturated is read over a window well inside the run: from once the server
     # holds every connection (start-up and connecting excluded) to well before the end.
-    t_ready = t0
-    deadline = t0 + 10.0
-    while time.monotonic() < deadline and client.poll() is None:
-        held = open_fds(spid)
-        t_ready = time.monotonic()
-        if held is None or held - fds0 >= workload.clients:
-            break
-        time.sleep(0.01)
+    t_ready = _when_held(client, spid, fds0 + workload.clients, t0)
     window = (t_ready + 0.1 * duration, t_ready + 0.7 * duration)
-    samples: list[tuple[float | None, float | None, float]] = []
-    ticks: list[dict[int, tuple[int, int]]] = []
-    code: int | None = None
-    client_cpu: float | None = None
-    for at in window:
-        pause = at - time.monotonic()
-        if pause > 0:
-            time.sleep(pause)
-        if client.poll() is not None:
-            break
-        samples.append((cpu_seconds(client.pid), cpu_seconds(spid), time.monotonic()))
-        ticks.append(cpu_times())
+    samples, ticks = _sample(window, client, spid)
     code, client_cpu = wait_rusage(client, duration + CLIENT_GRACE_S)
     wall = time.monotonic() - t0
     cpu1 = cpu_seconds(spid)
@@ -113,6 +97,56 @@ def run_rr_round(
     if summary is None:
         why = "client timed out" if code is None else f"client exit {code}: {tail(err)}"
         return RoundResult(index, False, wall_s=wall, problem=why)
+    result = _rr_result(index, summary, wall, err)
+    if cpu0 is not None and cpu1 is not None:
+        result.server_cpu_s = cpu1 - cpu0
+        if result.round_trips:
+            result.server_cpu_us_per_rt = result.server_cpu_s / result.round_trips * 1e6
+    server_cores, client_cores = cores
+    if len(ticks) == 2 and server_cores and client_cores:
+        result.server_core_busy = core_busy(ticks[0], ticks[1], server_cores)
+        result.client_core_busy = core_busy(ticks[0], ticks[1], client_cores)
+    _utilization(result, samples, float(summary.get("duration_s") or 0.0), client_cpu)
+    result.saturated = saturation(result.client_util, result.server_util)
+    result.note = interference(index, result.server_core_busy, result.server_util)
+    return result
+
+
+_Sample = tuple[float | None, float | None, float]  # client CPU s, server CPU s, wall clock
+
+
+def _when_held(client: subprocess.Popen[bytes], spid: int, fds: int, t0: float) -> float:
+    """When the server first holds ``fds`` descriptors (every connection), within 10 s."""
+    t_ready = t0
+    deadline = t0 + 10.0
+    while time.monotonic() < deadline and client.poll() is None:
+        held = open_fds(spid)
+        t_ready = time.monotonic()
+        if held is None or held >= fds:
+            break
+        time.sleep(0.01)
+    return t_ready
+
+
+def _sample(
+    window: tuple[float, float], client: subprocess.Popen[bytes], spid: int
+) -> tuple[list[_Sample], list[dict[int, tuple[int, int]]]]:
+    """Both processes' CPU time and every CPU's ticks at each end of ``window`` (fewer when
+    the client ended first)."""
+    samples: list[_Sample] = []
+    ticks: list[dict[int, tuple[int, int]]] = []
+    for at in window:
+        pause = at - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        if client.poll() is not None:
+            break
+        samples.append((cpu_seconds(client.pid), cpu_seconds(spid), time.monotonic()))
+        ticks.append(cpu_times())
+    return samples, ticks
+
+
+def _rr_result(index: int, summary: dict[str, Any], wall: float, err: Path) -> RoundResult:
     result = RoundResult(
         index,
         ok=True,
@@ -132,30 +166,25 @@ def run_rr_round(
     elif result.round_trips == 0:
         result.ok = False
         result.problem = f"no round trips: {tail(err)}"
-    if cpu0 is not None and cpu1 is not None:
-        result.server_cpu_s = cpu1 - cpu0
-        if result.round_trips:
-            result.server_cpu_us_per_rt = result.server_cpu_s / result.round_trips * 1e6
-    server_cores, client_cores = cores
-    if len(ticks) == 2 and server_cores and client_cores:
-        result.server_core_busy = core_busy(ticks[0], ticks[1], server_cores)
-        result.client_core_busy = core_busy(ticks[0], ticks[1], client_cores)
+    return result
+
+
+def _utilization(
+    result: RoundResult, samples: list[_Sample], busy: float, client_cpu: float | None
+) -> None:
+    """Each side's share of its core: over the window, or over the whole round when the
+    client ended before the window did."""
     if len(samples) == 2 and None not in samples[0][:2] and None not in samples[1][:2]:
         (c0, s0, w0), (c1, s1, w1) = samples
         span = w1 - w0
         if span > 0:
             result.client_util = (c1 - c0) / span  # type: ignore[operator]
             result.server_util = (s1 - s0) / span  # type: ignore[operator]
-    else:
-        # The client ended early: fall back to the whole round.
-        busy = float(summary.get("duration_s") or 0.0)
-        if client_cpu is not None and wall > 0:
-            result.client_util = client_cpu / wall
-        if result.server_cpu_s is not None and busy > 0:
-            result.server_util = result.server_cpu_s / busy
-    result.saturated = saturation(result.client_util, result.server_util)
-    result.note = interference(index, result.server_core_busy, result.server_util)
-    return result
+        return
+    if client_cpu is not None and result.wall_s > 0:
+        result.client_util = client_cpu / result.wall_s
+    if result.server_cpu_s is not None and busy > 0:
+        result.server_util = result.server_cpu_s / busy
 
 
 def run_idle_round(
@@ -176,21 +205,7 @@ def run_idle_round(
     cpu0 = cpu_seconds(spid)
     argv = load_argv(server.host, server.port, "idle", connections, 1, hold_s)
     client, out, err = children.spawn(argv, f"idle-{server.spec.name}")
-    t_first: float | None = None
-    t_last: float | None = None  # when the count last rose
-    held = 0
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline and client.poll() is None:
-        n = (open_fds(spid) or fds0) - fds0
-        now = time.monotonic()
-        if n > 0 and t_first is None:
-            t_first = now
-        if n > held:
-            held = n
-            t_last = now
-        if n >= connections:
-            break
-        time.sleep(0.02)
+    held, t_first, t_last = _watch_accepts(client, spid, fds0, connections, deadline_s)
     time.sleep(0.2)  # let the server settle what it allocates per connection
     rss1 = rss_kb(spid)
     cpu1 = cpu_seconds(spid)
@@ -221,6 +236,29 @@ def run_idle_round(
     if cpu0 is not None and cpu1 is not None and held:
         result.server_cpu_us_per_connection = (cpu1 - cpu0) / held * 1e6
     return result
+
+
+def _watch_accepts(
+    client: subprocess.Popen[bytes], spid: int, fds0: int, connections: int, deadline_s: float
+) -> tuple[int, float | None, float | None]:
+    """(most held, when the first was seen, when the count last rose): the server's open
+    descriptors above ``fds0``, every 20 ms, until it holds ``connections`` or time is up."""
+    t_first: float | None = None
+    t_last: float | None = None
+    held = 0
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline and client.poll() is None:
+        n = (open_fds(spid) or fds0) - fds0
+        now = time.monotonic()
+        if n > 0 and t_first is None:
+            t_first = now
+        if n > held:
+            held = n
+            t_last = now
+        if n >= connections:
+            break
+        time.sleep(0.02)
+    return held, t_first, t_last
 
 
 def run_wake_round(
