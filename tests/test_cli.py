@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from loopmon import __version__
 from loopmon.cli import build_parser
@@ -43,6 +46,12 @@ def test_no_display_is_one_clear_line_and_exit_2() -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "xvfb-run" in lines[0] and "loopmon serve" in lines[0]
+    # What it suggests runs as written (here, `python -m loopmon`, as this test started it).
+    suggested = lines[0].split("`xvfb-run -a ")[1].split("`")[0]
+    version = subprocess.run(
+        [*shlex.split(suggested), "--version"], capture_output=True, text=True, check=False
+    )
+    assert version.returncode == 0 and version.stdout.startswith("loopmon ")
     assert "Traceback" not in proc.stderr
     # Nothing of Qt was even loaded to find that out.
     assert proc.stdout == ""
@@ -99,3 +108,19 @@ def test_the_window_without_the_gui_extra_says_how_to_install_it(tmp_path: Path)
     assert "PySide6, pyqtgraph, numpy" in lines[0]
     # The headless commands do not need it.
     assert run("serve", "--help", env=env).returncode == 0
+
+
+def test_the_no_display_advice_names_the_script_that_ran(tmp_path: Path) -> None:
+    # After the README's Quick start, loopmon is .venv/bin/loopmon, not on PATH: the advice
+    # must name that, or the command it suggests is "not found".
+    script = Path(sys.executable).with_name("loopmon")
+    if not script.exists():
+        pytest.skip("no loopmon script next to this interpreter (not an installed venv)")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env.pop("QT_QPA_PLATFORM", None)
+    env["PATH"] = "/usr/bin:/bin"  # the venv not activated
+    proc = subprocess.run(
+        [str(script)], capture_output=True, text=True, env=env, cwd=tmp_path, check=False
+    )
+    assert proc.returncode == 2
+    assert f"`xvfb-run -a {script.resolve()}`" in proc.stderr
