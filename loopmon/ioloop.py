@@ -89,6 +89,20 @@ _copy_context = contextvars.copy_context
 _get_ident = threading.get_ident
 
 
+def _chosen_backend(backend: str | None) -> str:
+    """The backend asked for, else $LOOPMON_BACKEND, else the best that works here."""
+    if backend is None:
+        # The environment may choose, so a program that only calls IOLoop.instance() (the
+        # seed's demo) can still be run on any backend.
+        backend = os.environ.get("LOOPMON_BACKEND") or None
+    if backend is None:
+        names = pollers.available()
+        if not names:
+            raise RuntimeError("no poller works on this machine")
+        backend = names[0]
+    return backend
+
+
 class IOLoop:
     NONE: ClassVar[int] = _ev.NONE
     READ: ClassVar[int] = _ev.READ
@@ -152,16 +166,7 @@ class IOLoop:
         make_current: bool | None = None,
         time_func: Callable[[], float] | None = None,
     ) -> None:
-        if backend is None:
-            # The environment may choose, so a program that only calls IOLoop.instance() (the
-            # seed's demo) can still be run on any backend.
-            backend = os.environ.get("LOOPMON_BACKEND") or None
-        if backend is None:
-            names = pollers.available()
-            if not names:
-                raise RuntimeError("no poller works on this machine")
-            backend = names[0]
-        self._poller = pollers.create(backend)
+        self._poller = pollers.create(_chosen_backend(backend))
         self.backend: str = self._poller.name
         # The lowest fd number this loop cannot watch (select's FD_SETSIZE), or None.
         self.fd_limit: int | None = self._poller.fd_limit
@@ -179,7 +184,18 @@ class IOLoop:
         self._closed = False
         self._thread_ident: int | None = None
         self._signal_pipe: SignalPipe | None = None
-        # Instrumentation, always on.
+        self._init_instrumentation()
+        self._init_waker()
+        if make_current is None:
+            if IOLoop.current(instance=False) is None:
+                self.make_current()
+        elif make_current:
+            if IOLoop.current(instance=False) is not None:
+                raise RuntimeError("current IOLoop already exists")
+            self.make_current()
+
+    def _init_instrumentation(self) -> None:
+        """Instrumentation, always on: the pass totals, the lag probe, stalls and errors."""
         self._polls = 0  # poll() calls so far; an fd registered after poll n is skipped in n
         self._iterations = 0
         self._events_total = 0
@@ -203,6 +219,7 @@ class IOLoop:
         self._stall_action: Callable[[int, Any], Any] | None = None
         self._on_error: Callable[[HandlerError], None] | None = None
 
+    def _init_waker(self) -> None:
         # The waker is registered with the poller but has no handler entry: dispatch finds it
         # on the rare path (a missing entry), so a wake runs no handler and costs the hot path
         # nothing. The pass drains it after the callbacks it announced have run: a woken thread
@@ -214,14 +231,6 @@ class IOLoop:
         self._waker_fd = self._waker.fileno()
         self._wake_due = False
         self._poller.register(self._waker_fd, self.READ | self.ERROR)
-
-        if make_current is None:
-            if IOLoop.current(instance=False) is None:
-                self.make_current()
-        elif make_current:
-            if IOLoop.current(instance=False) is not None:
-                raise RuntimeError("current IOLoop already exists")
-            self.make_current()
 
     def __repr__(self) -> str:
         return f"<IOLoop backend={self.backend} handlers={len(self._handlers)}>"
@@ -410,7 +419,7 @@ class IOLoop:
                     pipe.uninstall(self._poller.unregister)
                 IOLoop._current.instance = old_current
 
-    def _run(self) -> None:
+    def _run(self) -> None:  # noqa: PLR0912, PLR0915 - the hot path, one function (see above)
         # Locals for the hot path: every attribute lookup here runs per event.
         clock = self.time
         handlers = self._handlers

@@ -20,8 +20,14 @@ from typing import Any
 
 import pytest
 
-from loopmon import bench, benchpeers, cli
-from loopmon.bench import IdleResult, RoundResult
+from loopmon import cli
+from loopmon.bench import peers as bench_peers
+from loopmon.bench import planning, probes, processes, procfs, progress, session, stats
+from loopmon.bench import report as bench_report
+from loopmon.bench import rounds as bench_rounds
+from loopmon.bench import specs as bench_specs
+from loopmon.bench.report import IdleResult, RoundResult
+from loopmon.cli import bench as bench_command
 from loopmon.echo import listener
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,14 +37,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_median_skips_missing_values() -> None:
-    assert bench.median([3.0, None, 1.0, 2.0]) == 2.0
-    assert bench.median([4.0, 1.0]) == 2.5
-    assert bench.median([None, float("nan")]) is None
-    assert bench.median([]) is None
+    assert stats.median([3.0, None, 1.0, 2.0]) == 2.0
+    assert stats.median([4.0, 1.0]) == 2.5
+    assert stats.median([None, float("nan")]) is None
+    assert stats.median([]) is None
 
 
 def test_paired_ratios_are_round_by_round() -> None:
-    ratios = bench.paired_ratios([10.0, 30.0, None, 8.0], [5.0, 10.0, 7.0, 0.0])
+    ratios = stats.paired_ratios([10.0, 30.0, None, 8.0], [5.0, 10.0, 7.0, 0.0])
     assert ratios == [2.0, 3.0, None, None]
 
 
@@ -46,7 +52,7 @@ def test_paired_ratio_cancels_drift_that_medians_keep() -> None:
     # The machine slows down by half in round 2: the paired ratio stays 1.2 in every round.
     a = [120.0, 60.0, 120.0]
     b = [100.0, 50.0, 100.0]
-    assert bench.paired_ratios(a, b) == pytest.approx([1.2, 1.2, 1.2])
+    assert stats.paired_ratios(a, b) == pytest.approx([1.2, 1.2, 1.2])
 
 
 @pytest.mark.parametrize(
@@ -60,7 +66,7 @@ def test_paired_ratio_cancels_drift_that_medians_keep() -> None:
     ],
 )
 def test_saturation(client: float | None, server: float | None, side: str) -> None:
-    assert bench.saturation(client, server) == side
+    assert stats.saturation(client, server) == side
 
 
 # -- parsing ---------------------------------------------------------------------------------
@@ -76,68 +82,68 @@ def test_saturation(client: float | None, server: float | None, side: str) -> No
     ],
 )
 def test_parse_listening(line: str, expected: tuple[str, int] | None) -> None:
-    assert bench.parse_listening(line) == expected
+    assert processes.parse_listening(line) == expected
 
 
 def test_parse_load_json_takes_the_summary_line() -> None:
-    summary = {k: 0 for k in bench.LOAD_KEYS} | {"round_trips": 7, "latency_p50_ms": 0.2}
+    summary = {k: 0 for k in bench_rounds.LOAD_KEYS} | {"round_trips": 7, "latency_p50_ms": 0.2}
     text = "some progress\n{not json\n" + json.dumps(summary) + "\n\n"
-    assert bench.parse_load_json(text) == summary
-    assert bench.parse_load_json('{"mode": "rr"}\n') is None  # not a summary
-    assert bench.parse_load_json("") is None
+    assert bench_rounds.parse_load_json(text) == summary
+    assert bench_rounds.parse_load_json('{"mode": "rr"}\n') is None  # not a summary
+    assert bench_rounds.parse_load_json("") is None
 
 
 def test_parse_proc_files() -> None:
     stat = "4242 (python -m x) S 1 2 3 4 5 6 7 8 9 10 150 50 0 0 20 0 1 0 100 200 300"
-    assert bench.parse_stat_cpu(stat, 100) == pytest.approx(2.0)
+    assert procfs.parse_stat_cpu(stat, 100) == pytest.approx(2.0)
     status = "Name:\tpython\nVmPeak:\t 9000 kB\nVmRSS:\t  12345 kB\nThreads:\t1\n"
-    assert bench.parse_vmrss_kb(status) == 12345
-    assert bench.parse_vmrss_kb("Name: x\n") is None
+    assert procfs.parse_vmrss_kb(status) == 12345
+    assert procfs.parse_vmrss_kb("Name: x\n") is None
 
 
 def test_core_busy_from_proc_stat() -> None:
-    before = bench.parse_cpu_times(
+    before = procfs.parse_cpu_times(
         "cpu  9 9 9 9 9 9 9 0 0 0\n"
         "cpu0 100 0 50 800 50 0 0 0 0 0\n"
         "cpu1 10 0 10 900 0 0 80 0 0 0\n"
         "intr 1 2 3\n"
     )
-    after = bench.parse_cpu_times(
+    after = procfs.parse_cpu_times(
         "cpu0 150 0 100 800 50 0 0 0 0 0\ncpu1 10 0 10 950 0 0 130 0 0 0\n"
     )
     assert sorted(before) == [0, 1]
-    assert bench.core_busy(before, after, {0}) == pytest.approx(1.0)
-    assert bench.core_busy(before, after, {1}) == pytest.approx(0.5)  # softirq counts
-    assert bench.core_busy(before, after, {7}) is None
+    assert procfs.core_busy(before, after, {0}) == pytest.approx(1.0)
+    assert procfs.core_busy(before, after, {1}) == pytest.approx(0.5)  # softirq counts
+    assert procfs.core_busy(before, after, {7}) is None
 
 
 def test_command_line() -> None:
     argv = ["/x/bin/loopmon", "bench", "--quick", "--json"]
-    assert bench.command_line(argv) == "loopmon bench --quick --json"
-    assert bench.command_line(["python"]) == "loopmon bench"
+    assert bench_report.command_line(argv) == "loopmon bench --quick --json"
+    assert bench_report.command_line(["python"]) == "loopmon bench"
 
 
 # -- what runs ---------------------------------------------------------------------------------
 
 
 def test_peer_discovery_notes_what_is_missing() -> None:
-    names, notes = benchpeers.discover(has=lambda module: False)
+    names, notes = bench_peers.discover(has=lambda module: False)
     assert "asyncio-protocol" in names and "asyncio-streams" in names
     assert "uvloop" not in names and "tornado" not in names
     assert any(n.startswith("uvloop: skipped") and "not installed" in n for n in notes)
     assert any(n.startswith("tornado: skipped") for n in notes)
-    names, notes = benchpeers.discover(has=lambda module: True)
+    names, notes = bench_peers.discover(has=lambda module: True)
     assert {"uvloop", "tornado"} <= set(names)
 
 
 def test_wake_impls_discovered_the_same_way() -> None:
-    names, notes = benchpeers.discover(benchpeers.WAKE_IMPLS, has=lambda module: False)
+    names, notes = bench_peers.discover(probes.WAKE_IMPLS, has=lambda module: False)
     assert names == ["loopmon", "asyncio"]
     assert notes == ["uvloop: skipped, uvloop is not installed"]
 
 
 def test_discover_servers_has_every_backend_and_strategy() -> None:
-    specs, notes = bench.discover_servers(backends=["epoll", "poll"], has=lambda m: False)
+    specs, notes = bench_specs.discover_servers(backends=["epoll", "poll"], has=lambda m: False)
     names = [s.name for s in specs]
     assert names[:4] == [
         "loopmon-epoll-direct",
@@ -155,25 +161,25 @@ def test_discover_servers_has_every_backend_and_strategy() -> None:
 
 
 def test_select_backend_is_kept_under_fd_setsize() -> None:
-    (direct, _seed) = bench.loopmon_specs(["select"])
+    (direct, _seed) = bench_specs.loopmon_specs(["select"])
     assert direct.max_clients is not None and direct.max_clients < 1024
-    (epoll, _) = bench.loopmon_specs(["epoll"])
+    (epoll, _) = bench_specs.loopmon_specs(["epoll"])
     assert epoll.max_clients is None
 
 
-def _specs() -> list[bench.ServerSpec]:
-    specs, _ = bench.discover_servers(backends=["epoll", "poll"], has=lambda m: True)
+def _specs() -> list[bench_specs.ServerSpec]:
+    specs, _ = bench_specs.discover_servers(backends=["epoll", "poll"], has=lambda m: True)
     return specs
 
 
 def test_select_servers_by_name_glob_and_family() -> None:
     specs = _specs()
-    chosen, notes = bench.select_servers(specs, "loopmon-epoll-direct,bare-epoll")
+    chosen, notes = bench_specs.select_servers(specs, "loopmon-epoll-direct,bare-epoll")
     assert [s.name for s in chosen] == ["asyncio-protocol", "loopmon-epoll-direct", "bare-epoll"]
     assert any("asyncio-protocol added" in n for n in notes)
-    chosen, _ = bench.select_servers(specs, "loopmon")
+    chosen, _ = bench_specs.select_servers(specs, "loopmon")
     assert [s.name for s in chosen][1:] == [s.name for s in specs if s.name.startswith("loopmon")]
-    chosen, notes = bench.select_servers(specs, "loopmon-*-seed,asyncio-*")
+    chosen, notes = bench_specs.select_servers(specs, "loopmon-*-seed,asyncio-*")
     assert {s.name for s in chosen} == {
         "loopmon-epoll-seed",
         "loopmon-poll-seed",
@@ -181,55 +187,55 @@ def test_select_servers_by_name_glob_and_family() -> None:
         "asyncio-streams",
     }
     assert notes == []
-    chosen, notes = bench.select_servers(specs, None)
+    chosen, notes = bench_specs.select_servers(specs, None)
     assert chosen == specs and notes == []
 
 
 def test_select_servers_rejects_unknown_and_notes_unavailable() -> None:
     specs = [s for s in _specs() if s.name != "uvloop"]
     with pytest.raises(ValueError, match="no server matches 'nginx'"):
-        bench.select_servers(specs, "nginx", known=["uvloop"])
-    chosen, notes = bench.select_servers(specs, "uvloop,bare-epoll", known=["uvloop"])
+        bench_specs.select_servers(specs, "nginx", known=["uvloop"])
+    chosen, notes = bench_specs.select_servers(specs, "uvloop,bare-epoll", known=["uvloop"])
     assert [s.name for s in chosen] == ["asyncio-protocol", "bare-epoll"]
     assert "uvloop: not available here, skipped" in notes
 
 
 def test_quick_keeps_the_best_backend_and_the_peers_the_targets_name() -> None:
-    names = bench.quick_servers(_specs())
+    names = bench_specs.quick_servers(_specs())
     assert names == ["loopmon-epoll-direct", "asyncio-protocol", "bare-epoll", "uvloop"]
-    assert set(bench.QUICK_PEERS) <= set(benchpeers.PEER_NAMES)
+    assert set(bench_specs.QUICK_PEERS) <= set(bench_peers.PEER_NAMES)
 
 
 def test_parse_workloads() -> None:
-    assert bench.parse_workloads(None) == list(bench.WORKLOAD_NAMES)
-    assert bench.parse_workloads("wake, rr-1k") == ["rr-1k", "wake"]
-    assert bench.parse_workloads("rr") == ["rr-1k", "rr-64k", "rr-128"]
+    assert bench_specs.parse_workloads(None) == list(bench_specs.WORKLOAD_NAMES)
+    assert bench_specs.parse_workloads("wake, rr-1k") == ["rr-1k", "wake"]
+    assert bench_specs.parse_workloads("rr") == ["rr-1k", "rr-64k", "rr-128"]
     with pytest.raises(ValueError, match="unknown workload"):
-        bench.parse_workloads("rr-2k")
+        bench_specs.parse_workloads("rr-2k")
     for nothing in ("", ",", " , "):
         with pytest.raises(ValueError, match="no workload named"):
-            bench.parse_workloads(nothing)
+            bench_specs.parse_workloads(nothing)
 
 
 def test_only_unavailable_servers_is_an_error_that_says_why() -> None:
     specs = [s for s in _specs() if s.name not in ("uvloop", "tornado")]
     with pytest.raises(ValueError, match="uvloop: not available here"):
-        bench.select_servers(specs, "uvloop,tornado", known=["uvloop", "tornado"])
+        bench_specs.select_servers(specs, "uvloop,tornado", known=["uvloop", "tornado"])
 
 
 def test_too_few_wake_samples_and_too_many_idle_connections_are_refused() -> None:
     parser = cli.build_parser()
     with pytest.raises(ValueError, match="--wake-samples 50: at least 100"):
-        bench.plan(parser.parse_args(["bench", "--workloads", "wake", "--wake-samples", "50"]))
+        planning.plan(parser.parse_args(["bench", "--workloads", "wake", "--wake-samples", "50"]))
     # Not asked for the wake test: its sample count does not matter.
-    bench.plan(parser.parse_args(["bench", "--workloads", "rr-1k", "--wake-samples", "50"]))
+    planning.plan(parser.parse_args(["bench", "--workloads", "rr-1k", "--wake-samples", "50"]))
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard == resource.RLIM_INFINITY:
         pytest.skip("no descriptor limit here")
     too_many = ["bench", "--workloads", "idle-10k", "--idle-connections", str(hard)]
     with pytest.raises(ValueError, match=r"needs about .* open files per process"):
-        bench.plan(parser.parse_args(too_many))
-    assert bench.run(parser.parse_args(too_many), stdout=io.StringIO()) == 2
+        planning.plan(parser.parse_args(too_many))
+    assert bench_command.run(parser.parse_args(too_many), stdout=io.StringIO()) == 2
 
 
 def test_wake_rounds_take_the_samples_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -239,23 +245,23 @@ def test_wake_rounds_take_the_samples_asked_for(monkeypatch: pytest.MonkeyPatch)
         asked.append(samples)
         return {"impl": impl, "samples": samples, "p50_us": 1.0, "p99_us": 2.0}
 
-    base = bench.plan(cli.build_parser().parse_args(["bench"]))[0]
-    monkeypatch.setattr(bench, "run_wake_round", fake_round)
-    monkeypatch.setattr(benchpeers, "discover", lambda impls: (["loopmon"], []))
-    wake = next(w for w in bench.WORKLOADS if w.kind == "wake")
+    base = planning.plan(cli.build_parser().parse_args(["bench"]))[0]
+    monkeypatch.setattr(session, "run_wake_round", fake_round)
+    monkeypatch.setattr(session, "discover", lambda impls: (["loopmon"], []))
+    wake = next(w for w in bench_specs.WORKLOADS if w.kind == "wake")
     for samples, rounds, expected in ((250, 5, [125, 125]), (20_000, 5, [4000] * 5)):
         asked.clear()
         settings = dataclasses.replace(base, wake_samples=samples, rounds=rounds)
-        bench._run_wake(None, wake, settings, None, None, bench.Progress(1.0, io.StringIO()))  # type: ignore[arg-type]
+        session.run_wake(None, wake, settings, None, None, progress.Progress(1.0, io.StringIO()))  # type: ignore[arg-type]
         assert asked == expected
 
 
 def test_a_round_with_other_work_on_the_servers_core_is_noted() -> None:
-    assert bench.interference(0, 0.95, 0.90) == ""
-    assert bench.interference(0, None, 0.5) == ""
-    note = bench.interference(1, 0.94, 0.42)
+    assert stats.interference(0, 0.95, 0.90) == ""
+    assert stats.interference(0, None, 0.5) == ""
+    note = stats.interference(1, 0.94, 0.42)
     assert note.startswith("round 2: other work took 52% of the servers' core")
-    summary = bench.summarise_rr(
+    summary = bench_report.summarise_rr(
         {
             "asyncio-protocol": [
                 RoundResult(0, True, round_trips=10, round_trips_per_s=1.0, note=note)
@@ -266,7 +272,7 @@ def test_a_round_with_other_work_on_the_servers_core_is_noted() -> None:
 
 
 def test_workloads_match_the_issue() -> None:
-    shape = {w.name: (w.kind, w.clients, w.size) for w in bench.WORKLOADS}
+    shape = {w.name: (w.kind, w.clients, w.size) for w in bench_specs.WORKLOADS}
     assert shape["rr-1k"] == ("rr", 100, 1024)
     assert shape["rr-64k"] == ("rr", 10, 65536)
     assert shape["rr-128"] == ("rr", 1000, 128)
@@ -274,13 +280,13 @@ def test_workloads_match_the_issue() -> None:
 
 
 def test_peers_listen_with_loopmons_backlog() -> None:
-    assert benchpeers.BACKLOG == listener.BACKLOG
+    assert bench_peers.BACKLOG == listener.BACKLOG
 
 
 def test_plan_quick_and_explicit() -> None:
     parser = cli.build_parser()
     args = parser.parse_args(["bench", "--quick"])
-    settings, _, notes = bench.plan(args)
+    settings, _, notes = planning.plan(args)
     assert settings.quick and settings.rounds == 2 and settings.duration_s == 0.75
     assert settings.servers[0].startswith("loopmon-") and "asyncio-protocol" in settings.servers
     assert all(not n.startswith("loopmon-") or "-poll-" not in n for n in settings.servers)
@@ -289,7 +295,7 @@ def test_plan_quick_and_explicit() -> None:
     args = parser.parse_args(
         ["bench", "--rounds", "3", "--duration", "0.5", "--only", "bare-epoll", "--workloads", "rr"]
     )
-    settings, _, _ = bench.plan(args)
+    settings, _, _ = planning.plan(args)
     assert (settings.rounds, settings.duration_s) == (3, 0.5)
     assert settings.servers == ("asyncio-protocol", "bare-epoll")
     assert settings.workloads == ("rr-1k", "rr-64k", "rr-128")
@@ -297,33 +303,33 @@ def test_plan_quick_and_explicit() -> None:
 
 def test_run_rejects_an_unknown_server() -> None:
     args = cli.build_parser().parse_args(["bench", "--only", "nginx"])
-    assert bench.run(args, stdout=io.StringIO()) == 2
+    assert bench_command.run(args, stdout=io.StringIO()) == 2
 
 
 def test_run_lists_servers_and_workloads() -> None:
     out = io.StringIO()
     args = cli.build_parser().parse_args(["bench", "--list"])
-    assert bench.run(args, stdout=out) == 0
+    assert bench_command.run(args, stdout=out) == 0
     text = out.getvalue()
     assert "asyncio-protocol" in text and "loopmon-epoll-direct" in text and "idle-10k" in text
     out = io.StringIO()
     args = cli.build_parser().parse_args(["bench", "--list", "--json"])
-    assert bench.run(args, stdout=out) == 0
+    assert bench_command.run(args, stdout=out) == 0
     listing = json.loads(out.getvalue())
     assert "asyncio-protocol" in [x["name"] for x in listing["servers"]]
-    assert [w["name"] for w in listing["workloads"]] == list(bench.WORKLOAD_NAMES)
+    assert [w["name"] for w in listing["workloads"]] == list(bench_specs.WORKLOAD_NAMES)
 
 
 def test_only_with_no_name_in_it_says_so() -> None:
     with pytest.raises(ValueError, match="no server to run: --only ',' names no server"):
-        bench.select_servers(_specs(), ",")
+        bench_specs.select_servers(_specs(), ",")
 
 
 def test_too_few_wake_samples_get_one_message_zero_included() -> None:
     parser = cli.build_parser()
     for n in ("0", "10", "99"):
         with pytest.raises(ValueError, match=f"--wake-samples {n}: at least 100"):
-            bench.plan(parser.parse_args(["bench", "--workloads", "wake", "--wake-samples", n]))
+            planning.plan(parser.parse_args(["bench", "--workloads", "wake", "--wake-samples", n]))
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "--wake-samples", "-1"])
 
@@ -360,7 +366,7 @@ def _rr_rounds() -> dict[str, list[RoundResult]]:
 
 
 def test_summarise_rr_medians_and_paired_ratios() -> None:
-    by_name = {r["server"]: r for r in bench.summarise_rr(_rr_rounds())}
+    by_name = {r["server"]: r for r in bench_report.summarise_rr(_rr_rounds())}
     lm = by_name["loopmon-epoll-direct"]
     assert lm["rounds_ok"] == 2 and lm["rounds_failed"] == 1
     assert lm["round_trips_per_s"] == 95.0  # median of 130 and 60
@@ -376,7 +382,7 @@ def test_summarise_rr_medians_and_paired_ratios() -> None:
 
 def test_summarise_rr_without_baseline_gives_no_ratios() -> None:
     rounds = {"bare-epoll": [_round(0, 140, 10)]}
-    (only,) = bench.summarise_rr(rounds)
+    (only,) = bench_report.summarise_rr(rounds)
     assert only["ratio_to_baseline"] is None and only["cpu_ratio_to_baseline"] is None
     assert only["cpu_ratio_to_reference"] == 1.0
 
@@ -386,7 +392,7 @@ def test_summarise_wake_pairs_against_asyncio() -> None:
         "loopmon": [{"p50_us": 9.0, "p99_us": 30.0, "samples": 100, "lost": 0}] * 2,
         "asyncio": [{"p50_us": 10.0, "p99_us": 20.0, "samples": 100, "lost": 0}] * 2,
     }
-    by_impl = {r["impl"]: r for r in bench.summarise_wake(rounds)}
+    by_impl = {r["impl"]: r for r in bench_report.summarise_wake(rounds)}
     assert by_impl["loopmon"]["p50_ratio_to_asyncio"] == pytest.approx(0.9)
     assert by_impl["loopmon"]["p99_ratio_to_asyncio"] == pytest.approx(1.5)
     assert by_impl["loopmon"]["samples"] == 200
@@ -401,26 +407,26 @@ def _report() -> dict[str, object]:
     }
     wake = {"loopmon": [{"p50_us": 9.0, "p99_us": 30.0, "samples": 100}]}
     return {
-        "schema": bench.SCHEMA,
+        "schema": bench_report.SCHEMA,
         "loopmon": "0.0",
         "command": "loopmon bench --quick",
-        "machine": bench.machine_info("servers on CPU 0, clients on CPU 1"),
+        "machine": bench_report.machine_info("servers on CPU 0, clients on CPU 1"),
         "settings": {"rounds": 3, "duration_s": 1.0},
-        "baseline": bench.BASELINE,
-        "reference": bench.REFERENCE,
+        "baseline": bench_specs.BASELINE,
+        "reference": bench_specs.REFERENCE,
         "notes": ["tornado: skipped, tornado is not installed"],
         "workloads": [
             {
                 "name": "rr-1k",
                 "title": "100 connections x 1 KiB request/response",
                 "kind": "rr",
-                "results": bench.summarise_rr(_rr_rounds()),
+                "results": bench_report.summarise_rr(_rr_rounds()),
             },
             {
                 "name": "idle-10k",
                 "title": "10,000 idle connections",
                 "kind": "idle",
-                "results": bench.summarise_idle(idle),
+                "results": bench_report.summarise_idle(idle),
                 "snapshot": {
                     "connections": 10_000,
                     "samples": 20,
@@ -434,7 +440,7 @@ def _report() -> dict[str, object]:
                 "name": "wake",
                 "title": "cross-thread wake",
                 "kind": "wake",
-                "results": bench.summarise_wake(wake),
+                "results": bench_report.summarise_wake(wake),
             },
         ],
         "elapsed_s": 61.0,
@@ -442,10 +448,10 @@ def _report() -> dict[str, object]:
 
 
 def test_format_report_has_a_row_per_server_and_the_notes() -> None:
-    text = bench.format_report(_report())
+    text = bench_report.format_report(_report())
     lines = text.splitlines()
     header = next(line for line in lines if line.startswith("server") and "rt/s" in line)
-    for column in ("MB/s", "p50 ms", "p99 ms", "srv us/rt", "x asyncio", "saturated"):
+    for column in ("MiB/s", "p50 ms", "p99 ms", "srv us/rt", "x asyncio", "saturated"):
         assert column in header
     row = next(line for line in lines if line.startswith("loopmon-epoll-direct") and "1.25" in line)
     assert "95" in row and "0/0 (1 failed)" in row
@@ -467,11 +473,11 @@ def test_format_report_has_a_row_per_server_and_the_notes() -> None:
 def test_a_report_without_rr_says_what_ran_and_leaves_out_what_does_not_apply() -> None:
     report = _report()
     wake_only = {**report, "workloads": [report["workloads"][2]]}
-    text = bench.format_report(wake_only)
+    text = bench_report.format_report(wake_only)
     first = text.splitlines()[0]
     assert "interleaved rounds" not in first and "bench: wake, Python" in first
     assert "rt/s: round trips per second" not in text  # the legend explains the rr tables
-    assert "rt/s: round trips per second" in bench.format_report(report)
+    assert "rt/s: round trips per second" in bench_report.format_report(report)
 
 
 def test_the_reference_column_is_left_out_when_the_reference_did_not_run() -> None:
@@ -479,11 +485,11 @@ def test_the_reference_column_is_left_out_when_the_reference_did_not_run() -> No
     block = report["workloads"][0]
     for r in block["results"]:
         r["cpu_ratio_to_reference"] = None
-    text = bench.format_report({**report, "workloads": [block]})
+    text = bench_report.format_report({**report, "workloads": [block]})
     header = next(line for line in text.splitlines() if line.startswith("server"))
-    assert f"cpu x {bench.REFERENCE}" not in header and "cpu x asyncio" in header
-    with_it = bench.format_report(_report())
-    assert f"cpu x {bench.REFERENCE}" in with_it
+    assert f"cpu x {bench_specs.REFERENCE}" not in header and "cpu x asyncio" in header
+    with_it = bench_report.format_report(_report())
+    assert f"cpu x {bench_specs.REFERENCE}" in with_it
 
 
 def test_report_is_json() -> None:
@@ -495,30 +501,32 @@ def test_report_is_json() -> None:
 def test_json_has_no_nan_where_nothing_was_measured() -> None:
     # A probe that measured nothing prints NaN figures; --json must still be strict JSON.
     report = {"snapshot": {"median_ms": float("nan"), "max_ms": float("inf"), "n": [1.5, -0.0]}}
-    text = json.dumps(bench.finite(report), allow_nan=False)
+    text = json.dumps(stats.finite(report), allow_nan=False)
     assert json.loads(text) == {"snapshot": {"median_ms": None, "max_ms": None, "n": [1.5, 0.0]}}
 
 
 def test_a_snapshot_that_measured_nothing_is_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
     empty = {"connections": 0, "samples": 0, "median_ms": float("nan")}
-    monkeypatch.setattr(bench, "_probe", lambda *a: (dict(empty), ""))
-    snap = bench.run_snapshot_round(None, 25_000, 1.0)  # type: ignore[arg-type]
+    monkeypatch.setattr(bench_rounds, "_probe", lambda *a: (dict(empty), ""))
+    snap = bench_rounds.run_snapshot_round(None, 25_000, 1.0)  # type: ignore[arg-type]
     assert snap["problem"] == "no snapshot taken: the probe held 0 of 25,000"
-    monkeypatch.setattr(bench, "_probe", lambda *a: ({**empty, "connections": 9, "samples": 3}, ""))
-    snap = bench.run_snapshot_round(None, 10, 1.0)  # type: ignore[arg-type]
+    monkeypatch.setattr(
+        bench_rounds, "_probe", lambda *a: ({**empty, "connections": 9, "samples": 3}, "")
+    )
+    snap = bench_rounds.run_snapshot_round(None, 10, 1.0)  # type: ignore[arg-type]
     assert snap["problem"] == "the probe held only 9 of 10 connections"
 
 
 def test_sighup_ends_the_bench_like_ctrl_c_unless_it_came_in_ignored() -> None:
     before = signal.signal(signal.SIGHUP, signal.SIG_DFL)
     try:
-        with pytest.raises(KeyboardInterrupt) as info, bench._interruptible():
+        with pytest.raises(KeyboardInterrupt) as info, session.interruptible():
             signal.raise_signal(signal.SIGHUP)
-        assert isinstance(info.value, bench.Interrupted)
+        assert isinstance(info.value, session.Interrupted)
         assert info.value.signum == signal.SIGHUP  # run() exits 128 + it, as a shell reports
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
-        with bench._interruptible():
+        with session.interruptible():
             assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, before)
@@ -527,15 +535,15 @@ def test_sighup_ends_the_bench_like_ctrl_c_unless_it_came_in_ignored() -> None:
 def test_a_small_descriptor_limit_skips_the_default_idle_test_and_still_lists(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(benchpeers, "raise_nofile_limit", lambda: 4096)
+    monkeypatch.setattr(planning, "raise_fd_limit", lambda: 4096)
     parser = cli.build_parser()
-    settings, _, notes = bench.plan(parser.parse_args(["bench"]))
+    settings, _, notes = planning.plan(parser.parse_args(["bench"]))
     assert "idle-10k" not in settings.workloads and "wake" in settings.workloads
     assert any(n.startswith("idle-10k skipped: --idle-connections 10000 needs") for n in notes)
     with pytest.raises(ValueError, match="needs about"):
-        bench.plan(parser.parse_args(["bench", "--workloads", "idle-10k"]))
+        planning.plan(parser.parse_args(["bench", "--workloads", "idle-10k"]))
     out = io.StringIO()
-    assert bench.run(parser.parse_args(["bench", "--list"]), stdout=out) == 0
+    assert bench_command.run(parser.parse_args(["bench", "--list"]), stdout=out) == 0
     assert "idle-10k" in out.getvalue()
 
 
@@ -543,8 +551,8 @@ def test_a_small_descriptor_limit_skips_the_default_idle_test_and_still_lists(
 def test_children_die_with_the_bench_even_when_it_is_killed(tmp_path: Path) -> None:
     # The bench, SIGKILLed, runs no cleanup: its server must still not outlive it.
     code = (
-        "import sys, pathlib; from loopmon import bench; "
-        "c = bench.Children(pathlib.Path(sys.argv[1])); "
+        "import sys, pathlib; from loopmon.bench import processes; "
+        "c = processes.Children(pathlib.Path(sys.argv[1])); "
         "p, _, _ = c.spawn([sys.executable, '-c', 'import time; time.sleep(60)'], 's'); "
         "print(p.pid, flush=True); import time; time.sleep(60)"
     )
@@ -574,7 +582,7 @@ def test_children_die_with_the_bench_even_when_it_is_killed(tmp_path: Path) -> N
 
 
 def test_children_are_stopped_with_their_groups(tmp_path: Path) -> None:
-    children = bench.Children(tmp_path)
+    children = processes.Children(tmp_path)
     # A child that starts a grandchild: both go when the bench stops its children.
     code = (
         "import subprocess, sys, time; "
@@ -600,20 +608,20 @@ def test_children_are_stopped_with_their_groups(tmp_path: Path) -> None:
 
 
 def test_wait_rusage_reports_cpu(tmp_path: Path) -> None:
-    children = bench.Children(tmp_path)
+    children = processes.Children(tmp_path)
     proc, _, _ = children.spawn(
         [sys.executable, "-c", "x = 0\nfor i in range(2_000_000): x += i"], "spin"
     )
-    code, cpu = bench.wait_rusage(proc, 30)
+    code, cpu = processes.wait_rusage(proc, 30)
     assert code == 0 and cpu is not None and cpu > 0
     assert proc.poll() == 0
 
 
 _READS_WITH_FAULTS = """
 import resource, socket, sys
-from loopmon import benchpeers
+from loopmon.bench import peers
 if sys.argv[1] == "settled":
-    benchpeers.settle_allocator()
+    peers.settle_allocator()
 a, b = socket.socketpair()
 def faults(n):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -648,13 +656,13 @@ def test_settled_peer_reads_from_the_heap_not_a_fresh_mapping_each_time() -> Non
 
 def test_wake_probe_in_process() -> None:
     for impl in ("loopmon", "asyncio"):
-        result = benchpeers.measure_wake(impl, 50, gap_s=0.0002, warmup=5)
+        result = probes.measure_wake(impl, 50, gap_s=0.0002, warmup=5)
         assert result["samples"] == 50 and result["lost"] == 0
         assert 0 < result["p50_us"] <= result["p99_us"] <= result["max_us"]
 
 
 def test_snapshot_probe_builds_with_a_child_holding_the_connections() -> None:
-    result = benchpeers.measure_snapshot(60, samples=5, deadline_s=15.0)
+    result = probes.measure_snapshot(60, samples=5, deadline_s=15.0)
     assert result["connections"] == 60 and result["samples"] == 5
     assert 0 < result["median_ms"] <= result["p90_ms"] <= result["max_ms"]
     assert result["first_ms"] > 0
@@ -676,12 +684,12 @@ def _echo_once(port: int, payload: bytes) -> bytes:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", benchpeers.discover()[0])
+@pytest.mark.parametrize("name", bench_peers.discover()[0])
 def test_every_available_peer_echoes_exactly(name: str, tmp_path: Path) -> None:
-    children = bench.Children(tmp_path)
-    (spec,) = bench.peer_specs([name])
+    children = processes.Children(tmp_path)
+    (spec,) = bench_specs.peer_specs([name])
     try:
-        server = bench.start_server(children, spec, None, "127.0.0.1")
+        server = processes.start_server(children, spec, None, "127.0.0.1")
         payload = bytes(range(256)) * 1000  # 256 kB: more than one read, partial sends
         assert _echo_once(server.port, payload) == payload
     finally:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from loopmon import __version__
 from loopmon.cli import build_parser
@@ -42,6 +46,12 @@ def test_no_display_is_one_clear_line_and_exit_2() -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "xvfb-run" in lines[0] and "loopmon serve" in lines[0]
+    # What it suggests runs as written (here, `python -m loopmon`, as this test started it).
+    suggested = lines[0].split("`xvfb-run -a ")[1].split("`")[0]
+    version = subprocess.run(
+        [*shlex.split(suggested), "--version"], capture_output=True, text=True, check=False
+    )
+    assert version.returncode == 0 and version.stdout.startswith("loopmon ")
     assert "Traceback" not in proc.stderr
     # Nothing of Qt was even loaded to find that out.
     assert proc.stdout == ""
@@ -67,3 +77,50 @@ def test_a_bracketed_host_is_the_address_inside() -> None:
     assert parser.parse_args(["--host", "[::1]"]).host == "::1"
     assert parser.parse_args(["serve", "--host", "::1"]).host == "::1"
     assert parser.parse_args(["serve", "--host", "localhost"]).host == "localhost"
+
+
+# A sitecustomize that hides the gui extra: its packages look uninstalled to this interpreter.
+_HIDE_GUI = """
+import importlib.abc, sys
+
+class _Hidden(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("PySide6", "shiboken6", "pyqtgraph", "numpy"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, _Hidden())
+"""
+
+
+def test_the_window_without_the_gui_extra_says_how_to_install_it(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text(_HIDE_GUI)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), QT_QPA_PLATFORM="offscreen")
+    check = subprocess.run(
+        [sys.executable, "-c", "import PySide6"], env=env, capture_output=True, check=False
+    )
+    assert check.returncode != 0, "the blocker did not hide PySide6"
+    proc = run(env=env)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "pip install 'loopmon[gui]'" in lines[0]
+    assert "PySide6, pyqtgraph, numpy" in lines[0]
+    # The headless commands do not need it.
+    assert run("serve", "--help", env=env).returncode == 0
+
+
+def test_the_no_display_advice_names_the_script_that_ran(tmp_path: Path) -> None:
+    # After the README's Quick start, loopmon is .venv/bin/loopmon, not on PATH: the advice
+    # must name that, or the command it suggests is "not found".
+    script = Path(sys.executable).with_name("loopmon")
+    if not script.exists():
+        pytest.skip("no loopmon script next to this interpreter (not an installed venv)")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env.pop("QT_QPA_PLATFORM", None)
+    env["PATH"] = "/usr/bin:/bin"  # the venv not activated
+    proc = subprocess.run(
+        [str(script)], capture_output=True, text=True, env=env, cwd=tmp_path, check=False
+    )
+    assert proc.returncode == 2
+    assert f"`xvfb-run -a {script.resolve()}`" in proc.stderr

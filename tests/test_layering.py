@@ -1,85 +1,134 @@
 """The layer rules of shared/DESIGN.md, checked rather than remembered.
 
-1. No core module (layers 0-4) loads Qt, pyqtgraph or numpy, even indirectly: each is imported in
-   a fresh interpreter and sys.modules is inspected.
-2. A module imports loopmon modules only from layers below its own.
+1. import-linter holds the contracts in pyproject.toml: DESIGN.md's layers (a module imports
+   only from layers below its own; modules of one layer are independent), and no Qt, pyqtgraph
+   or numpy outside gui/ (nor in gui/model/). The contracts are shown to fail on planted
+   imports in a copy of the package, so a contract that checks nothing cannot pass.
+2. Every module of the package has a layer in the contract.
+3. No module outside gui/ loads Qt, pyqtgraph or numpy at run time, even indirectly: each is
+   imported in a fresh interpreter and sys.modules is inspected.
 """
 
 from __future__ import annotations
 
-import ast
 import json
+import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "loopmon"
-
-LAYERS: dict[str, int] = {
-    "loopmon": 0,
-    "loopmon.events": 0,
-    "loopmon.snapshot": 0,
-    "loopmon.pollers": 1,
-    "loopmon.waker": 1,
-    "loopmon.timers": 1,
-    "loopmon.watchdog": 1,
-    "loopmon.loopstats": 1,
-    "loopmon.signalpipe": 1,
-    "loopmon.coro": 1,
-    "loopmon.histogram": 0,
-    "loopmon.netaddr": 0,
-    "loopmon.mailbox": 1,
-    "loopmon.ioloop": 2,
-    "loopmon.echo": 3,
-    "loopmon.loadgen": 3,
-    "loopmon.telemetry": 3,
-    "loopmon.stream": 4,
-    "loopmon.runner": 4,
-    "loopmon.gui": 5,
-    "loopmon.serve": 6,
-    "loopmon.cli": 6,
-    "loopmon.bench": 6,
-    "loopmon.benchpeers": 6,
-    "loopmon.__main__": 6,
-}
-CORE_MAX = 4
 FORBIDDEN = ("PySide6", "shiboken6", "pyqtgraph", "numpy")
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def layer_of(name: str) -> int:
-    while name:
-        if name in LAYERS:
-            return LAYERS[name]
-        name = name.rpartition(".")[0]
-    raise KeyError(name)
-
-
 ALL_MODULES = sorted(module_name(p) for p in PACKAGE.rglob("*.py"))
-CORE_MODULES = [m for m in ALL_MODULES if layer_of(m) <= CORE_MAX]
+# __main__ runs the program when imported: the contracts check it.
+NON_GUI_MODULES = [
+    m
+    for m in ALL_MODULES
+    if m not in ("loopmon.__main__", "loopmon.gui") and not m.startswith("loopmon.gui.")
+]
+
+
+def contracts() -> dict[str, dict[str, object]]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    return {c["id"]: c for c in config["contracts"]}
+
+
+def layer_table() -> list[set[str]]:
+    """The layers contract as sets of ``loopmon.X`` names, highest first (optional ones too)."""
+    layers = contracts()["layers"]["layers"]
+    assert isinstance(layers, list)
+    return [{"loopmon." + name.strip().strip("()") for name in row.split("|")} for row in layers]
+
+
+def lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:
+    if not LINT_IMPORTS.exists():
+        pytest.fail(f"{LINT_IMPORTS} is missing: install the dev extra (import-linter)")
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", "--no-logo"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_contracts_hold() -> None:
+    proc = lint_imports(ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 broken" in proc.stdout
 
 
 def test_every_module_has_a_layer() -> None:
-    unknown = []
-    for name in ALL_MODULES:
-        try:
-            layer_of(name)
-        except KeyError:
-            unknown.append(name)
-    assert not unknown, f"give these a layer in tests/test_layering.py and DESIGN.md: {unknown}"
+    placed = set().union(*layer_table())
+    unknown = [
+        m for m in ALL_MODULES if m != "loopmon" and ".".join(m.split(".")[:2]) not in placed
+    ]
+    assert not unknown, f"give these a layer in pyproject.toml and DESIGN.md: {unknown}"
 
 
-def test_core_modules_found() -> None:
-    assert {"loopmon.ioloop", "loopmon.events", "loopmon.snapshot"} <= set(CORE_MODULES)
+# -- the contracts can fail ------------------------------------------------------------------
+
+
+@pytest.fixture
+def copy(tmp_path: Path) -> Path:
+    """The package and pyproject.toml in a fresh directory, to plant imports in."""
+    shutil.copytree(PACKAGE, tmp_path / "loopmon", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    assert lint_imports(tmp_path).returncode == 0
+    return tmp_path
+
+
+def plant(root: Path, module: str, line: str) -> None:
+    path = root / Path(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.parent / "__init__.py").touch()  # a package not there yet (gui/model/)
+    with path.open("a") as f:
+        f.write(f"\n{line}  # planted by tests/test_layering.py\n")
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "contract"),
+    [
+        # Same layer (1): the hand-made walker this replaces let this one through.
+        ("loopmon.waker", "from loopmon import timers", "DESIGN.md's layers"),
+        # Upward: the loop (2) reaching for the runner (5).
+        ("loopmon.ioloop", "import loopmon.runner", "DESIGN.md's layers"),
+        # The vocabulary (0) reaching for the records above it.
+        ("loopmon.netaddr", "from loopmon import snapshot", "DESIGN.md's layers"),
+        # Qt in the core, in the bench, and in the Qt-free GUI models.
+        ("loopmon.netaddr", "import PySide6.QtCore", "Qt, pyqtgraph and numpy only in gui/"),
+        ("loopmon.bench.stats", "import numpy", "Qt, pyqtgraph and numpy only in gui/"),
+        ("loopmon.gui.model.history", "import pyqtgraph", "gui/model is Qt-free"),
+    ],
+)
+def test_a_planted_import_breaks_its_contract(
+    copy: Path, module: str, line: str, contract: str
+) -> None:
+    plant(copy, module, line)
+    proc = lint_imports(copy)
+    assert proc.returncode == 1, proc.stdout
+    broken = [row for row in proc.stdout.splitlines() if " BROKEN" in row]
+    assert len(broken) == 1 and broken[0].startswith(contract), proc.stdout
+    assert module in proc.stdout
+
+
+# -- at run time ---------------------------------------------------------------------------
 
 
 def loaded_after_import(module: str) -> list[str]:
@@ -95,8 +144,12 @@ def loaded_after_import(module: str) -> list[str]:
     return loaded
 
 
-@pytest.mark.parametrize("module", CORE_MODULES)
-def test_core_module_loads_no_gui_stack(module: str) -> None:
+def test_non_gui_modules_found() -> None:
+    assert {"loopmon.ioloop", "loopmon.cli", "loopmon.bench.session"} <= set(NON_GUI_MODULES)
+
+
+@pytest.mark.parametrize("module", NON_GUI_MODULES)
+def test_module_outside_gui_loads_no_gui_stack(module: str) -> None:
     assert loaded_after_import(module) == [], f"{module} pulls in the GUI stack"
 
 
@@ -109,47 +162,3 @@ def test_the_check_catches_a_qt_import(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "PySide6" in out.stdout
-
-
-def imported_loopmon_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), str(path))
-    found: set[str] = set()
-    package = (
-        module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
-    )
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.startswith("loopmon"))
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                mod = ".".join([*base, node.module] if node.module else base)
-            else:
-                mod = node.module or ""
-            if not mod.startswith("loopmon"):
-                continue
-            for alias in node.names:
-                candidate = f"{mod}.{alias.name}"
-                found.add(
-                    candidate
-                    if (ROOT / Path(*candidate.split("."))).exists()
-                    or (ROOT / Path(*candidate.split("."))).with_suffix(".py").exists()
-                    else mod
-                )
-    return found
-
-
-@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=module_name)
-def test_imports_go_down_the_layers(path: Path) -> None:
-    me = module_name(path)
-    mine = layer_of(me)
-    upward = []
-    for imported in imported_loopmon_modules(path):
-        if imported == me or imported.startswith(me + ".") or me.startswith(imported + "."):
-            continue  # a package and its own modules
-        theirs = layer_of(imported)
-        same_package = imported.rpartition(".")[0] == me.rpartition(".")[0] and mine == theirs
-        if theirs > mine or (theirs == mine and not same_package and mine < 5):
-            upward.append(f"{imported} (layer {theirs})")
-    assert not upward, f"{me} (layer {mine}) imports from its own layer or above: {upward}"

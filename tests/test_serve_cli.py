@@ -240,7 +240,7 @@ def test_serve_usage_errors_exit_2() -> None:
 
 
 def test_serve_builds_only_the_snapshots_someone_reads() -> None:
-    from loopmon import serve
+    from loopmon.cli import serve
 
     seen: list[float] = []
 
@@ -340,14 +340,14 @@ def test_load_cannot_connect_exits_2_with_one_line() -> None:
 
 
 def test_status_line_from_loop_figures() -> None:
-    from loopmon.serve import status_line
+    from loopmon.cli.serve import status_line
     from loopmon.snapshot import LagWindow, LoopFigures
 
     interval = LoopFigures(span_s=2.0, events=50_000, busy_s=0.5, poll_s=1.5)
     lag = LagWindow(p50_s=0.0004, p99_s=0.00137, max_s=0.002, window_s=9.8, samples=98)
     line = status_line(interval, 12, 2_500_000, 4_000_000, 3_000_000, lag=lag)
     assert line == (
-        "12 conns | 25,000 events/s | in 2.0 MB/s out 1.5 MB/s | queued 2.5 MB | busy 25% | "
+        "12 conns | 25,000 events/s | in 1.9 MiB/s out 1.4 MiB/s | queued 2.4 MiB | busy 25% | "
         "lag p99 1.37 ms (last 10 s)"
     )
     assert STATUS.match(line)
@@ -401,8 +401,8 @@ def _is_open(fd: int) -> bool:
 
 @pytest.mark.parametrize("where", ["low fd", "fd past FD_SETSIZE"])
 def test_a_full_stdout_skips_status_lines_instead_of_blocking_the_loop(where: str) -> None:
+    from loopmon.cli.serve import StatusPrinter
     from loopmon.events import READ
-    from loopmon.serve import StatusPrinter
     from loopmon.snapshot import LoopFigures, Snapshot
 
     def snap(t: float, bytes_in: int) -> Snapshot:
@@ -444,4 +444,4 @@ def test_a_full_stdout_skips_status_lines_instead_of_blocking_the_loop(where: st
     # The line that got out covers both seconds since the baseline: 4000 B over 2 s.
     assert printer.skipped == 1
     assert STATUS.match(line), line
-    assert "in 2.0 kB/s out 2.0 kB/s" in line
+    assert "in 2.0 KiB/s out 2.0 KiB/s" in line

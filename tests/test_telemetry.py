@@ -272,8 +272,8 @@ def test_lag_is_the_quantile_of_the_last_ten_seconds_of_probe_samples() -> None:
     import random
 
     from loopmon.loopstats import LagRecorder
+    from tests.loop_helpers import RecordingPoller
     from tests.test_histogram import true_quantile
-    from tests.test_ioloop import RecordingPoller
 
     clock = FakeClock(0.0)
     loop = IOLoop(make_current=False, time_func=clock)

@@ -127,7 +127,7 @@ class Echo:
 
         return on_connection
 
-    def service(self, conn: Connection, events: int) -> None:
+    def service(self, conn: Connection, events: int) -> None:  # noqa: PLR0912 - per event
         """Every case but the common one: errors, writes, the seed strategy, a read while
         output is already queued."""
         if events & ERROR:

@@ -21,9 +21,7 @@ from PySide6.QtWidgets import QApplication
 from loopmon.gui import resources, settings
 from loopmon.gui.commands import RunnerLike
 from loopmon.gui.main_window import MainWindow
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 10000
+from loopmon.netaddr import DEFAULT_HOST, DEFAULT_PORT
 
 
 def application() -> QApplication:

@@ -1,105 +1,47 @@
-"""``loopmon load``: a checked echo client on its own IOLoop, in its own process.
+"""The load generator: ``clients`` checked connections to an echo server on one IOLoop.
 
-Every connection sends a deterministic pseudo-random byte stream: a window into one shared
-pattern (``PATTERN_SIZE`` bytes from a seeded generator), starting at an offset fixed by the
-connection's index, so two connections never expect the same bytes at the same position and an
-echo crossed between connections is caught. Every byte that comes back is compared with the byte
-sent at that position (a slice of the pattern, so checking is linear); a chunk that differs, or
-bytes beyond what was sent, count as mismatches and are never hidden.
+Every byte that comes back is compared with the byte sent at that position (a slice of the
+pattern, so checking is linear); a chunk that differs, or bytes beyond what was sent, count as
+mismatches and are never hidden. Connections that fail are counted and replaced after a short
+pause; the summary is a JSON-able dict of raw numbers.
 
-Modes:
-- ``rr``: request and response: one ``--size`` message in flight per client;
-- ``flood``: pipelined, up to ``--inflight`` bytes sent but not yet echoed per client;
-- ``slow``: sends as fast as the kernel takes, reads only ``--read-rate`` bytes/s per client,
-  so the server's queues fill and its backpressure shows;
-- ``idle``: opens the connections and holds them (any byte or EOF from the server is counted);
-- ``churn``: connect, one message, check its echo, close; again.
-
-A round trip is one ``--size`` message fully echoed; its latency runs from sending its first
-byte (in churn, from starting to connect) to receiving its last. Connections that fail are
-counted and replaced after a short pause. The run stops by itself after ``--duration``; SIGINT
-and SIGTERM stop it early, and the summary is printed either way.
-
-Exit status: 1 if any byte mismatched, or if any connection failed or errored (the summary
-and one line on stderr say how many); 2 on a usage error or when no connection could be made at
-all; else 0. Stopping a run with SIGINT or SIGTERM is not a failure.
+Past 400 lines, and still one job: the connection state machine (connect, send, receive and
+check, fail, retry) of every mode, which share their bookkeeping. Its per-event handler
+(``_make_handler``) is one closure with the hot attributes bound to locals, because a lookup per
+event costs what a Python client can least afford: one client core must outrun the server it
+measures.
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import errno
-import json
-import math
 import os
-import random
-import signal
 import socket
-import sys
 import time
 from collections.abc import Callable
-from typing import Any, Final, TextIO
+from typing import Any, Final
 
-from loopmon import pollers
 from loopmon.events import ERROR, NONE, READ, WRITE
 from loopmon.histogram import Histogram
 from loopmon.ioloop import IOLoop, PeriodicCallback
-from loopmon.pollers.select import FD_SETSIZE
+from loopmon.load.patterns import PATTERN_SIZE, expected_bytes, pattern, stream_start
+from loopmon.netaddr import describe_error
 
 __all__ = [
     "MODES",
     "LoadGenerator",
-    "add_arguments",
-    "expected_bytes",
-    "run",
 ]
 
 MODES: Final = ("rr", "flood", "slow", "idle", "churn")
-# Descriptors beyond one per client: the loop's poller, waker and signal pipe, std streams.
-FD_HEADROOM: Final = 64
 # A message larger than this is a typo, not a workload: the client holds one per connection.
 MAX_SIZE: Final = 64 << 20
 DEFAULT_INFLIGHT: Final = 65536
 DEFAULT_READ_RATE: Final = 65536
-DEFAULT_HOST: Final = "127.0.0.1"
-DEFAULT_PORT: Final = 10000
-PATTERN_SIZE: Final = 1 << 20
-_PATTERN_SEED: Final = 0x100B
 RECV_SIZE: Final = 65536
 RETRY_S: Final = 0.1  # pause before replacing a failed connection
 SLOW_TICK_S: Final = 0.05  # how often slow clients read their ration
 PROGRESS_S: Final = 1.0
-_STRIDE: Final = 0x9E3779B1  # odd: index * stride is distinct mod 2**20 for every index < 2**20
-
-_pattern: bytes | None = None
-
-
-def pattern() -> bytes:
-    """The shared pattern, twice over, so any window of up to PATTERN_SIZE bytes is one slice."""
-    global _pattern
-    if _pattern is None:
-        once = random.Random(_PATTERN_SEED).randbytes(PATTERN_SIZE)
-        _pattern = once + once
-    return _pattern
-
-
-def stream_start(index: int) -> int:
-    """Where connection ``index``'s stream starts in the pattern."""
-    return (index * _STRIDE) % PATTERN_SIZE
-
-
-def expected_bytes(index: int, offset: int, length: int) -> bytes:
-    """Bytes ``offset:offset+length`` of connection ``index``'s stream (for tests and peers)."""
-    pat = pattern()
-    out = []
-    while length > 0:
-        pos = (stream_start(index) + offset) % PATTERN_SIZE
-        take = min(length, PATTERN_SIZE)
-        out.append(pat[pos : pos + take])
-        offset += take
-        length -= take
-    return b"".join(out)
 
 
 class Client:
@@ -313,7 +255,7 @@ class LoadGenerator:
         try:
             sock = socket.socket(self.family, socket.SOCK_STREAM)
         except OSError as exc:
-            self._connect_failed(slot, describe(exc))
+            self._connect_failed(slot, describe_error(exc))
             return
         sock.setblocking(False)
         try:
@@ -323,7 +265,7 @@ class LoadGenerator:
         err = sock.connect_ex(self.address)
         if err not in (0, errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK):
             sock.close()
-            self._connect_failed(slot, describe(OSError(err, os.strerror(err))))
+            self._connect_failed(slot, describe_error(OSError(err, os.strerror(err))))
             return
         client = Client(slot, index, sock)
         client.t_connect = self.clock()
@@ -331,7 +273,7 @@ class LoadGenerator:
             self.loop.add_handler(client.fd, self._handler, WRITE)
         except (OSError, ValueError) as exc:
             sock.close()
-            self._connect_failed(slot, describe(exc))
+            self._connect_failed(slot, describe_error(exc))
             return
         self._by_fd[client.fd] = client
 
@@ -357,7 +299,7 @@ class LoadGenerator:
         err = client.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             self._drop(client)
-            self._connect_failed(client.slot, describe(OSError(err, os.strerror(err))))
+            self._connect_failed(client.slot, describe_error(OSError(err, os.strerror(err))))
             return
         client.up = True
         self.connections_made += 1
@@ -396,7 +338,7 @@ class LoadGenerator:
 
     # -- the traffic ----------------------------------------------------------------------
 
-    def _make_handler(self) -> Callable[[int, int], None]:
+    def _make_handler(self) -> Callable[[int, int], None]:  # noqa: PLR0915 - the hot path
         """The per-event handler. In rr mode a readable event that completes a message as
         expected (the common case) is handled here, inline: one recv, one compare, one send.
         Everything else goes through the general methods."""
@@ -416,7 +358,7 @@ class LoadGenerator:
         record = self.latency.record
         gen = self
 
-        def on_event(fd: int, events: int) -> None:
+        def on_event(fd: int, events: int) -> None:  # noqa: PLR0912 - per event, inline
             client = by_fd.get(fd)
             if client is None:
                 return
@@ -426,7 +368,7 @@ class LoadGenerator:
                 except BlockingIOError:
                     return
                 except OSError as exc:
-                    fail(client, describe(exc))
+                    fail(client, describe_error(exc))
                     return
                 n = len(data)
                 received = client.received
@@ -484,7 +426,7 @@ class LoadGenerator:
             except BlockingIOError:
                 n = 0
             except OSError as exc:
-                self._fail(client, describe(exc))
+                self._fail(client, describe_error(exc))
                 return
             if n:
                 new = client.sent = old + n
@@ -509,11 +451,11 @@ class LoadGenerator:
         except BlockingIOError:
             return 0
         except OSError as exc:
-            self._fail(client, describe(exc))
+            self._fail(client, describe_error(exc))
             return -1
         return self._received(client, data)
 
-    def _received(self, client: Client, data: bytes) -> int:
+    def _received(self, client: Client, data: bytes) -> int:  # noqa: PLR0912 - per read
         """Check and account what ``client`` just read; act on it as its mode says. Returns
         len(data), or -1 if the connection went away."""
         n = len(data)
@@ -590,311 +532,3 @@ class LoadGenerator:
                 if n <= 0:
                     break
                 left -= n
-
-
-def describe(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.errno and exc.errno > 0:
-        text = os.strerror(exc.errno)
-    else:
-        text = str(exc) or type(exc).__name__
-    return text[:1].lower() + text[1:]
-
-
-# -- the command ------------------------------------------------------------------------------
-
-
-def _whole_number(text: str, least: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < least:
-        why = "must not be negative" if least == 0 else f"must be at least {least}"
-        raise argparse.ArgumentTypeError(f"{why}: {value}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """A whole number of at least 1 (argparse type)."""
-    return _whole_number(text, 1)
-
-
-def count(text: str) -> int:
-    """A whole number that may be zero (argparse type)."""
-    return _whole_number(text, 0)
-
-
-def message_size(text: str) -> int:
-    value = positive_int(text)
-    if value > MAX_SIZE:
-        raise argparse.ArgumentTypeError(f"at most {MAX_SIZE:,} bytes (64 MiB): {value:,}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text}")
-    return value
-
-
-def port_number(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range 1-65535: {port}")
-    return port
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default=DEFAULT_HOST, help="server address (%(default)s)")
-    parser.add_argument(
-        "--port", type=port_number, default=DEFAULT_PORT, help="server port (%(default)s)"
-    )
-    parser.add_argument(
-        "--clients", type=positive_int, default=10, help="connections (%(default)s)"
-    )
-    parser.add_argument(
-        "--size", type=message_size, default=1024, help="message size in bytes (%(default)s)"
-    )
-    parser.add_argument(
-        "--duration", type=positive_float, default=5.0, help="seconds to run (%(default)s)"
-    )
-    parser.add_argument("--mode", choices=MODES, default="rr", help="traffic (%(default)s)")
-    parser.add_argument(
-        "--inflight",
-        type=positive_int,
-        default=None,
-        help=f"flood only: bytes sent but not yet echoed, per client ({DEFAULT_INFLIGHT})",
-    )
-    parser.add_argument(
-        "--read-rate",
-        type=positive_int,
-        default=None,
-        help=f"slow only: bytes read per second, per client ({DEFAULT_READ_RATE})",
-    )
-    parser.add_argument(
-        "--backend",
-        choices=pollers.BACKENDS,
-        default=None,
-        help="poller for the client's own loop (default: best available)",
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON summary line")
-    parser.add_argument(
-        "--progress",
-        choices=("auto", "none", "jsonl"),
-        default="auto",
-        help="auto: a progress line on a terminal; jsonl: a JSON object per second on stderr",
-    )
-    parser.add_argument(
-        "--allow-remote",
-        action="store_true",
-        help="allow a target that is not this machine",
-    )
-
-
-def resolve(host: str, port: int) -> tuple[int, Any]:
-    """(family, sockaddr) of ``host:port``; OSError if it does not resolve."""
-    infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM)
-    family, _, _, _, sockaddr = infos[0]
-    return family, sockaddr
-
-
-def is_this_machine(family: int, sockaddr: Any) -> bool:
-    """Loopback, unspecified, or one of this machine's own addresses (it can bind there)."""
-    import ipaddress
-
-    try:
-        addr = ipaddress.ip_address(str(sockaddr[0]).partition("%")[0])
-    except ValueError:
-        return False
-    if addr.is_loopback or addr.is_unspecified:
-        return True
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            probe.bind((sockaddr[0], 0, *sockaddr[2:]))
-    except OSError:
-        return False
-    return True
-
-
-def raise_fd_limit(wanted: int) -> int | None:
-    """Lift the soft descriptor limit towards ``wanted`` (up to the hard limit); the soft
-    limit then, None where there is none to read or it is unlimited."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    return None if soft == resource.RLIM_INFINITY else int(soft)
-
-
-def format_summary(s: dict[str, Any]) -> str:
-    if s["latency_p50_ms"] is None:
-        latency = "latency n/a (no round trip completed)"
-    else:
-        latency = (
-            f"latency p50 {s['latency_p50_ms']:.3f} ms, p99 {s['latency_p99_ms']:.3f} ms, "
-            f"max {s['latency_max_ms']:.3f} ms"
-        )
-    return (
-        f"{s['mode']}: {s['clients']:,} clients x {s['size']:,} B for {s['duration_s']:.1f} s "
-        f"({s['backend']})\n"
-        f"  {s['round_trips']:,} round trips, {s['round_trips_per_s']:,.0f}/s, "
-        f"{s['mb_per_s']:.2f} MB/s echoed\n"
-        f"  {latency}\n"
-        f"  {s['connections_held']:,} of {s['clients']:,} connections open at the end; "
-        f"sent {s['bytes_sent']:,} B, received {s['bytes_received']:,} B\n"
-        f"  {s['errors']:,} errors, {s['mismatches']:,} mismatches, "
-        f"{s['connect_failures']:,} connect failures"
-    )
-
-
-def format_progress(p: dict[str, Any]) -> str:
-    return (
-        f"{p['elapsed_s']:5.1f} s  {p['round_trips_per_s']:>10,.0f} rt/s  "
-        f"{p['mb_per_s']:7.2f} MB/s  {p['open_connections']} open  "
-        f"{p['errors']} errors  {p['mismatches']} mismatches"
-    )
-
-
-def run(
-    args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
-) -> int:
-    out = stdout or sys.stdout
-    err = stderr or sys.stderr
-    for option, value, mode in (
-        ("--inflight", args.inflight, "flood"),
-        ("--read-rate", args.read_rate, "slow"),
-    ):
-        if value is not None and args.mode != mode:
-            print(f"loopmon load: {option} applies to --mode {mode} only", file=err)
-            return 2
-    port = args.port[-1] if isinstance(args.port, list) else args.port
-    host = args.host
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]  # [::1], as in a URL or the listeners' own addresses
-    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        family, sockaddr = resolve(host, port)
-    except OSError as exc:
-        print(f"loopmon load: cannot resolve {host}: {describe(exc)}", file=err)
-        return 2
-    if not is_this_machine(family, sockaddr):
-        if not args.allow_remote:
-            print(
-                f"loopmon load: {host} is not this machine; refusing to load another host "
-                "(pass --allow-remote to do it anyway)",
-                file=err,
-            )
-            return 2
-        print(f"loopmon load: warning: loading {host}, another machine", file=err)
-    limit = raise_fd_limit(args.clients + FD_HEADROOM)
-    if limit is not None and args.clients + FD_HEADROOM > limit:
-        print(
-            f"loopmon load: --clients {args.clients} needs about {args.clients + FD_HEADROOM:,} "
-            f"open files; this process may have {limit:,} (ulimit -n, up to ulimit -Hn)",
-            file=err,
-        )
-        return 2
-    try:
-        loop = IOLoop(backend=args.backend, make_current=False)
-    except (ValueError, RuntimeError) as exc:
-        print(f"loopmon load: {exc}", file=err)
-        return 2
-    if loop.backend == "select" and args.clients + FD_HEADROOM > FD_SETSIZE:
-        # Every connection is an fd, and select() cannot watch one numbered FD_SETSIZE or more.
-        loop.close()
-        print(
-            f"loopmon load: --backend select watches fds below {FD_SETSIZE} only: at most "
-            f"{FD_SETSIZE - FD_HEADROOM} clients (use epoll, kqueue or poll for more)",
-            file=err,
-        )
-        return 2
-
-    progress = args.progress
-    tty_line = progress == "auto" and err.isatty()
-
-    def show(p: dict[str, Any]) -> None:
-        if progress == "jsonl":
-            print(json.dumps(p), file=err, flush=True)
-        else:
-            print("\r" + format_progress(p), end="", file=err, flush=True)
-
-    gen = LoadGenerator(
-        loop,
-        family,
-        sockaddr,
-        mode=args.mode,
-        clients=args.clients,
-        size=args.size,
-        duration=args.duration,
-        inflight=args.inflight or DEFAULT_INFLIGHT,
-        read_rate=args.read_rate or DEFAULT_READ_RATE,
-        on_progress=show if progress == "jsonl" or tty_line else None,
-    )
-
-    def on_signal(signum: int, frame: Any) -> None:
-        loop.add_callback_from_signal(gen.finish, signal.Signals(signum).name)
-
-    old = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            old[sig] = signal.signal(sig, on_signal)
-        except ValueError:  # not the main thread
-            pass
-    try:
-        gen.start()
-        if not gen.finished:
-            try:
-                loop.start()
-            except (OSError, ValueError) as exc:
-                # The loop's own setup failed (its signal pipe, say): nothing ran.
-                print(f"loopmon load: cannot run the client's loop: {describe(exc)}", file=err)
-                return 2
-        gen.finish()
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-        loop.close()
-    if tty_line:
-        print(file=err)
-    summary = gen.summary()
-    if gen.connections_made == 0:
-        reason = gen.exit_reason if gen.exit_reason.startswith("cannot") else "no connection made"
-        print(f"loopmon load: {target}: {reason.removeprefix('cannot connect: ')}", file=err)
-        if args.json:
-            print(json.dumps(summary), file=out, flush=True)
-        return 2
-    if args.json:
-        print(json.dumps(summary), file=out, flush=True)
-    else:
-        print(f"target {target}", file=out)
-        print(format_summary(summary), file=out, flush=True)
-    if gen.reasons:
-        top = ", ".join(f"{why} x{n}" for why, n in gen.reasons.most_common(5))
-        print(f"loopmon load: problems: {top}", file=err)
-    if gen.mismatches:
-        print(f"loopmon load: MISMATCH: {gen.first_mismatch}", file=err)
-        return 1
-    if gen.errors or gen.connect_failures:
-        # Scripts read the status: a run that lost connections did not do what was asked.
-        print(
-            f"loopmon load: failed: {gen.errors:,} errors, "
-            f"{gen.connect_failures:,} connect failures",
-            file=err,
-        )
-        return 1
-    return 0

@@ -14,10 +14,13 @@ from typing import Any
 
 import pytest
 
-from loopmon import loadgen
+from loopmon import fdlimit
+from loopmon.cli import load as load_command
 from loopmon.echo import EchoServer
 from loopmon.ioloop import IOLoop
-from loopmon.loadgen import PATTERN_SIZE, LoadGenerator, expected_bytes
+from loopmon.load import generator, patterns
+from loopmon.load.generator import LoadGenerator
+from loopmon.load.patterns import PATTERN_SIZE, expected_bytes
 from loopmon.pollers.select import FD_SETSIZE
 from tests.echo_helpers import BACKENDS
 
@@ -57,7 +60,7 @@ def test_streams_are_deterministic_and_differ_between_connections() -> None:
     assert expected_bytes(3, 100, 5000) == expected_bytes(3, 100, 5000)
     assert expected_bytes(3, 0, 5100)[100:] == expected_bytes(3, 100, 5000)
     assert expected_bytes(3, 0, 4096) != expected_bytes(4, 0, 4096)
-    starts = {loadgen.stream_start(i) for i in range(10_000)}
+    starts = {patterns.stream_start(i) for i in range(10_000)}
     assert len(starts) == 10_000
     # A window longer than the pattern wraps around it.
     long = expected_bytes(1, 10, PATTERN_SIZE + 50)
@@ -256,13 +259,13 @@ class CorruptingServer:
 
 def args_for(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    loadgen.add_arguments(parser)
+    load_command.add_arguments(parser)
     return parser.parse_args(list(argv))
 
 
 def run_load(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = loadgen.run(args_for(*argv), stdout=out, stderr=err)
+    code = load_command.run(args_for(*argv), stdout=out, stderr=err)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -420,7 +423,7 @@ def test_more_clients_than_descriptors_is_refused_before_any_connect() -> None:
 
 
 def test_usage_errors_exit_2() -> None:
-    too_big = str(loadgen.MAX_SIZE + 1)
+    too_big = str(generator.MAX_SIZE + 1)
     for argv in (
         ["--clients", "0"],
         ["--size", "-1"],
@@ -432,7 +435,7 @@ def test_usage_errors_exit_2() -> None:
         with pytest.raises(SystemExit) as info:
             args_for(*argv)
         assert info.value.code == 2
-    assert args_for("--size", str(loadgen.MAX_SIZE)).size == loadgen.MAX_SIZE
+    assert args_for("--size", str(generator.MAX_SIZE)).size == generator.MAX_SIZE
 
 
 @pytest.mark.parametrize(
@@ -452,7 +455,7 @@ def test_an_option_for_another_mode_is_refused_not_ignored(argv: list[str], says
 def test_select_refuses_more_clients_than_it_can_watch_in_one_line() -> None:
     # It used to connect them all, then die with a traceback when the loop's own signal pipe
     # got an fd beyond FD_SETSIZE.
-    clients = FD_SETSIZE - loadgen.FD_HEADROOM + 1
+    clients = FD_SETSIZE - fdlimit.FD_HEADROOM + 1
     code, out, err = run_load(
         "--port", "9", "--backend", "select", "--clients", str(clients), "--duration", "0.1"
     )
@@ -499,3 +502,11 @@ def test_nothing_measured_is_null_not_zero_and_idle_says_what_it_held() -> None:
     assert "latency n/a (no round trip completed)" in text
     assert "5 of 5 connections open at the end" in text
     assert "0.000 ms" not in text
+
+
+def test_port_0_is_no_target() -> None:
+    # One port type for every command (0-65535: a listener may ask for any free port); a
+    # client has nothing to connect to at port 0, and says so.
+    code, _, err = run_load("--port", "0")
+    assert code == 2
+    assert "--port 0 names no server" in err

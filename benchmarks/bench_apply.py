@@ -2,7 +2,7 @@
 
 A benchmark, not a test: run it by hand and read the figures.
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python tests/gui/bench_apply.py [--counts 1000 10000]
+    QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/bench_apply.py [--counts 1000 10000]
 
 For each size it feeds pre-built snapshots (every row a new object with changed numbers, the
 worst case: telemetry reuses the rows of idle connections) to a shown window, with two
@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The GUI tests' snapshot builders (tests/gui/fakes.py): the benchmark feeds the same records.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "gui"))
 
 from fakes import busy_connections, figures, snapshot
 from PySide6.QtCore import QTimer

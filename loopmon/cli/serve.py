@@ -13,21 +13,22 @@ import logging
 import select
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
-from loopmon import cli
-from loopmon.echo import ListenerError
+from loopmon.cli.args import FD_HEADROOM, add_server_arguments, byte_count, count, raise_fd_limit
+from loopmon.echo import Listener, ListenerError
 from loopmon.events import READ
 from loopmon.ioloop import IOLoop
-from loopmon.loadgen import count, raise_fd_limit
 from loopmon.mailbox import Mailbox
+from loopmon.netaddr import DEFAULT_PORT
 from loopmon.runner import LoopRunner
 from loopmon.snapshot import LagWindow, LoopFigures, Snapshot
+from loopmon.units import byte_rate, byte_size
 
 __all__ = [
     "StatusPrinter",
     "add_arguments",
-    "format_bytes",
     "run",
     "status_line",
 ]
@@ -38,24 +39,8 @@ STATUS_HZ = 2.0
 MAX_TELEMETRY_HZ = 1000.0
 
 
-def byte_size(text: str) -> int:
-    """A byte count, with an optional K/M/G suffix (powers of 1024)."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    raw = text.strip().lower().removesuffix("ib").removesuffix("b")
-    scale = units.get(raw[-1:], 1)
-    if scale != 1:
-        raw = raw[:-1]
-    try:
-        value = int(float(raw) * scale)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a byte count: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    cli.add_server_arguments(parser)
+    add_server_arguments(parser)
     parser.add_argument(
         "--max-connections",
         type=count,
@@ -64,13 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--high-water",
-        type=byte_size,
+        type=byte_count,
         default=1 << 20,
         help="stop reading a connection with this much output queued (default 1M)",
     )
     parser.add_argument(
         "--low-water",
-        type=byte_size,
+        type=byte_count,
         default=256 << 10,
         help="resume reading once its queue is down to this (default 256K)",
     )
@@ -87,14 +72,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # -- the status line (kept apart so it can be fed from a telemetry Snapshot) ------------------
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
 
 
 def status_line(
@@ -120,8 +97,8 @@ def status_line(
         lag_text = f"lag p99 {lag.p99_s * 1000:.2f} ms (last {lag.window_s:.0f} s)"
     return (
         f"{connections} conns | {interval.events_per_s:,.0f} events/s | "
-        f"in {format_bytes(rate_in)}/s out {format_bytes(rate_out)}/s | "
-        f"queued {format_bytes(queue_bytes)} | busy {interval.utilization:.0%} | "
+        f"in {byte_rate(rate_in)} out {byte_rate(rate_out)} | "
+        f"queued {byte_size(queue_bytes)} | busy {interval.utilization:.0%} | "
         + lag_text
         + (f" | {turned_away:,} turned away" if turned_away > 0 else "")
     )
@@ -213,6 +190,10 @@ class StatusPrinter:
 # -- the command ------------------------------------------------------------------------------
 
 
+class Refused(Exception):
+    """Options serve cannot run with: its message is one line on stderr, and exit status 2."""
+
+
 def run(
     args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
@@ -221,44 +202,14 @@ def run(
     err = stderr or sys.stderr or sys.__stderr__
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="loopmon serve: %(message)s")
-    ports: list[int] = list(args.port) if args.port else [cli.DEFAULT_PORT]
-    if args.low_water > args.high_water:
-        print(
-            f"loopmon serve: --low-water ({args.low_water}) must not exceed "
-            f"--high-water ({args.high_water})",
-            file=err,
-        )
-        return 2
-    if args.high_water <= 0:
-        print("loopmon serve: --high-water must be positive", file=err)
-        return 2
-    hz = getattr(args, "telemetry_hz", None)
-    if hz is None:
-        # A snapshot nobody reads is pure cost to the echo: build only what the line needs.
-        hz = 0.0 if args.quiet else STATUS_HZ
-    if not 0 <= hz <= MAX_TELEMETRY_HZ:
-        print(f"loopmon serve: --telemetry-hz must be 0 to {MAX_TELEMETRY_HZ:g}", file=err)
-        return 2
-    if hz <= 0 and not args.quiet:
-        print("loopmon serve: the status line needs telemetry (--telemetry-hz > 0)", file=err)
-        return 2
-    raise_fd_limit(args.max_connections + 64)
     try:
-        runner = LoopRunner(
-            backend=args.backend,
-            strategy=args.strategy,
-            telemetry_hz=hz,
-            server_options={
-                "max_connections": args.max_connections,
-                "high_water": args.high_water,
-                "low_water": args.low_water,
-            },
-        )
-    except (ValueError, RuntimeError) as exc:
+        runner = make_runner(args, telemetry_hz(args))
+    except Refused as exc:
         print(f"loopmon serve: {exc}", file=err)
         return 2
     failure: list[ListenerError] = []
     status = None if args.quiet or out is None else StatusPrinter(runner.mailbox, out)
+    ports: list[int] = list(args.port) if args.port else [DEFAULT_PORT]
 
     def on_ready(r: LoopRunner) -> None:
         # On the loop thread, before any connection: all listeners or none.
@@ -270,18 +221,70 @@ def run(
             failure.append(exc)
             loop.stop()
             return
-        if out is None:
-            return
-        try:
-            for listener in listeners:
-                print(f"listening on {listener.address} (backend {loop.backend})", file=out)
-            out.flush()
-        except (OSError, ValueError) as exc:
-            # A full disk or a closed pipe: the echo does not need stdout, so keep serving.
-            print(f"loopmon serve: cannot write to stdout ({exc}); serving silently", file=err)
-            return
-        if status is not None:
+        if out is not None and announce(listeners, loop.backend, out, err) and status:
             status.attach(loop)
+
+    run_until_signalled(runner, on_ready)
+    if failure:
+        print(f"loopmon serve: {failure[0]}", file=err, flush=True)
+        return 2
+    if runner.error:
+        print(f"loopmon serve: the loop died: {runner.error.splitlines()[-1]}", file=err)
+        return 1
+    return 0
+
+
+def telemetry_hz(args: argparse.Namespace) -> float:
+    """Snapshots a second for these options; ``Refused`` for options that cannot work."""
+    if args.low_water > args.high_water:
+        raise Refused(
+            f"--low-water ({args.low_water}) must not exceed --high-water ({args.high_water})"
+        )
+    if args.high_water <= 0:
+        raise Refused("--high-water must be positive")
+    hz: float | None = getattr(args, "telemetry_hz", None)
+    if hz is None:
+        # A snapshot nobody reads is pure cost to the echo: build only what the line needs.
+        hz = 0.0 if args.quiet else STATUS_HZ
+    if not 0 <= hz <= MAX_TELEMETRY_HZ:
+        raise Refused(f"--telemetry-hz must be 0 to {MAX_TELEMETRY_HZ:g}")
+    if hz <= 0 and not args.quiet:
+        raise Refused("the status line needs telemetry (--telemetry-hz > 0)")
+    return hz
+
+
+def make_runner(args: argparse.Namespace, hz: float) -> LoopRunner:
+    raise_fd_limit(args.max_connections + FD_HEADROOM)
+    try:
+        return LoopRunner(
+            backend=args.backend,
+            strategy=args.strategy,
+            telemetry_hz=hz,
+            server_options={
+                "max_connections": args.max_connections,
+                "high_water": args.high_water,
+                "low_water": args.low_water,
+            },
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise Refused(str(exc)) from None
+
+
+def announce(listeners: list[Listener], backend: str, out: TextIO, err: TextIO | None) -> bool:
+    """``listening on ...`` for each listener; False when stdout cannot be written."""
+    try:
+        for listener in listeners:
+            print(f"listening on {listener.address} (backend {backend})", file=out)
+        out.flush()
+    except (OSError, ValueError) as exc:
+        # A full disk or a closed pipe: the echo does not need stdout, so keep serving.
+        print(f"loopmon serve: cannot write to stdout ({exc}); serving silently", file=err)
+        return False
+    return True
+
+
+def run_until_signalled(runner: LoopRunner, on_ready: Callable[[LoopRunner], None]) -> None:
+    """Run the loop on this thread until SIGINT or SIGTERM (or the loop stops itself)."""
 
     def on_signal(signum: int, frame: Any) -> None:
         runner.stop_from_signal()
@@ -298,10 +301,3 @@ def run(
         for sig, handler in old.items():
             signal.signal(sig, handler)
         runner.mailbox.close()
-    if failure:
-        print(f"loopmon serve: {failure[0]}", file=err, flush=True)
-        return 2
-    if runner.error:
-        print(f"loopmon serve: the loop died: {runner.error.splitlines()[-1]}", file=err)
-        return 1
-    return 0
