@@ -114,7 +114,7 @@ def plant(root: Path, module: str, line: str) -> None:
         # Qt in the core, in the bench, and in the Qt-free GUI models.
         ("loopmon.netaddr", "import PySide6.QtCore", "Qt, pyqtgraph and numpy only in gui/"),
         ("loopmon.bench.stats", "import numpy", "Qt, pyqtgraph and numpy only in gui/"),
-        ("loopmon.gui.model.history", "import pyqtgraph", "gui/model is Qt-free"),
+        ("loopmon.gui.model.rates", "import pyqtgraph", "gui/model is Qt-free"),
     ],
 )
 def test_a_planted_import_breaks_its_contract(
@@ -124,7 +124,10 @@ def test_a_planted_import_breaks_its_contract(
     proc = lint_imports(copy)
     assert proc.returncode == 1, proc.stdout
     broken = [row for row in proc.stdout.splitlines() if " BROKEN" in row]
-    assert len(broken) == 1 and broken[0].startswith(contract), proc.stdout
+    # Its own contract breaks; Qt planted in the vocabulary also reaches gui/model through
+    # the records, so that one may break too, but no unrelated contract does.
+    assert any(row.startswith(contract) for row in broken), proc.stdout
+    assert all(row.startswith((contract, "gui/model is Qt-free")) for row in broken), proc.stdout
     assert module in proc.stdout
 
 

@@ -31,6 +31,6 @@ def test_byte_rate() -> None:
 
 
 def test_matches_the_window_s_words() -> None:
-    gui_units = pytest.importorskip("loopmon.gui.units")
+    gui_units = pytest.importorskip("loopmon.gui.model.units")
     for n in (0, 700, 1536, 5 * units.MIB, 7 << 30):
         assert units.byte_size(n) == gui_units.byte_size(n)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from loopmon import units as core_units
+
 _BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 # The loop clock is time.monotonic in the process that runs the loop (the runner's thread
@@ -12,15 +14,9 @@ _WALL_OFFSET = time.time() - time.monotonic()
 
 
 def byte_size(n: float | None) -> str:
-    """1536 -> '1.5 KiB'; exact below 1 KiB; 'n/a' for a figure the producer cannot measure."""
-    if n is None:
-        return "n/a"
-    value = float(n)
-    for unit in _BYTE_UNITS:
-        if abs(value) < 1024 or unit == _BYTE_UNITS[-1]:
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"  # pragma: no cover - the loop always returns
+    """1536 -> '1.5 KiB', the words serve, load and bench use; 'n/a' for a figure the
+    producer cannot measure."""
+    return "n/a" if n is None else core_units.byte_size(n)
 
 
 def iec_unit(top: float) -> tuple[float, str]:
