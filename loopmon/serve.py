@@ -15,12 +15,13 @@ import signal
 import sys
 from typing import Any, TextIO
 
-from loopmon import cli
+from loopmon import cli, telemetry
 from loopmon.echo import ListenerError
 from loopmon.events import READ
 from loopmon.ioloop import IOLoop
 from loopmon.loadgen import count, raise_fd_limit
 from loopmon.mailbox import Mailbox
+from loopmon.metrics import options as metrics_options
 from loopmon.runner import LoopRunner
 from loopmon.snapshot import LagWindow, LoopFigures, Snapshot
 
@@ -84,6 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "with --quiet; the window takes 25)"
         ),
     )
+    metrics_options.add_arguments(parser)
 
 
 # -- the status line (kept apart so it can be fed from a telemetry Snapshot) ------------------
@@ -236,6 +238,20 @@ def run(
     if hz is None:
         # A snapshot nobody reads is pure cost to the echo: build only what the line needs.
         hz = 0.0 if args.quiet else STATUS_HZ
+    # -- metrics (issue 20): check --metrics and bind its port before the loop starts ------
+    try:
+        metrics_plan = metrics_options.prepare(args)
+    except metrics_options.MetricsError as exc:
+        print(f"loopmon serve: {exc}", file=err)
+        return 2
+    if metrics_plan is not None and hz <= 0:
+        if getattr(args, "telemetry_hz", None) is not None:
+            metrics_plan.close()
+            print("loopmon serve: --metrics needs telemetry (--telemetry-hz > 0)", file=err)
+            return 2
+        hz = STATUS_HZ  # --quiet: snapshots for the collector only
+    metrics_exporter: list[Any] = []
+    # -- end metrics ----------------------------------------------------------------------
     if not 0 <= hz <= MAX_TELEMETRY_HZ:
         print(f"loopmon serve: --telemetry-hz must be 0 to {MAX_TELEMETRY_HZ:g}", file=err)
         return 2
@@ -270,11 +286,24 @@ def run(
             failure.append(exc)
             loop.stop()
             return
+        # -- metrics (issue 20): serve /metrics from this loop, fed every snapshot --------
+        if metrics_plan is not None:
+            exporter = metrics_plan.start(
+                loop,
+                metrics_options.producer(
+                    "serve", "loopmon serve", r.session, loop.backend, telemetry.MEASURES
+                ),
+            )
+            r.snapshot_observers.append(exporter.update)
+            metrics_exporter.append(exporter)
+        # -- end metrics ------------------------------------------------------------------
         if out is None:
             return
         try:
             for listener in listeners:
                 print(f"listening on {listener.address} (backend {loop.backend})", file=out)
+            for exporter in metrics_exporter:  # metrics (issue 20)
+                print(f"metrics on {exporter.address}", file=out)
             out.flush()
         except (OSError, ValueError) as exc:
             # A full disk or a closed pipe: the echo does not need stdout, so keep serving.
@@ -298,6 +327,12 @@ def run(
         for sig, handler in old.items():
             signal.signal(sig, handler)
         runner.mailbox.close()
+        # -- metrics (issue 20): the loop is closed; close the port and its connections --
+        for exporter in metrics_exporter:
+            exporter.close(detach=False)
+        if metrics_plan is not None and not metrics_exporter:
+            metrics_plan.close()
+        # -- end metrics ------------------------------------------------------------------
     if failure:
         print(f"loopmon serve: {failure[0]}", file=err, flush=True)
         return 2

@@ -10,7 +10,7 @@ fractions are exactly 1 or 0, as last time) keeps its previous row object unchan
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from operator import itemgetter
 from typing import Any, Protocol
 
@@ -35,6 +35,19 @@ from loopmon.snapshot import (
 LAG_WINDOW_S = 10.0
 # Closed connections a snapshot lists with their final figures; a churn beyond is counted.
 CLOSED_PER_FRAME = 1000
+# What these snapshots measure (ProducerInfo.measures): every row figure, and the listeners.
+MEASURES: tuple[str, ...] = (
+    "connections",
+    "ready_read",
+    "ready_write",
+    "ready_error",
+    "queue_bytes",
+    "queue_chunks",
+    "bytes_in",
+    "bytes_out",
+    "messages",
+    "listeners",
+)
 
 _new_row = tuple.__new__
 _ROW = itemgetter(1)  # the row in a tracked entry
@@ -69,6 +82,7 @@ class Telemetry:
         max_share: float = 0.02,
         session: str = "",
         lag_window_s: float = LAG_WINDOW_S,
+        observers: list[Callable[[Snapshot], None]] | None = None,
     ) -> None:
         if hz <= 0:
             raise ValueError("telemetry rate must be positive")
@@ -92,6 +106,11 @@ class Telemetry:
         self.build_seconds = 0.0  # how long the last snapshot took to build
         self.max_share = max_share
         self.skipped = 0  # ticks skipped to stay within max_share
+        # Called on the loop thread with every snapshot posted: consumers on the loop itself
+        # (the /metrics collector) that must see each one, not only the mailbox's latest.
+        self.observers: list[Callable[[Snapshot], None]] = (
+            observers if observers is not None else []
+        )
         loop.set_observers(on_stall=self._on_stall, on_error=self._on_error)
 
     # -- events ---------------------------------------------------------------------------
@@ -182,6 +201,8 @@ class Telemetry:
         snapshot = self.build()
         events, self._pending = self._pending, []
         self.mailbox.post(snapshot, events)
+        for observer in self.observers:
+            observer(snapshot)
 
     def build(self) -> Snapshot:
         """Build the snapshot of the interval since the previous one (loop thread)."""

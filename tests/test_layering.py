@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "loopmon.loadgen": 3,
     "loopmon.telemetry": 3,
     "loopmon.stream": 4,
+    "loopmon.metrics": 4,
     "loopmon.runner": 4,
     "loopmon.gui": 5,
     "loopmon.serve": 6,
