@@ -190,7 +190,7 @@ class SnapshotCollector:
         self.measures = frozenset(producer.measures)
         self._lock = threading.Lock()
         self._latest: Snapshot | None = None
-        self._derived: tuple[int, str, _Derived] | None = None  # (seq, session, figures)
+        self._derived: tuple[Snapshot, _Derived] | None = None  # rows summed, per snapshot
         self._loop_names: dict[int, str] = {}
         self._restarts: collections.defaultdict[tuple[str, ...], _Restarts] = (
             collections.defaultdict(_Restarts)
@@ -206,6 +206,8 @@ class SnapshotCollector:
         # (taken_at, busy_s, poll_s) marks per loop key, for utilization over the last second.
         self._marks: dict[str, collections.deque[tuple[float, float, float]]] = {}
         self._utilization: dict[str, float] = {}
+        self._folded: dict[str, float] = {}
+        self._folded_loops: dict[str, tuple[list[float], list[float]]] = {}
         self.updates = 0
 
     # -- the producer's side --------------------------------------------------------------
@@ -227,8 +229,24 @@ class SnapshotCollector:
                         self._floors[key, kind].base += value
             if "listeners" in self.measures:
                 self._fold_listeners(snapshot)
+            # Restarts are folded here, on every snapshot: a scrape may miss the last of a loop.
+            restarts = self._restarts
+            self._folded = {
+                "bytes_in": restarts["bytes_in",](snapshot.bytes_in),
+                "bytes_out": restarts["bytes_out",](snapshot.bytes_out),
+            }
+            loops: dict[str, tuple[list[float], list[float]]] = {}
             for key, figures in self._loop_figures(snapshot):
                 self._mark(key, snapshot.taken_at, figures)
+                counts = [
+                    restarts["iterations", key](figures.iterations),
+                    restarts["busy", key](figures.busy_s),
+                    restarts["poll", key](figures.poll_s),
+                    restarts["stalls", key](figures.stalls),
+                    restarts["errors", key](figures.errors),
+                ]
+                loops[key] = (counts, self._lags[key](figures.lag))
+            self._folded_loops = loops
 
     def _fold_listeners(self, snapshot: Snapshot) -> None:
         seen = self._listeners
@@ -278,8 +296,8 @@ class SnapshotCollector:
 
     def _rows(self, snapshot: Snapshot) -> _Derived:
         cached = self._derived
-        if cached is not None and cached[0] == snapshot.seq and cached[1] == snapshot.session:
-            return cached[2]
+        if cached is not None and cached[0] is snapshot:
+            return cached[1]
         rows = snapshot.connections
         if len(snapshot.loops) > 1:
             connections: dict[str, int] = {self._key(row.id): 0 for row in snapshot.loops}
@@ -305,7 +323,7 @@ class SnapshotCollector:
                 }
             }
         derived = _Derived(connections, ready)
-        self._derived = (snapshot.seq, snapshot.session, derived)
+        self._derived = (snapshot, derived)
         return derived
 
     def _families(self) -> list[Metric]:
@@ -337,14 +355,13 @@ class SnapshotCollector:
         if "listeners" in measures:
             families += self._listener_families()
 
-        restarts = self._restarts
-        for word, name, doc, value in (
-            ("bytes_in", "loopmon_received_bytes", "Bytes received.", snapshot.bytes_in),
-            ("bytes_out", "loopmon_sent_bytes", "Bytes sent.", snapshot.bytes_out),
+        for word, name, doc in (
+            ("bytes_in", "loopmon_received_bytes", "Bytes received."),
+            ("bytes_out", "loopmon_sent_bytes", "Bytes sent."),
         ):
             if word in measures:
                 counter = CounterMetricFamily(name, doc)
-                counter.add_metric((), restarts[(name,)](value))
+                counter.add_metric((), self._folded[word])
                 families.append(counter)
         if "queue_bytes" in measures:
             families.append(
@@ -368,7 +385,7 @@ class SnapshotCollector:
                     events.add_metric((*_labels(key, several), kind), total)
             families.append(events)
 
-        families += self._loop_families(snapshot, several, loop_label)
+        families += self._loop_families(several, loop_label)
 
         if "tasks" in measures and snapshot.tasks is not None:
             tasks = GaugeMetricFamily("loopmon_tasks", "Tasks alive now.", labels=loop_label)
@@ -407,9 +424,7 @@ class SnapshotCollector:
                 refused.add_metric((address, reason), totals[address, reason])
         return [accepted, refused]
 
-    def _loop_families(
-        self, snapshot: Snapshot, several: bool, loop_label: tuple[str, ...]
-    ) -> list[Metric]:
+    def _loop_families(self, several: bool, loop_label: tuple[str, ...]) -> list[Metric]:
         def counter(name: str, doc: str) -> CounterMetricFamily:
             return CounterMetricFamily(name, doc, labels=loop_label)
 
@@ -430,16 +445,14 @@ class SnapshotCollector:
             "How late the loop's 100 ms probe timer fired (sum estimated from bucket middles).",
             labels=loop_label,
         )
-        restarts = self._restarts
-        for key, figures in self._loop_figures(snapshot):
+        for key, (counts, folded) in self._folded_loops.items():
             labels = _labels(key, several)
-            iterations.add_metric(labels, restarts["iterations", key](figures.iterations))
-            busy.add_metric(labels, restarts["busy", key](figures.busy_s))
-            poll.add_metric(labels, restarts["poll", key](figures.poll_s))
-            stalls.add_metric(labels, restarts["stalls", key](figures.stalls))
-            errors.add_metric(labels, restarts["errors", key](figures.errors))
-            utilization.add_metric(labels, self._utilization.get(key, figures.utilization))
-            folded = self._lags[key](figures.lag)
+            iterations.add_metric(labels, counts[0])
+            busy.add_metric(labels, counts[1])
+            poll.add_metric(labels, counts[2])
+            stalls.add_metric(labels, counts[3])
+            errors.add_metric(labels, counts[4])
+            utilization.add_metric(labels, self._utilization.get(key, 0.0))
             buckets = [(le, folded[n]) for n, (_, le) in enumerate(LAG_BUCKETS)]
             buckets.append(("+Inf", folded[-2]))
             lag.add_metric(labels, buckets, folded[-1])

@@ -226,12 +226,11 @@ class MetricsEndpoint:
         start = max(len(buf) - 3, 0)
         buf += data
         end = buf.find(b"\r\n\r\n", start)
+        limit = self.limits.max_header_bytes
+        if (end < 0 and len(buf) > limit) or end + 4 > limit:
+            self._refuse(client, _BadRequest(431, f"request head over {limit} bytes"))
+            return
         if end < 0:
-            if len(buf) > self.limits.max_header_bytes:
-                self._refuse(
-                    client,
-                    _BadRequest(431, f"request head over {self.limits.max_header_bytes} bytes"),
-                )
             return
         try:
             status, body, content_type, head_only = self._answer(bytes(buf[:end]))
