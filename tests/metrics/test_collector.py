@@ -30,8 +30,6 @@ from tests.metrics.helpers import (
     snapshot,
 )
 
-render_text = None
-
 
 def scrape(collector: SnapshotCollector) -> dict[str, float]:
     """Every sample as ``name{labels}`` -> value, through the text format and its parser."""
