@@ -36,7 +36,7 @@ import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from operator import attrgetter, itemgetter
+from operator import attrgetter, countOf, itemgetter
 from typing import Final
 
 from prometheus_client.metrics_core import (
@@ -313,8 +313,8 @@ class SnapshotCollector:
                 sums["write"] += row.ready_write
                 sums["error"] += row.ready_error
         else:
-            # C-level passes: ~0.1 ms each over 10,000 rows.
-            connections = {"": list(map(_KIND, rows)).count("connection")}
+            # C-level passes, no list built: about 0.2-0.5 ms each over 10,000 rows.
+            connections = {"": countOf(map(_KIND, rows), "connection")}
             ready = {
                 "": {
                     kind: sum(map(get, rows))
