@@ -173,11 +173,18 @@ class MetricsEndpoint:
                 continue
             sock.setblocking(False)
             client = _Client(sock, peer)
+            try:
+                self.loop.add_handler(client.fd, self._on_client, READ)
+            except (OSError, ValueError) as exc:
+                # An fd the poller cannot watch (past select's FD_SETSIZE): turn it away.
+                self.refused += 1
+                self._reject_at_once(sock)
+                self._note("cannot watch", f"{peer}: refused: {exc}")
+                continue
             self._clients[client.fd] = client
             client.deadline = self.loop.call_later(
                 self.limits.request_timeout_s, self._expire, client
             )
-            self.loop.add_handler(client.fd, self._on_client, READ)
 
     def _pause_accepting(self) -> None:
         if self._backoff is not None or not self._started:

@@ -8,9 +8,11 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loopmon.ioloop import IOLoop
-from loopmon.metrics.endpoint import Limits, MetricsEndpoint
+from loopmon.metrics.endpoint import Limits, MetricsEndpoint, _BadRequest
 from tests.loop_helpers import FakeClock
 from tests.metrics.helpers import pump
 
@@ -306,3 +308,65 @@ def test_close_drops_every_connection(rig: Rig) -> None:
     for client in clients:
         client.settimeout(5)
         assert client.recv(10) == b""
+
+
+def test_an_fd_the_poller_cannot_watch_is_turned_away(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = rig.loop.add_handler
+
+    def refuse(fd: object, handler: object, events: int) -> None:
+        if handler == rig.endpoint._on_client:
+            raise ValueError("fd 1500 is beyond select()'s FD_SETSIZE (1024)")
+        real(fd, handler, events)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rig.loop, "add_handler", refuse)
+    client = rig.connect()
+    pump(rig.loop, 2)
+    assert status_of(read_all(client)) == 503
+    assert rig.endpoint.refused == 1
+    assert rig.endpoint.open_connections == 0
+    monkeypatch.undo()
+    assert status_of(rig.exchange(GET)) == 200
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_any_head_is_answered_or_refused_never_an_error(head: bytes) -> None:
+    endpoint = _PARSER
+    try:
+        status, _, _, _ = endpoint._answer(head)
+    except _BadRequest as bad:
+        assert bad.status in (400, 401, 404, 405, 431, 505)
+    else:
+        assert status == 200
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([b"GET", b"HEAD", b"POST", b"G\x00T"]),
+    st.sampled_from([b"/metrics", b"/", b"/metrics?a=b", b"*", b"\xff"]),
+    st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.x"]),
+    st.lists(st.tuples(st.binary(max_size=12), st.binary(max_size=20)), max_size=5),
+)
+def test_near_requests_are_answered_or_refused_never_an_error(
+    method: bytes, target: bytes, version: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    head = b"\r\n".join(
+        [b" ".join([method, target, version])] + [k + b": " + v for k, v in headers]
+    )
+    try:
+        _PARSER._answer(head)
+    except _BadRequest:
+        pass
+
+
+def _make_parser() -> MetricsEndpoint:
+    # _answer touches neither the loop nor the socket: a bare instance will do.
+    endpoint = MetricsEndpoint.__new__(MetricsEndpoint)
+    endpoint.token = None
+    endpoint.render = lambda accept: (BODY, "text/plain")
+    return endpoint
+
+
+_PARSER = _make_parser()
