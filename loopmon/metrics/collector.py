@@ -270,7 +270,7 @@ class SnapshotCollector:
         if not marks or at - marks[-1][0] >= _MARK_EVERY_S:
             marks.append((at, figures.busy_s, figures.poll_s))
         # The newest mark at least UTILIZATION_S old is the base; older ones can go.
-        while len(marks) > 2 and at - marks[1][0] >= UTILIZATION_S:
+        while len(marks) > 1 and at - marks[1][0] >= UTILIZATION_S:
             marks.popleft()
         _, busy0, poll0 = marks[0]
         busy = figures.busy_s - busy0

@@ -82,11 +82,17 @@ class _Client:
 
 
 class _BadRequest(Exception):
-    def __init__(self, status: int, reason: str, headers: tuple[str, ...] = ()) -> None:
+    """``reason`` is one of a fixed few (drops are counted and logs throttled by it, so what a
+    client sends must never make a new one); ``detail`` may quote the request."""
+
+    def __init__(
+        self, status: int, reason: str, headers: tuple[str, ...] = (), detail: str = ""
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.headers = headers
+        self.detail = detail
 
 
 class MetricsEndpoint:
@@ -259,7 +265,9 @@ class MetricsEndpoint:
         if match is None:
             raise _BadRequest(400, "not an HTTP version")
         if match.group(1) != b"1":
-            raise _BadRequest(505, f"HTTP/{match.group(1).decode()} is not spoken here")
+            raise _BadRequest(
+                505, "an HTTP version not spoken here", detail=version[:16].decode("latin-1")
+            )
         headers: dict[bytes, bytes] = {}
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
@@ -271,7 +279,12 @@ class MetricsEndpoint:
         if headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers:
             raise _BadRequest(400, "a request with a body")
         if method not in (b"GET", b"HEAD"):
-            raise _BadRequest(405, f"method {method[:16]!r} not allowed", ("Allow: GET, HEAD",))
+            raise _BadRequest(
+                405,
+                "a method other than GET or HEAD",
+                ("Allow: GET, HEAD",),
+                detail=method[:16].decode("latin-1"),
+            )
         if self.token is not None and not self._authorized(headers.get(b"authorization", b"")):
             raise _BadRequest(
                 401, "no valid bearer token", ('WWW-Authenticate: Bearer realm="loopmon"',)
@@ -294,7 +307,8 @@ class MetricsEndpoint:
         return good and scheme.lower() == b"bearer"
 
     def _refuse(self, client: _Client, bad: _BadRequest) -> None:
-        self._note(bad.reason, f"{client.peer}: {bad.status} {bad.reason}")
+        detail = f" ({bad.detail!r})" if bad.detail else ""
+        self._note(bad.reason, f"{client.peer}: {bad.status} {bad.reason}{detail}")
         self.dropped[bad.reason] += 1
         body = f"{bad.status} {_REASONS[bad.status]}: {bad.reason}\n".encode()
         self._start_sending(client, _response(bad.status, body, bad.headers))

@@ -370,3 +370,14 @@ def _make_parser() -> MetricsEndpoint:
 
 
 _PARSER = _make_parser()
+
+
+def test_what_a_client_sends_never_makes_a_new_reason(rig: Rig) -> None:
+    # Drops are counted and logs throttled per reason: a reason quoting the request would let
+    # a client grow both without bound.
+    for n in range(50):
+        rig.exchange(f"M{n} /metrics HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        rig.exchange(f"GET /metrics HTTP/1.{n}\r\nHost: x\r\n\r\n".encode())
+        rig.exchange(f"GET /metrics HTTP/{n + 2}.0\r\nHost: x\r\n\r\n".encode())
+    assert len(rig.endpoint.dropped) <= 3, rig.endpoint.dropped
+    assert len(rig.endpoint._noted) <= 3
