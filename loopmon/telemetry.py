@@ -101,6 +101,7 @@ class Telemetry:
         self._pending: list[LoopEvent] = []
         self._closed: list[ClosedConnection] = []
         self._closed_omitted = 0
+        self._closed_ready = [0, 0, 0]  # readiness counts of every connection closed so far
         self._periodic = PeriodicCallback(self.tick, 1000.0 / hz, io_loop=loop)
         self.last: Snapshot | None = None
         self.build_seconds = 0.0  # how long the last snapshot took to build
@@ -127,6 +128,11 @@ class Telemetry:
         final figures, even if it opened within the same interval. Past ``CLOSED_PER_FRAME``
         in one interval, the rest are only counted."""
         entry = self._tracked.pop(conn.fd, None)
+        nread, nwrite, error = (0, 0, 0) if stat is None else stat.ready_counts()
+        ready = self._closed_ready
+        ready[0] += nread
+        ready[1] += nwrite
+        ready[2] += error
         if len(self._closed) >= CLOSED_PER_FRAME:
             self._closed_omitted += 1
             return
@@ -134,11 +140,9 @@ class Telemetry:
         since = self._prev_at
         if stat is None:
             read = write = 0.0
-            nread = nwrite = error = 0
             mask = 0
         else:
             read, write = stat.times_at(now)
-            nread, nwrite, error = stat.ready_counts()
             mask = stat.mask
         if entry is not None and entry[0] is conn:
             gap = since - entry[2]
@@ -238,6 +242,7 @@ class Telemetry:
             events=tuple(self._pending),
             closed=tuple(self._closed),
             closed_omitted=self._closed_omitted,
+            closed_ready=(self._closed_ready[0], self._closed_ready[1], self._closed_ready[2]),
             queue_bytes=sum(map(_ROW_QUEUE_BYTES, rows)),
             # The rows are exact as of now, so the open connections' bytes are summed from them
             # at C speed instead of asking 10,000 connections again.

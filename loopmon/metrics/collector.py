@@ -9,10 +9,11 @@ the loop's own figures are always there, since every producer has a loop.
 Prometheus's rules, and how they are kept:
 - ``_total`` counters never decrease. Figures the producer keeps cumulative (the loop's totals,
   bytes, a listener's accepts) restart at 0 when its loop is replaced: the last value is folded
-  into a base (``_Restarts``). Readiness counts are summed over rows that come and go: a closed
-  connection's final counts (``Snapshot.closed``, once each) are folded in as they arrive, and
-  one that vanished unreported (past the per-frame limit, or in a snapshot this collector never
-  saw) can only lower the sum, which is then held at what was last exported (``_Floor``).
+  into a base (``_Restarts``). Readiness counts are the open rows' plus the closed ones':
+  ``Snapshot.closed_ready`` when the producer keeps those running totals (exact however many
+  closes a snapshot could not list), else each closed row's final counts as listed, once each;
+  a row that vanished unlisted can then only lower the sum, which is held at what was last
+  exported (``_Floor``).
 - No label per fd, peer or task: series are per listener address, refusal reason, readiness
   kind and, only when the producer has several loops, per loop (its name), so the number of
   series stays flat however many connections there are.
@@ -216,17 +217,21 @@ class SnapshotCollector:
         """Take a new snapshot (any thread; cheap: no per-row work but closed rows)."""
         with self._lock:
             self.updates += 1
-            self._latest = snapshot
+            previous, self._latest = self._latest, snapshot
             several = len(snapshot.loops) > 1
             if several:
                 self._loop_names = _loop_names(snapshot)
-            for closed in snapshot.closed:
-                row = closed.row
-                key = self._key(row.loop) if several else ""
-                for kind, word in _READY_WORD.items():
-                    value = getattr(row, word)
-                    if value:
-                        self._floors[key, kind].base += value
+            if previous is not None and _new_epoch(previous, snapshot):
+                self._end_epoch(previous)
+            if several or snapshot.closed_ready is None:
+                # No running totals of closed rows: each closed row's final counts, as listed.
+                for closed in snapshot.closed:
+                    row = closed.row
+                    key = self._key(row.loop) if several else ""
+                    for kind, word in _READY_WORD.items():
+                        value = getattr(row, word)
+                        if value:
+                            self._floors[key, kind].base += value
             if "listeners" in self.measures:
                 self._fold_listeners(snapshot)
             # Restarts are folded here, on every snapshot: a scrape may miss the last of a loop.
@@ -247,6 +252,15 @@ class SnapshotCollector:
                 ]
                 loops[key] = (counts, self._lags[key](figures.lag))
             self._folded_loops = loops
+
+    def _end_epoch(self, last: Snapshot) -> None:
+        """The producer's counts began again (a new telemetry): the last snapshot's readiness
+        totals, closed and open, join the base the new ones count on from."""
+        if last.closed_ready is None or len(last.loops) > 1:
+            return
+        sums = self._rows(last).ready[""]
+        for n, kind in enumerate(_READY):
+            self._floors["", kind].base += last.closed_ready[n] + sums.get(kind, 0)
 
     def _fold_listeners(self, snapshot: Snapshot) -> None:
         seen = self._listeners
@@ -379,9 +393,13 @@ class SnapshotCollector:
                 "Readiness events dispatched, by kind (read, write, error).",
                 labels=(*loop_label, "kind"),
             )
+            closed_ready = snapshot.closed_ready if not several else None
             for key, sums in derived.ready.items():
-                for kind in kinds:
-                    total = self._floors[key, kind](sums.get(kind, 0))
+                for n, kind in enumerate(_READY):
+                    if kind not in kinds:
+                        continue
+                    counted = sums.get(kind, 0) + (closed_ready[n] if closed_ready else 0)
+                    total = self._floors[key, kind](counted)
                     events.add_metric((*_labels(key, several), kind), total)
             families.append(events)
 
@@ -390,9 +408,9 @@ class SnapshotCollector:
         if "tasks" in measures and snapshot.tasks is not None:
             tasks = GaugeMetricFamily("loopmon_tasks", "Tasks alive now.", labels=loop_label)
             if several:
-                counted = collections.Counter(task.loop for task in snapshot.tasks)
+                per_loop = collections.Counter(task.loop for task in snapshot.tasks)
                 for row in snapshot.loops:
-                    n = row.tasks if row.tasks is not None else counted.get(row.id, 0)
+                    n = row.tasks if row.tasks is not None else per_loop.get(row.id, 0)
                     tasks.add_metric((self._key(row.id),), n)
             else:
                 tasks.add_metric((), len(snapshot.tasks))
@@ -457,6 +475,16 @@ class SnapshotCollector:
             buckets.append(("+Inf", folded[-2]))
             lag.add_metric(labels, buckets, folded[-1])
         return [iterations, busy, poll, utilization, lag, stalls, errors]
+
+
+def _new_epoch(previous: Snapshot, snapshot: Snapshot) -> bool:
+    """Whether ``snapshot`` begins a new run of counts: another session, or a new telemetry
+    (its sequence and uptime start again)."""
+    return (
+        snapshot.session != previous.session
+        or snapshot.seq <= previous.seq
+        or snapshot.uptime_s < previous.uptime_s
+    )
 
 
 def _labels(key: str, several: bool) -> tuple[str, ...]:

@@ -299,6 +299,8 @@ def histories(draw: st.DrawFn) -> list[object]:
     next_id = 1
     accepted = 0
     listener_id = 1
+    totals = draw(st.booleans())  # the producer keeps running totals of closed rows, or not
+    closed_reads = 0
     for seq in range(1, draw(st.integers(1, 12)) + 1):
         at += draw(st.floats(0.01, 2.0))
         if draw(st.booleans()) and draw(st.booleans()):
@@ -308,9 +310,11 @@ def histories(draw: st.DrawFn) -> list[object]:
         for conn_id in list(reads):
             choice = draw(st.integers(0, 3))
             if choice == 0:
-                reads.pop(conn_id)  # vanished unreported
+                closed_reads += reads.pop(conn_id) + 1  # closed past the per-frame limit
             elif choice == 1:
-                closes.append(closed(row(conn_id, ready_read=reads.pop(conn_id) + 1)))
+                final = reads.pop(conn_id) + 1
+                closed_reads += final
+                closes.append(closed(row(conn_id, ready_read=final)))
             else:
                 reads[conn_id] += draw(st.integers(0, 5))
         for _ in range(draw(st.integers(0, 3))):
@@ -328,6 +332,7 @@ def histories(draw: st.DrawFn) -> list[object]:
                 connections=tuple(row(i, ready_read=n) for i, n in reads.items()),
                 closed=tuple(closes),
                 listeners=(ListenerRow(listener_id, "127.0.0.1", 1, "listening", accepted),),
+                closed_ready=(closed_reads, 0, 0) if totals else None,
             )
         )
     return out
@@ -340,8 +345,46 @@ def test_counters_never_decrease(history: list[object]) -> None:
     last: dict[str, float] = {}
     for snap in history:
         collector.update(snap)  # type: ignore[arg-type]
-        for key, value in scrape(collector).items():
+        samples = scrape(collector)
+        for key, value in samples.items():
             name = key.partition("{")[0]
             if name.endswith(("_total", "_bucket", "_count", "_sum")):
                 assert value >= last.get(key, -math.inf), key
             last[key] = value
+        if snap.closed_ready is not None:  # type: ignore[attr-defined]
+            # With running totals the count is exact: every read, open or closed.
+            exact = snap.closed_ready[0] + sum(r.ready_read for r in snap.connections)  # type: ignore[attr-defined]
+            assert samples["loopmon_events_total{kind=read}"] == exact
+
+
+def test_running_closed_totals_keep_the_counts_of_unlisted_closes() -> None:
+    collector = SnapshotCollector(SERVE)
+    collector.update(
+        snapshot(
+            1,
+            1.0,
+            connections=(row(1, ready_read=50), row(2, ready_read=1)),
+            closed_ready=(0, 0, 0),
+        )
+    )
+    # Row 1 closed with 60 reads, past the per-frame limit: not listed, but in the totals.
+    collector.update(
+        snapshot(
+            2, 1.5, connections=(row(2, ready_read=3),), closed_omitted=1, closed_ready=(60, 0, 0)
+        )
+    )
+    assert scrape(collector)["loopmon_events_total{kind=read}"] == 63
+
+
+def test_a_new_telemetry_continues_the_readiness_totals() -> None:
+    collector = SnapshotCollector(SERVE)
+    collector.update(
+        snapshot(7, 3.0, uptime_s=3.0, connections=(row(1, ready_read=5),), closed_ready=(10, 1, 0))
+    )
+    # Never scraped in between: the new loop's telemetry starts again at seq 1.
+    collector.update(
+        snapshot(1, 0.5, uptime_s=0.5, connections=(row(9, ready_read=2),), closed_ready=(1, 0, 0))
+    )
+    s = scrape(collector)
+    assert s["loopmon_events_total{kind=read}"] == 5 + 10 + 2 + 1
+    assert s["loopmon_events_total{kind=write}"] == 1
