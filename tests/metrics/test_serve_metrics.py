@@ -230,8 +230,13 @@ def test_bad_input_on_the_metrics_port_leaves_the_echo_unaffected() -> None:
         assert refused == 100 - 31  # the slow one holds the 32nd slot
         for sock in crowd:
             sock.close()
-        # Slots free again: a proper scrape is answered while the slow client still waits.
-        samples = wait_until(lambda: scrape(port), lambda s: "loopmon_connections{}" in s)
+
+        # Slots free again (once the loop has seen the closes): a proper scrape is answered
+        # while the slow client still waits.
+        def answered_scrape() -> dict[str, float]:
+            return scrape(port) if get(port, method="HEAD")[0] == 200 else {}
+
+        samples = wait_until(answered_scrape, lambda s: "loopmon_connections{}" in s)
         assert samples["loopmon_connections{}"] == 1  # the echo probe's connection
         slow.close()
         assert not probe.errors
