@@ -7,9 +7,10 @@ The loop, the echo server, telemetry and the exporter run here, on a LoopRunner'
 connection is an fd, and both ends would not fit under one process's usual limit of 20,000).
 A scrape's loop cost is the time the loop spent in the endpoint's handlers for it (accepting,
 reading the request, rendering, sending), timed around those handlers; the answer time is the
-scraper's wall time from connect to the last byte. Telemetry runs at 10 snapshots a second and
-scrapes come 0.11 s apart, so every scrape renders a snapshot no scrape has read yet (the
-collector sums each snapshot's rows once, so this is the expensive case).
+scraper's wall time from connect to the last byte. Telemetry runs at serve's rate (2 snapshots
+a second) unless ``--telemetry-hz`` says otherwise, and scrapes come 0.11 s apart; the report
+says how many rendered a snapshot no scrape had read yet (the collector sums each snapshot's
+rows once, so those are the expensive ones; ``--telemetry-hz 10`` makes most of them so).
 
     .venv/bin/python benchmarks/bench_metrics.py [--connections 10000] [--scrapes 100]
 """
@@ -97,11 +98,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--scrapes", type=int, default=100)
+    parser.add_argument("--telemetry-hz", type=float, default=2.0)
     args = parser.parse_args()
     raise_fd_limit(args.connections + 256)
 
     runner = LoopRunner(
-        telemetry_hz=10.0, stall_threshold=None, server_options={"max_connections": 20_000}
+        telemetry_hz=args.telemetry_hz,
+        stall_threshold=None,
+        server_options={"max_connections": 20_000},
     )
     runner.start()
     # Loop seconds in the endpoint's handlers, added on the loop thread: wall time, and the
@@ -109,6 +113,7 @@ def main() -> int:
     # which on a shared machine is not the scrape's doing).
     spent = [0.0, 0.0]
     updates: list[float] = []
+    builds: list[float] = []  # telemetry's own snapshot builds, for comparison
 
     def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
         def run(*a: Any) -> Any:
@@ -136,6 +141,9 @@ def main() -> int:
         exporter.start()
 
         def update(snapshot: Any) -> None:
+            telemetry = runner._telemetry
+            if telemetry is not None:
+                builds.append(telemetry.build_seconds)
             start = time.perf_counter()
             exporter.update(snapshot)
             updates.append(time.perf_counter() - start)
@@ -207,6 +215,11 @@ def main() -> int:
             f"max {max(fresh_costs) * ms:.2f} ms"
         )
     print(f"collector.update per snapshot (no scrape): median {update_ms:.3f} ms")
+    if builds:
+        print(
+            f"telemetry's snapshot build (for comparison, not the scrape's): median "
+            f"{statistics.median(builds[-50:]) * ms:.2f} ms at {args.telemetry_hz:g} Hz"
+        )
     print(f"machine load (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
