@@ -68,6 +68,8 @@ class LoopRunner:
         self._pending: set[Future[Any]] = set()
         self.error = ""  # why the loop thread died, if it did
         self.stuck_threads: list[threading.Thread] = []
+        # Called on the loop thread with every snapshot telemetry posts (see Telemetry).
+        self.snapshot_observers: list[Callable[[Snapshot], None]] = []
 
     # -- properties the window reads ------------------------------------------------------
 
@@ -139,7 +141,14 @@ class LoopRunner:
                 **self.server_options,
             )
             telemetry = (
-                Telemetry(loop, server, self.mailbox, self.telemetry_hz, session=self.session)
+                Telemetry(
+                    loop,
+                    server,
+                    self.mailbox,
+                    self.telemetry_hz,
+                    session=self.session,
+                    observers=self.snapshot_observers,
+                )
                 if self.telemetry_hz > 0
                 else None
             )

@@ -257,6 +257,10 @@ class Snapshot:
     closed_omitted: int = 0  # closed since the previous snapshot beyond those listed
     loops: tuple[LoopRow, ...] = ()  # a producer with several loops; empty for one
     tasks: tuple[TaskRow, ...] | None = None  # None: the producer has no tasks to show
+    # Readiness counts (read, write, error) of every connection closed so far, as bytes_in is
+    # for bytes: with the open rows' counts they make exact totals however many closes a
+    # snapshot had to leave unlisted. None: the producer does not keep them.
+    closed_ready: tuple[int, int, int] | None = None
 
     def age_of(self, row: ConnectionRow) -> float:
         """How old a connection was when this snapshot was taken."""

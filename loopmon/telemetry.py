@@ -10,7 +10,7 @@ fractions are exactly 1 or 0, as last time) keeps its previous row object unchan
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from operator import itemgetter
 from typing import Any, Protocol
 
@@ -35,6 +35,19 @@ from loopmon.snapshot import (
 LAG_WINDOW_S = 10.0
 # Closed connections a snapshot lists with their final figures; a churn beyond is counted.
 CLOSED_PER_FRAME = 1000
+# What these snapshots measure (ProducerInfo.measures): every row figure, and the listeners.
+MEASURES: tuple[str, ...] = (
+    "connections",
+    "ready_read",
+    "ready_write",
+    "ready_error",
+    "queue_bytes",
+    "queue_chunks",
+    "bytes_in",
+    "bytes_out",
+    "messages",
+    "listeners",
+)
 
 _new_row = tuple.__new__
 _ROW = itemgetter(1)  # the row in a tracked entry
@@ -69,6 +82,7 @@ class Telemetry:
         max_share: float = 0.02,
         session: str = "",
         lag_window_s: float = LAG_WINDOW_S,
+        observers: list[Callable[[Snapshot], None]] | None = None,
     ) -> None:
         if hz <= 0:
             raise ValueError("telemetry rate must be positive")
@@ -87,11 +101,17 @@ class Telemetry:
         self._pending: list[LoopEvent] = []
         self._closed: list[ClosedConnection] = []
         self._closed_omitted = 0
+        self._closed_ready = [0, 0, 0]  # readiness counts of every connection closed so far
         self._periodic = PeriodicCallback(self.tick, 1000.0 / hz, io_loop=loop)
         self.last: Snapshot | None = None
         self.build_seconds = 0.0  # how long the last snapshot took to build
         self.max_share = max_share
         self.skipped = 0  # ticks skipped to stay within max_share
+        # Called on the loop thread with every snapshot posted: consumers on the loop itself
+        # (the /metrics collector) that must see each one, not only the mailbox's latest.
+        self.observers: list[Callable[[Snapshot], None]] = (
+            observers if observers is not None else []
+        )
         loop.set_observers(on_stall=self._on_stall, on_error=self._on_error)
 
     # -- events ---------------------------------------------------------------------------
@@ -108,6 +128,11 @@ class Telemetry:
         final figures, even if it opened within the same interval. Past ``CLOSED_PER_FRAME``
         in one interval, the rest are only counted."""
         entry = self._tracked.pop(conn.fd, None)
+        nread, nwrite, error = (0, 0, 0) if stat is None else stat.ready_counts()
+        ready = self._closed_ready
+        ready[0] += nread
+        ready[1] += nwrite
+        ready[2] += error
         if len(self._closed) >= CLOSED_PER_FRAME:
             self._closed_omitted += 1
             return
@@ -115,11 +140,9 @@ class Telemetry:
         since = self._prev_at
         if stat is None:
             read = write = 0.0
-            nread = nwrite = error = 0
             mask = 0
         else:
             read, write = stat.times_at(now)
-            nread, nwrite, error = stat.ready_counts()
             mask = stat.mask
         if entry is not None and entry[0] is conn:
             gap = since - entry[2]
@@ -182,6 +205,8 @@ class Telemetry:
         snapshot = self.build()
         events, self._pending = self._pending, []
         self.mailbox.post(snapshot, events)
+        for observer in self.observers:
+            observer(snapshot)
 
     def build(self) -> Snapshot:
         """Build the snapshot of the interval since the previous one (loop thread)."""
@@ -217,6 +242,7 @@ class Telemetry:
             events=tuple(self._pending),
             closed=tuple(self._closed),
             closed_omitted=self._closed_omitted,
+            closed_ready=(self._closed_ready[0], self._closed_ready[1], self._closed_ready[2]),
             queue_bytes=sum(map(_ROW_QUEUE_BYTES, rows)),
             # The rows are exact as of now, so the open connections' bytes are summed from them
             # at C speed instead of asking 10,000 connections again.

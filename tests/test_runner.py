@@ -283,6 +283,33 @@ def test_a_churn_beyond_the_bound_is_counted_not_listed(monkeypatch: pytest.Monk
             listed += len(snap.closed)
             omitted += snap.closed_omitted
         assert listed + omitted == 5 and omitted >= 1
+        # The closed connections' readiness totals count the unlisted ones too: each read
+        # its byte and its EOF, at least.
+        assert snap.closed_ready is not None and snap.closed_ready[0] >= 2 * 5
     finally:
         assert runner.stop(5.0)
         runner.mailbox.close()
+
+
+def test_snapshot_observers_see_every_snapshot_on_the_loop_thread() -> None:
+    r = LoopRunner(telemetry_hz=50)
+    seen: list[tuple[int, int]] = []
+    got_ten = threading.Event()
+
+    def observe(snapshot: Snapshot) -> None:
+        seen.append((snapshot.seq, threading.get_ident()))
+        if len(seen) >= 10:
+            got_ten.set()
+
+    r.snapshot_observers.append(observe)
+    r.start()
+    try:
+        loop_thread = r.submit(threading.get_ident).result(5)
+        assert got_ten.wait(5)
+    finally:
+        assert r.stop(5.0)
+        r.mailbox.close()
+    seqs = [seq for seq, _ in seen]
+    # None skipped, though nobody read the mailbox (which keeps only the latest).
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert {ident for _, ident in seen} == {loop_thread}

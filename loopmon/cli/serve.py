@@ -13,14 +13,16 @@ import logging
 import select
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from loopmon import telemetry
 from loopmon.cli.args import FD_HEADROOM, add_server_arguments, byte_count, count, raise_fd_limit
 from loopmon.echo import Listener, ListenerError
 from loopmon.events import READ
 from loopmon.ioloop import IOLoop
 from loopmon.mailbox import Mailbox
+from loopmon.metrics import options as metrics_options
 from loopmon.netaddr import DEFAULT_PORT
 from loopmon.runner import LoopRunner
 from loopmon.snapshot import LagWindow, LoopFigures, Snapshot
@@ -69,6 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "with --quiet; the window takes 25)"
         ),
     )
+    metrics_options.add_arguments(parser)
 
 
 # -- the status line (kept apart so it can be fed from a telemetry Snapshot) ------------------
@@ -202,14 +205,26 @@ def run(
     err = stderr or sys.stderr or sys.__stderr__
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="loopmon serve: %(message)s")
+    metrics_plan: metrics_options.Plan | None = None
     try:
-        runner = make_runner(args, telemetry_hz(args))
-    except Refused as exc:
+        hz = telemetry_hz(args)
+        # --metrics is checked and its port bound before the loop starts: a bad address is
+        # one line and exit 2, never a server that half started.
+        metrics_plan = metrics_options.prepare(args)
+        if metrics_plan is not None and hz <= 0:
+            if getattr(args, "telemetry_hz", None) is not None:
+                raise Refused("--metrics needs telemetry (--telemetry-hz > 0)")
+            hz = STATUS_HZ  # --quiet: snapshots for the collector only
+        runner = make_runner(args, hz)
+    except (Refused, metrics_options.MetricsError) as exc:
+        if metrics_plan is not None:
+            metrics_plan.close()
         print(f"loopmon serve: {exc}", file=err)
         return 2
     failure: list[ListenerError] = []
     status = None if args.quiet or out is None else StatusPrinter(runner.mailbox, out)
     ports: list[int] = list(args.port) if args.port else [DEFAULT_PORT]
+    exporters: list[Any] = []
 
     def on_ready(r: LoopRunner) -> None:
         # On the loop thread, before any connection: all listeners or none.
@@ -221,10 +236,26 @@ def run(
             failure.append(exc)
             loop.stop()
             return
-        if out is not None and announce(listeners, loop.backend, out, err) and status:
+        if metrics_plan is not None:
+            # /metrics from this loop, fed every snapshot (the mailbox keeps only the latest).
+            producer = metrics_options.producer(
+                "serve", "loopmon serve", r.session, loop.backend, telemetry.MEASURES
+            )
+            exporter = metrics_plan.start(loop, producer)
+            r.snapshot_observers.append(exporter.update)
+            exporters.append(exporter)
+        lines = [f"metrics on {exporter.address}" for exporter in exporters]
+        if out is not None and announce(listeners, loop.backend, out, err, lines) and status:
             status.attach(loop)
 
-    run_until_signalled(runner, on_ready)
+    try:
+        run_until_signalled(runner, on_ready)
+    finally:
+        # The loop is closed: close the metrics port and its connections.
+        for exporter in exporters:
+            exporter.close(detach=False)
+        if metrics_plan is not None and not exporters:
+            metrics_plan.close()
     if failure:
         print(f"loopmon serve: {failure[0]}", file=err, flush=True)
         return 2
@@ -270,11 +301,20 @@ def make_runner(args: argparse.Namespace, hz: float) -> LoopRunner:
         raise Refused(str(exc)) from None
 
 
-def announce(listeners: list[Listener], backend: str, out: TextIO, err: TextIO | None) -> bool:
-    """``listening on ...`` for each listener; False when stdout cannot be written."""
+def announce(
+    listeners: list[Listener],
+    backend: str,
+    out: TextIO,
+    err: TextIO | None,
+    more: Sequence[str] = (),
+) -> bool:
+    """``listening on ...`` for each listener, then ``more`` lines (the other ports: metrics,
+    telemetry); False when stdout cannot be written."""
     try:
         for listener in listeners:
             print(f"listening on {listener.address} (backend {backend})", file=out)
+        for line in more:
+            print(line, file=out)
         out.flush()
     except (OSError, ValueError) as exc:
         # A full disk or a closed pipe: the echo does not need stdout, so keep serving.
