@@ -13,6 +13,7 @@ here through ``add_arguments`` and ``run``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import runpy
 import signal
@@ -111,7 +112,7 @@ def start_publisher(instrument: Instrument, args: argparse.Namespace, program: s
     inherited by a forked child), print ``loopmon: telemetry on HOST:PORT``, and pass
     ``publisher.publish`` to ``instrument.start_periodic``."""
     try:
-        import loopmon.stream.publisher  # type: ignore[import-not-found]  # noqa: F401
+        importlib.import_module("loopmon.stream.publisher")
     except ImportError:
         instrument.say(
             "loopmon: --telemetry: this build has no telemetry stream yet "

@@ -32,7 +32,8 @@ SUPPORTED = ((3, 11), (3, 12), (3, 13))
 def why_unavailable() -> str:
     """Empty when every private name below is usable here, else the reason."""
     if sys.version_info[:2] not in SUPPORTED:
-        return f"Python {sys.version_info[0]}.{sys.version_info[1]}: its asyncio internals were not read"
+        major, minor = sys.version_info[:2]
+        return f"Python {major}.{minor}: its asyncio internals were not read"
     if not callable(getattr(_events, "_set_running_loop", None)):
         return "asyncio.events._set_running_loop is missing"
     return ""
