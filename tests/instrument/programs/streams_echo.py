@@ -1,7 +1,8 @@
 """An asyncio streams echo server, written as anyone would, for `loopmon run` tests.
 
 Prints its port, echoes lines; "block" blocks the loop in blocking_handler (a stall); "quit"
-makes it print what it saw and exit with status 3 once every client has gone. It sets a task factory of its own."""
+makes it print what it saw and exit with status 3 once every client has gone. It sets a task
+factory of its own."""
 
 import asyncio
 import sys
