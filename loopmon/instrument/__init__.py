@@ -19,7 +19,14 @@ from collections.abc import Callable
 
 from loopmon.instrument.instrument import MEASURES, Instrument
 
-__all__ = ["MEASURES", "Instrument", "install"]
+__all__ = ["MEASURES", "Instrument", "current", "install"]
+
+_installed: list[Instrument] = []
+
+
+def current() -> Instrument | None:
+    """The instrument installed in this process (by ``install`` or ``loopmon run``), if any."""
+    return _installed[-1] if _installed else None
 
 
 def install(
@@ -33,4 +40,5 @@ def install(
     if say is not None:
         instrument.say = instrument.settings.say = say
     instrument.install()
+    _installed.append(instrument)
     return instrument

@@ -71,6 +71,8 @@ class TaskTable:
         self.count = 0
         self._built_at = -1e9
         self.build_seconds = 0.0
+        self.total_seconds = 0.0  # spent building rows, all refreshes
+        self.refreshes = 0
         self.chained = False
 
     # -- the factory -----------------------------------------------------------------------
@@ -152,4 +154,6 @@ class TaskTable:
         self.count = len(rows)
         self._built_at = now
         self.build_seconds = time.perf_counter() - started
+        self.total_seconds += self.build_seconds
+        self.refreshes += 1
         return self.rows
