@@ -18,7 +18,6 @@ import itertools
 import logging
 import os
 import secrets
-import selectors
 import sys
 import threading
 import time
@@ -228,7 +227,7 @@ class Instrument:
         """A selector event loop with a watched selector (what the policy makes)."""
         with self._lock:
             watch = AsyncioWatch(next(self._loop_ids), self.settings)
-            selector = watch.watched_selector(selectors.DefaultSelector())
+            selector = watch.make_selector(None)
             loop = asyncio.SelectorEventLoop(selector)
             watch.bind(loop)
             self._add(loop, watch)

@@ -80,3 +80,21 @@ def timer_heap_of(loop: asyncio.AbstractEventLoop) -> Callable[[], list[Any]] | 
     if why_unavailable() or not isinstance(getattr(loop, "_scheduled", None), list):
         return None
     return lambda: loop._scheduled  # type: ignore[attr-defined]
+
+
+def epoll_selector_ok() -> bool:
+    """True when ``selectors.EpollSelector`` is the one ``epoll_selector`` copies: this
+    platform has it, the version is one whose ``select`` was read, and its private
+    ``_fd_to_key`` and ``_selector`` are there."""
+    import selectors
+
+    cls = getattr(selectors, "EpollSelector", None)
+    if cls is None or sys.version_info[:2] not in SUPPORTED:
+        return False
+    probe = cls()
+    try:
+        return isinstance(getattr(probe, "_fd_to_key", None), dict) and hasattr(
+            getattr(probe, "_selector", None), "poll"
+        )
+    finally:
+        probe.close()

@@ -107,6 +107,9 @@ class WatchedSelector(selectors.BaseSelector):
         hb.what = self.tag
         return ready
 
+    def configure(self) -> None:
+        """Settings are read as attributes on every pass here: nothing to remake."""
+
     def pause(self) -> None:
         """The loop stopped running (its thread does something else now): not busy."""
         if self.exit_t:

@@ -20,6 +20,7 @@ stack.
 from __future__ import annotations
 
 import asyncio
+import selectors
 import signal
 import threading
 import time
@@ -27,6 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from loopmon.instrument import internals, stacks
+from loopmon.instrument.epoll_selector import WatchedEpollSelector
 from loopmon.instrument.fdtable import FdTable
 from loopmon.instrument.selector import WatchedSelector
 from loopmon.instrument.tasks import TaskTable
@@ -42,6 +44,8 @@ from loopmon.snapshot import (
 from loopmon.watchdog import Watchdog
 
 LAG_PROBE_S = 0.1
+# Whether the epoll copy fits this Python, asked once (it makes and closes an epoll).
+_EPOLL_OK = [internals.epoll_selector_ok()]
 
 Say = Callable[[str], None]
 Record = Callable[[LoopEvent], None]
@@ -79,7 +83,7 @@ class AsyncioWatch:
         self.backend = "asyncio"
         self.table = FdTable(loop_id, settings.ids, settings.excluded)
         self.tasks = TaskTable(loop_id, settings.ids, settings.clock)
-        self.selector: WatchedSelector | None = None
+        self.selector: Any = None  # WatchedEpollSelector | WatchedSelector
         self.lag = LagRecorder()
         self.stalls = 0
         self.alive = True
@@ -91,8 +95,20 @@ class AsyncioWatch:
 
     # -- binding ---------------------------------------------------------------------------
 
-    def watched_selector(self, inner: Any) -> WatchedSelector:
-        selector = WatchedSelector(inner, self.table, self.settings.clock)
+    def make_selector(self, existing: selectors.BaseSelector | None) -> Any:
+        """A watched selector: on Linux the epoll copy (``epoll_selector``), taking over the
+        registrations of ``existing``, else a wrapper around ``existing`` (or a new
+        default selector)."""
+        clock = self.settings.clock
+        selector: Any
+        if _EPOLL_OK[0] and (existing is None or type(existing) is selectors.EpollSelector):  # type: ignore[attr-defined, unused-ignore]
+            selector = WatchedEpollSelector(self.table, clock)
+            if existing is not None:
+                for key in list(existing.get_map().values()):
+                    selector.register(key.fileobj, key.events, key.data)
+                existing.close()
+        else:
+            selector = WatchedSelector(existing or selectors.DefaultSelector(), self.table, clock)
         selector.tag = f"loop {self.id}"
         selector.threshold = self.settings.threshold
         selector.on_stall = self._stalled
@@ -105,11 +121,12 @@ class AsyncioWatch:
         self.loop = loop
         selector = internals.selector_of(loop)
         if self.selector is None and selector is not None and not internals.why_unavailable():
-            internals.replace_selector(loop, self.watched_selector(selector))
+            internals.replace_selector(loop, self.make_selector(selector))
         if self.selector is not None:
             self.backend = f"asyncio selector ({self.selector.name})"
             self.selector.ready_queue = internals.ready_queue(loop)
             self.selector.timer_heap = internals.timer_heap_of(loop)
+            self.selector.configure()
         else:
             self.backend = type(loop).__module__.partition(".")[0] + " " + type(loop).__name__
             why = (
