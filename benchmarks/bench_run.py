@@ -130,7 +130,8 @@ class Server:
 
 def load_round(server: Server, clients: int, size: int, duration: float, core: int | None) -> float:
     """Server CPU microseconds per round trip over one load run."""
-    argv = pin(core) + [
+    argv = [
+        *pin(core),
         sys.executable, "-m", "loopmon", "load", "--port", str(server.port),
         "--clients", str(clients), "--size", str(size), "--duration", str(duration),
         "--mode", "rr", "--json", "--progress", "none",
@@ -144,7 +145,9 @@ def load_round(server: Server, clients: int, size: int, duration: float, core: i
     return (after - before) / 1000 / max(trips, 1)
 
 
-def case(name: str, clients: int, size: int, tasks: int, args: argparse.Namespace) -> dict[str, object]:
+def case(
+    name: str, clients: int, size: int, tasks: int, args: argparse.Namespace
+) -> dict[str, object]:
     two = (os.cpu_count() or 1) >= 2 and not args.no_pin
     server_core, client_core = (0, 1) if two else (None, None)
     plain = Server(False, tasks, server_core)
@@ -181,7 +184,9 @@ def case(name: str, clients: int, size: int, tasks: int, args: argparse.Namespac
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tasks", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=6, help="pairs of rounds per case (6)")
@@ -191,7 +196,7 @@ def main() -> int:
     parser.add_argument(
         "--run-args",
         default=None,
-        help="loopmon run's options for the instrumented server (default: %s)" % " ".join(RUN_ARGS),
+        help=f"loopmon run's options for the instrumented server (default: {' '.join(RUN_ARGS)})",
     )
     args = parser.parse_args()
     if args.run_args is not None:
