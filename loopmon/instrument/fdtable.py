@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from loopmon.events import READ, WRITE
 from loopmon.instrument import fdinfo
 from loopmon.loopstats import FdStat
 from loopmon.snapshot import ClosedConnection, ConnectionRow
@@ -25,6 +26,7 @@ class FdEntry:
     __slots__ = (
         "created_at",
         "fd",
+        "head",
         "id",
         "inode",
         "kind",
@@ -38,6 +40,7 @@ class FdEntry:
         "row",
         "row_counts",
         "stat",
+        "tail",
     )
 
     def __init__(self, fd: int, ident: int, info: fdinfo.FdInfo, mask: int, now: float) -> None:
@@ -55,7 +58,16 @@ class FdEntry:
         self.prev_read = 0.0  # read and write times as of the previous snapshot
         self.prev_write = 0.0
         self.row: ConnectionRow | None = None
-        self.row_counts: tuple[int, int, int, int] | None = None
+        self.row_counts: tuple[int, int, int] | None = None
+        self.head: tuple[object, ...] = ()  # a row's fields before ``state`` and after
+        self.tail: tuple[object, ...] = ()  # the counts: what never changes (set_parts)
+
+    def set_parts(self, loop_id: int) -> None:
+        # queue and byte figures: a foreign socket's buffers and bytes are not the
+        # selector's to see (None, never 0).
+        self.head = (self.fd, self.peer, self.listener_id)
+        self.tail = (None, None, None, None, None, self.created_at, self.id, self.kind)
+        self.tail += (self.local, loop_id)
 
 
 class FdTable:
@@ -101,6 +113,7 @@ class FdTable:
             self.listeners[info.local] = entry.id
         elif info.kind == "connection":
             entry.listener_id = self.listeners.get(info.local, 0)
+        entry.set_parts(self.loop_id)
         self.entries[fd] = entry
         self.cells[fd] = entry.stat.ready
 
@@ -137,36 +150,68 @@ class FdTable:
     def rows(self, now: float, since: float) -> tuple[ConnectionRow, ...]:
         """The rows as of ``now``, fractions over the interval since ``since`` (the previous
         snapshot). A quiet row (same mask since before the previous snapshot, same counts)
-        is the previous row object."""
+        is the previous row object.
+
+        25 times a second on the program's loop, so the usual row (no error bits counted,
+        its peer known) is built here inline: ~1 us, against ~2.5 through ``_row``."""
         span = now - since
+        inv = 1.0 / span if span > 0 else 0.0
         self._last_since = since
-        out = []
+        out: list[ConnectionRow] = []
+        append = out.append
+        identity = self._identity
         for entry in list(self.entries.values()):
-            if not entry.registered and self._identity(entry.fd) != entry.inode:
+            registered = entry.registered
+            if not registered and identity(entry.fd) != entry.inode:
                 self._close(entry, now, "closed")
                 continue
             stat = entry.stat
             ready = stat.ready
-            counts = (stat.mask, ready[1], ready[4], ready[5]) if not any(ready[8:]) else None
-            row = entry.row
-            state = "open" if entry.registered else "paused"
-            if (
-                row is not None
-                and counts is not None
-                and counts == entry.row_counts
-                and stat.since <= since
-                and row.state == state
-            ):
-                # The same mask across this interval and the one the row covered (row_counts
-                # is kept only then), no event: fractions and counts are what the row says.
-                entry.prev_read, entry.prev_write = stat.times_at(now)
-                out.append(row)
+            mask = stat.mask
+            state = "open" if registered else "paused"
+            if entry.peer_tries or any(ready[8:]):
+                row = self._row(entry, now, span, state)
+                entry.row = row
+                entry.row_counts = None
+                append(row)
                 continue
-            row = self._row(entry, now, span, state)
+            both = ready[5]
+            counts = (mask, ready[1] + both, ready[4] + both)
+            held = stat.since <= since  # the same mask across the whole interval
+            last = entry.row
+            if held and last is not None and counts == entry.row_counts and last[3] == state:
+                # The same mask across this interval and the one the row covered
+                # (row_counts is kept only then), no event: the row says it all.
+                elapsed = now - stat.since
+                entry.prev_read = stat.read_time + (elapsed if mask & READ else 0.0)
+                entry.prev_write = stat.write_time + (elapsed if mask & WRITE else 0.0)
+                append(last)
+                continue
+            elapsed = now - stat.since
+            read = stat.read_time + (elapsed if mask & READ else 0.0)
+            write = stat.write_time + (elapsed if mask & WRITE else 0.0)
+            rf = (read - entry.prev_read) * inv
+            wf = (write - entry.prev_write) * inv
+            entry.prev_read = read
+            entry.prev_write = write
+            row = _new_row(
+                ConnectionRow,
+                # Concatenated, not unpacked into one display: 1.4 us a row against 1.9.
+                entry.head  # noqa: RUF005
+                + (
+                    state,
+                    mask,
+                    1.0 if rf > 1.0 else (rf if rf > 0.0 else 0.0),
+                    1.0 if wf > 1.0 else (wf if wf > 0.0 else 0.0),
+                    counts[1],
+                    counts[2],
+                    0,
+                )
+                + entry.tail,
+            )
             entry.row = row
-            # Reusable next time only if the mask was also constant over this interval.
-            entry.row_counts = counts if stat.since <= since else None
-            out.append(row)
+            entry.row_counts = counts if held else None
+            append(row)
         return tuple(out)
 
     def take_closed(self) -> tuple[list[ClosedConnection], int]:
@@ -189,6 +234,7 @@ class FdTable:
             entry.peer = fdinfo.peer_of(entry.fd)
             if entry.peer:
                 entry.peer_tries = 0
+            entry.set_parts(self.loop_id)
         mask = stat.mask
         return _new_row(
             ConnectionRow,

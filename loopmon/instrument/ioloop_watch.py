@@ -83,6 +83,7 @@ class IOLoopWatch:
             if entry is not None:
                 entry.stat = live  # the loop's own counters, read as they are
                 entry.created_at = live.registered_at
+                entry.set_parts(table.loop_id)
         for fd in list(table.entries):
             if fd not in present:
                 table.removed(fd, now)  # closed at the next look (fstat), or reused
