@@ -19,6 +19,7 @@ from typing import Any
 from loopmon.snapshot import TaskRow
 
 MIN_REFRESH_S = 0.2
+CHUNK = 100
 WAITING_FRAMES = 3
 
 TaskFactory = Callable[..., "asyncio.Future[Any]"]
@@ -36,9 +37,8 @@ def waiting_at(task: asyncio.Task[Any], depth: int = WAITING_FRAMES) -> str:
             frame = getattr(obj, "ag_frame", None)
         if frame is not None:
             code = frame.f_code
-            frames.append(
-                f"{code.co_qualname} ({os.path.basename(code.co_filename)}:{frame.f_lineno})"
-            )
+            name = code.co_filename.rpartition(os.sep)[2]
+            frames.append(f"{code.co_qualname} ({name}:{frame.f_lineno})")
         nxt = getattr(obj, "cr_await", None)
         if nxt is None:
             nxt = getattr(obj, "gi_yieldfrom", None)
@@ -68,6 +68,8 @@ class TaskTable:
         self._known: weakref.WeakKeyDictionary[Any, tuple[int, float]] = weakref.WeakKeyDictionary()
         self.program_factory: TaskFactory | None = None
         self.rows: tuple[TaskRow, ...] = ()
+        self._rows: dict[int, TaskRow] = {}  # by task id
+        self._pending: list[asyncio.Task[Any]] = []  # this pass's tasks not yet refreshed
         self.count = 0
         self._built_at = -1e9
         self.build_seconds = 0.0
@@ -120,38 +122,50 @@ class TaskTable:
     # -- the rows --------------------------------------------------------------------------
 
     def refresh(self, loop: asyncio.AbstractEventLoop, now: float) -> tuple[TaskRow, ...]:
-        """The rows, rebuilt if due (loop thread); the previous ones otherwise."""
+        """The rows, brought up to date by one more chunk of tasks if due (loop thread).
+
+        Incremental: a pass over the tasks takes the list once (``all_tasks``) and rebuilds
+        ``CHUNK`` rows a refresh, so 1,000 tasks never stall the loop for the ~10 ms their
+        rows cost at once; a row's ``age_s`` is as of its own refresh."""
         since = now - self._built_at
         if since < MIN_REFRESH_S or since < self.build_seconds / self.max_share:
             return self.rows
         started = time.perf_counter()
         known = self._known
-        rows = []
+        rows = self._rows
+        if not self._pending:
+            current = list(asyncio.all_tasks(loop))
+            live = set()
+            for task in current:
+                seen = known.get(task)
+                if seen is None:
+                    seen = known[task] = (next(self._ids), now)
+                live.add(seen[0])
+            for gone in rows.keys() - live:
+                del rows[gone]
+            self.count = len(current)
+            current.reverse()  # taken from the end: oldest first
+            self._pending = current
+        chunk = self._pending[-CHUNK:]
+        del self._pending[-CHUNK:]
         loop_id = self.loop_id
-        for task in asyncio.all_tasks(loop):
+        for task in chunk:
             seen = known.get(task)
             if seen is None:
-                seen = known[task] = (next(self._ids), now)
+                continue
             if task.done():
-                state = "done"
-            elif task.cancelling():
-                state = "cancelling"
-            else:
-                state = "pending"
-            rows.append(
-                TaskRow(
-                    seen[0],
-                    task.get_name(),
-                    coro_name(task),
-                    state,
-                    max(now - seen[1], 0.0),
-                    waiting_at(task),
-                    loop_id,
-                )
+                rows.pop(seen[0], None)
+                continue
+            rows[seen[0]] = TaskRow(
+                seen[0],
+                task.get_name(),
+                coro_name(task),
+                "cancelling" if task.cancelling() else "pending",
+                max(now - seen[1], 0.0),
+                waiting_at(task),
+                loop_id,
             )
-        rows.sort(key=lambda r: r.id)
-        self.rows = tuple(rows)
-        self.count = len(rows)
+        self.rows = tuple(rows.values())
         self._built_at = now
         self.build_seconds = time.perf_counter() - started
         self.total_seconds += self.build_seconds

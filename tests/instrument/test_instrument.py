@@ -191,3 +191,32 @@ def test_its_own_sockets_are_no_rows_and_a_forked_child_does_not_keep_them(
     finally:
         mine.close()
         other.close()
+
+
+def test_task_rows_are_refreshed_a_chunk_at_a_time() -> None:
+    import itertools
+
+    from loopmon.instrument.tasks import CHUNK, TaskTable
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        table = TaskTable(1, itertools.count(1))
+        go = asyncio.Event()
+        tasks = [asyncio.create_task(go.wait()) for _ in range(CHUNK * 2 + 50)]
+        sizes = []
+        now = 100.0
+        for _ in range(4):
+            now += 10.0
+            sizes.append(len(table.refresh(loop, now)))
+        go.set()
+        await asyncio.gather(*tasks)
+        for _ in range(3):  # the pass under way meets them done; the next one lists 1
+            now += 10.0
+            table.refresh(loop, now)
+        sizes.append(len(table.rows))
+        sizes.append(table.count)
+        return sizes
+
+    # The main task is one of them, counted and listed as well.
+    total = CHUNK * 2 + 51
+    assert asyncio.run(main()) == [CHUNK, 2 * CHUNK, total, total, 1, 1]
