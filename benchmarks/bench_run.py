@@ -106,7 +106,7 @@ class Server:
     def __init__(self, instrumented: bool, tasks: int, core: int | None) -> None:
         here = str(Path(__file__).resolve())
         argv = [sys.executable]
-        if instrumented:
+        if instrumented and RUN_ARGS != ["plain"]:  # --run-args plain: an A/A check of the bench
             argv += ["-m", "loopmon.run_command", *RUN_ARGS]
         argv += [here, "--serve", "--tasks", str(tasks)]
         env = dict(os.environ, PYTHONPATH=str(ROOT))
