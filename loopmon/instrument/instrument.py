@@ -406,10 +406,7 @@ class Instrument:
             if self._tick_cancel is not None:
                 self._tick_cancel()
             self._tick_watch = None
-            self._tick_cancel = None
-            for other in self._watches:  # another loop of this thread may run on
-                if other is not watch and other.is_running():
-                    break
+            self._tick_cancel = None  # the next loop to start running takes the tick
 
     def _tick(self) -> None:
         watch = self._tick_watch
