@@ -80,6 +80,7 @@ class Watchdog:
         self._thread: threading.Thread | None = None
         self._previous_handler: Any = None
         self._reported = -1.0
+        self._in_alarm = False
 
     def start(self) -> None:
         """Watch by SIGALRM if asked to and the process allows it, else by a thread."""
@@ -125,8 +126,16 @@ class Watchdog:
 
     def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
         # Runs on the watched (main) thread itself: ``frame`` is where the stalled code is.
-        if not self._stopped.is_set():
+        # Python runs a signal's handler between any two bytecodes, its own handler's too: an
+        # alarm due while a slow check formats a stack (a loaded machine, valgrind) would
+        # start another check inside it, and so on until the C stack ran out.
+        if self._in_alarm or self._stopped.is_set():
+            return
+        self._in_alarm = True
+        try:
             self._check(lambda: frame)
+        finally:
+            self._in_alarm = False
 
     def _check(self, frame_of: Callable[[], FrameType | None]) -> None:
         hb = self.heartbeat

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -124,3 +125,33 @@ def test_the_no_display_advice_names_the_script_that_ran(tmp_path: Path) -> None
     )
     assert proc.returncode == 2
     assert f"`xvfb-run -a {script.resolve()}`" in proc.stderr
+
+
+def test_loopmon_run_routes_to_the_program_with_its_argv_and_exit_status(tmp_path: Path) -> None:
+    script = tmp_path / "prog.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "async def main():\n"
+        "    print('argv', sys.argv[1:])\n"
+        "    return 3\n"
+        "sys.exit(asyncio.run(main()))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "loopmon", "run", str(script), "a", "--port", "5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == "argv ['a', '--port', '5']\n"
+
+
+def test_loopmon_run_dies_of_the_signal_its_program_did_not_handle(tmp_path: Path) -> None:
+    script = tmp_path / "prog.py"
+    script.write_text("raise KeyboardInterrupt\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "loopmon", "run", str(script)],
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == -signal.SIGINT, proc.stderr

@@ -23,15 +23,22 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("serve", "run the echo server headless, with a status line"),
     ("load", "drive an echo server with checked load"),
     ("bench", "benchmark loopmon against asyncio and friends"),
+    ("run", "run a Python program (asyncio, Tornado 6, loopmon's loop) with its loops watched"),
     ("gui", "open the monitor window (the default)"),
 )
 
 
 def _module(name: str) -> ModuleType:
     # Explicit imports (not importlib), so the layer contract sees every one of them.
-    from loopmon.cli import bench, load, serve, window
+    from loopmon.cli import bench, load, run, serve, window
 
-    modules: dict[str, ModuleType] = {"serve": serve, "load": load, "bench": bench, "gui": window}
+    modules: dict[str, ModuleType] = {
+        "serve": serve,
+        "load": load,
+        "bench": bench,
+        "run": run,
+        "gui": window,
+    }
     return modules[name]
 
 
@@ -60,4 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.port is None:
         args.port = [DEFAULT_PORT]
     code: int = _module(args.command or "gui").run(args)
+    if code < 0:
+        # ``run``'s program died of a signal it did not handle: die of it too, so the shell
+        # sees what it would have seen without loopmon.
+        from loopmon.cli.run import exit_with
+
+        exit_with(code)
     return code

@@ -1,0 +1,269 @@
+"""``loopmon run [options] script.py [args...]`` (or ``-m module [args...]``): run a program as
+``python script.py`` would, with every event loop it makes watched by ``loopmon.instrument``.
+
+The same process, so the same ``sys.argv``, ``sys.path[0]``, ``__main__``, signals and exit
+status; loopmon writes nothing to stdout, and to stderr only lines that begin with
+``loopmon:``. An exception the program does not catch is printed by ``sys.excepthook`` without
+loopmon's frames, as Python would print it.
+
+The ``loopmon`` command routes ``run`` here through ``add_arguments`` and ``run``;
+``python -m loopmon.cli.run`` is the same command on its own (the tests use it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import runpy
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import IO, Any
+
+import loopmon.instrument
+from loopmon.instrument import Instrument
+from loopmon.instrument.dump import to_json
+from loopmon.snapshot import Snapshot
+
+DEFAULT_TELEMETRY = "127.0.0.1:0"
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--telemetry",
+        metavar="HOST:PORT",
+        nargs="?",
+        const=DEFAULT_TELEMETRY,
+        default=None,
+        help=f"stream snapshots on this address ({DEFAULT_TELEMETRY} when given bare)",
+    )
+    parser.add_argument(
+        "--window", action="store_true", help="open the window attached to the stream"
+    )
+    parser.add_argument("--record", metavar="FILE", help="record the stream to FILE")
+    parser.add_argument(
+        "--stall-threshold",
+        type=positive_float,
+        default=0.1,
+        metavar="SECONDS",
+        help="a loop busy this long without polling is a stall (%(default)s)",
+    )
+    parser.add_argument(
+        "--stall-watch",
+        choices=("signal", "thread", "off"),
+        default="signal",
+        help="signal: a SIGALRM timer for a loop on the main thread when the program leaves "
+        "SIGALRM free, else a thread (the default); thread: always a thread (~5 %% of a "
+        "small round trip); off: stalls are counted, without a stack",
+    )
+    parser.add_argument(
+        "--snapshot-hz",
+        type=positive_float,
+        default=25.0,
+        metavar="HZ",
+        help="snapshots a second for the stream and --dump-snapshots (%(default)s)",
+    )
+    parser.add_argument(
+        "--dump-snapshots",
+        metavar="FILE",
+        help="debugging: write every snapshot to FILE as a JSON line ('-' for stderr, each "
+        "line prefixed 'loopmon: ')",
+    )
+    parser.add_argument(
+        "--build-snapshots",
+        action="store_true",
+        help="benchmarks: build snapshots at --snapshot-hz for no consumer (a stream's cost "
+        "less its encoding)",
+    )
+    parser.add_argument(
+        "-m",
+        dest="module",
+        nargs=argparse.REMAINDER,
+        metavar="MODULE",
+        help="run a library module as a script (the rest of the line is its arguments)",
+    )
+    parser.add_argument("program", nargs=argparse.REMAINDER, help="script.py [args...]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loopmon run",
+        description="Run a Python program with its event loops watched by loopmon.",
+    )
+    add_arguments(parser)
+    return parser
+
+
+# -- the stream (another module's; started here before the program runs) ---------------------
+
+
+def start_publisher(instrument: Instrument, args: argparse.Namespace, program: str) -> Any:
+    """HOOK (issue 19 / the telemetry stream): start the publisher before the program runs.
+
+    The stream's API is to be ``Publisher(reactor, host, port, token, producer_info,
+    commands=None)`` with ``publish(snapshot)``; until ``loopmon.stream.publisher`` lands,
+    ``--telemetry`` says so in one ``loopmon:`` line and the program runs unwatched by any
+    consumer. When it lands: open the port here, ``instrument.own()`` its sockets (no row, not
+    inherited by a forked child), print ``loopmon: telemetry on HOST:PORT``, and pass
+    ``publisher.publish`` to ``instrument.start_periodic``."""
+    try:
+        importlib.import_module("loopmon.stream.publisher")
+    except ImportError:
+        instrument.say(
+            "loopmon: --telemetry: this build has no telemetry stream yet "
+            "(loopmon.stream.publisher); the program runs without it"
+        )
+        return None
+    instrument.say("loopmon: --telemetry: the stream's publisher is not wired to run yet")
+    return None
+
+
+# -- running the program ---------------------------------------------------------------------
+
+
+def _program_traceback(tb: TracebackType | None) -> TracebackType | None:
+    """The traceback from the program's first frame on, without loopmon's and runpy's."""
+    skip = {os.path.abspath(__file__), os.path.abspath(runpy.__file__), "<frozen runpy>"}
+    while tb is not None and (
+        os.path.abspath(tb.tb_frame.f_code.co_filename) in skip
+        or tb.tb_frame.f_code.co_filename == "<frozen runpy>"
+    ):
+        tb = tb.tb_next
+    return tb
+
+
+def _exit_status(code: object) -> int:
+    """What Python makes of ``SystemExit(code)``."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF  # as the OS reports it
+    try:
+        print(code, file=sys.stderr)
+    except (OSError, ValueError):
+        pass
+    return 1
+
+
+def run_program(script: str | None, module: str | None, args: list[str]) -> int:
+    """Run a script or module as __main__ with ``args``; its exit status."""
+    try:
+        if module is not None:
+            sys.argv = ["-m", *args]
+            sys.path[0] = os.getcwd()
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            assert script is not None
+            sys.argv = [script, *args]
+            sys.path[0] = os.path.dirname(os.path.realpath(script))
+            runpy.run_path(os.path.abspath(script), run_name="__main__")
+    except SystemExit as exc:
+        return _exit_status(exc.code)
+    except KeyboardInterrupt as exc:
+        exc = exc.with_traceback(_program_traceback(exc.__traceback__))
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+        return -signal.SIGINT
+    except BaseException as exc:
+        exc = exc.with_traceback(_program_traceback(exc.__traceback__))
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+        return 1
+    return 0
+
+
+def _dump_sink(target: str, instrument: Instrument) -> tuple[Callable[[Snapshot], None], IO[str]]:
+    if target == "-":
+        stream = sys.stderr
+
+        def to_stderr(snapshot: Snapshot) -> None:
+            stream.write("loopmon: " + to_json(snapshot) + "\n")
+            stream.flush()
+
+        return to_stderr, stream
+    out = open(target, "w", encoding="utf-8")  # noqa: SIM115  # closed by main
+    instrument.own(out)
+
+    def to_file(snapshot: Snapshot) -> None:
+        out.write(to_json(snapshot) + "\n")
+        out.flush()
+
+    return to_file, out
+
+
+def program_of(args: argparse.Namespace) -> tuple[str | None, str | None, list[str], str]:
+    """(script, module, its arguments, the name the stream gives it); ValueError with the
+    line to print when the command line names no program that can run."""
+    if args.module:
+        return None, args.module[0], list(args.module[1:]), f"-m {args.module[0]}"
+    if args.program:
+        script = args.program[0]
+        if not os.path.exists(script):
+            raise ValueError(f"can't open file {script!r}: no such file")
+        return script, None, list(args.program[1:]), os.path.basename(script)
+    raise ValueError("run needs script.py or -m module")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        script, module, program_args, name = program_of(args)
+    except ValueError as exc:
+        print(f"loopmon: {exc}", file=sys.stderr)
+        return 2
+    instrument = Instrument(stall_threshold=args.stall_threshold, stall_watch=args.stall_watch)
+    loopmon.instrument._installed.append(instrument)
+    sinks: list[Callable[[Snapshot], None]] = []
+    dump_file: IO[str] | None = None
+    if args.dump_snapshots:
+        sink, dump_file = _dump_sink(args.dump_snapshots, instrument)
+        sinks.append(sink)
+    if args.telemetry is not None or args.window or args.record:
+        publisher = start_publisher(instrument, args, name)
+        if publisher is not None:
+            sinks.append(publisher.publish)
+        if args.window or args.record:
+            instrument.say("loopmon: --window and --record need the telemetry stream")
+    if args.build_snapshots:
+        sinks.append(lambda snapshot: None)
+    for sink in sinks:
+        instrument.start_periodic(sink, args.snapshot_hz)
+    instrument.install()
+    status = run_program(script, module, program_args)
+    try:
+        final = instrument.snapshot()  # the loops' last figures, the closes since the last
+        for sink in sinks:
+            sink(final)
+    except Exception as exc:
+        instrument.say(f"loopmon: the last snapshot failed: {exc!r}")
+    finally:
+        if dump_file is not None and dump_file is not sys.stderr:
+            dump_file.close()
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+def exit_with(status: int) -> None:
+    """Exit as the program would have: a negative status is a signal it did not handle
+    (SIGINT's KeyboardInterrupt), so die of that signal, as Python does."""
+    if status < 0:
+        sys.stdout.flush()
+        signal.signal(-status, signal.SIG_DFL)
+        os.kill(os.getpid(), -status)
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    exit_with(main())

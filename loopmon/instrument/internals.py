@@ -1,0 +1,100 @@
+"""Every private name of asyncio that the instrument touches, in this one module.
+
+The public surface (the event loop policy, ``SelectorEventLoop(selector)``, ``call_at``,
+``all_tasks``, ``set_task_factory``) covers the common path: a loop made through the policy
+(``asyncio.run``, ``asyncio.Runner``, ``new_event_loop``, Tornado 6) gets a watched selector at
+construction. Three things have no public door, and are used only here, on the versions whose
+sources were read (3.11 to 3.13; asyncio's internals move between them):
+
+- ``asyncio.events._set_running_loop``: every ``BaseEventLoop.run_forever`` calls it through
+  the module on entry and on exit, which is how loops made outside the policy (a direct
+  ``SelectorEventLoop()``, ``Runner(loop_factory=...)``) are found, and how a loop that stopped
+  running is told apart from one that stalls;
+- ``BaseSelectorEventLoop._selector``: to wrap the selector of such a loop after the fact;
+- ``BaseEventLoop._ready``: the ready queue, whose length is the callbacks a pass will run, and
+  ``BaseEventLoop._scheduled``, the timer heap (``TimerHandle.when()`` is public).
+
+On any other version, or when a name is missing, ``available()`` says why, the instrument prints
+one ``loopmon:`` line and keeps to the public path (loop-level figures for loops it cannot see).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from asyncio import events as _events
+from collections.abc import Callable
+from typing import Any
+
+SUPPORTED = ((3, 11), (3, 12), (3, 13))
+
+
+def why_unavailable() -> str:
+    """Empty when every private name below is usable here, else the reason."""
+    if sys.version_info[:2] not in SUPPORTED:
+        major, minor = sys.version_info[:2]
+        return f"Python {major}.{minor}: its asyncio internals were not read"
+    if not callable(getattr(_events, "_set_running_loop", None)):
+        return "asyncio.events._set_running_loop is missing"
+    return ""
+
+
+def hook_running_loop(on_change: Callable[[Any], None]) -> Callable[[], None]:
+    """Call ``on_change(loop or None)`` after each ``_set_running_loop``; returns an undo."""
+    original = _events._set_running_loop
+
+    def set_running_loop(loop: Any) -> None:
+        original(loop)
+        try:
+            on_change(loop)
+        except Exception:  # never break the program's loop for a measurement
+            pass
+
+    _events._set_running_loop = set_running_loop
+
+    def undo() -> None:
+        if _events._set_running_loop is set_running_loop:
+            _events._set_running_loop = original
+
+    return undo
+
+
+def selector_of(loop: asyncio.AbstractEventLoop) -> Any:
+    """The selector of a selector loop, or None."""
+    if not isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+        return None
+    return getattr(loop, "_selector", None)
+
+
+def replace_selector(loop: asyncio.AbstractEventLoop, selector: Any) -> None:
+    loop._selector = selector  # type: ignore[attr-defined]
+
+
+def ready_queue(loop: asyncio.AbstractEventLoop) -> Any:
+    """The loop's ready deque (never rebound in 3.11-3.13), or None."""
+    return getattr(loop, "_ready", None) if not why_unavailable() else None
+
+
+def timer_heap_of(loop: asyncio.AbstractEventLoop) -> Callable[[], list[Any]] | None:
+    """A getter of the loop's timer heap (rebound when the loop compacts it), or None."""
+    if why_unavailable() or not isinstance(getattr(loop, "_scheduled", None), list):
+        return None
+    return lambda: loop._scheduled  # type: ignore[attr-defined]
+
+
+def epoll_selector_ok() -> bool:
+    """True when ``selectors.EpollSelector`` is the one ``epoll_selector`` copies: this
+    platform has it, the version is one whose ``select`` was read, and its private
+    ``_fd_to_key`` and ``_selector`` are there."""
+    import selectors
+
+    cls = getattr(selectors, "EpollSelector", None)
+    if cls is None or sys.version_info[:2] not in SUPPORTED:
+        return False
+    probe = cls()
+    try:
+        return isinstance(getattr(probe, "_fd_to_key", None), dict) and hasattr(
+            getattr(probe, "_selector", None), "poll"
+        )
+    finally:
+        probe.close()

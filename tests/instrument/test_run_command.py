@@ -1,0 +1,87 @@
+"""``loopmon run`` runs a program as ``python`` would: argv, sys.path[0], __main__, exit
+status, uncaught exceptions, death by signal."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.instrument.helpers import env
+
+pytestmark = pytest.mark.slow
+
+PROGRAM = """\
+import os, sys
+print(sys.argv)
+print(sys.path[0] == os.path.dirname(os.path.realpath(__file__)))
+print(__name__, __file__ == os.path.abspath(sys.argv[0]))
+how = sys.argv[1] if len(sys.argv) > 1 else ""
+if how == "exit5":
+    sys.exit(5)
+if how == "exitmsg":
+    sys.exit("goodbye")
+if how == "raise":
+    def inner():
+        raise ValueError("boom")
+    inner()
+if how == "interrupt":
+    raise KeyboardInterrupt
+"""
+
+
+def both(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[bytes], ...]:
+    script = tmp_path / "prog.py"
+    script.write_text(PROGRAM)
+    plain = subprocess.run([sys.executable, str(script), *args], capture_output=True, env=env())
+    watched = subprocess.run(
+        [sys.executable, "-m", "loopmon.cli.run", str(script), *args],
+        capture_output=True,
+        env=env(),
+    )
+    return plain, watched
+
+
+def program_stderr(err: bytes) -> bytes:
+    return b"".join(
+        line for line in err.splitlines(keepends=True) if not line.startswith(b"loopmon:")
+    )
+
+
+@pytest.mark.parametrize("how", ["", "exit5", "exitmsg", "raise", "interrupt"])
+def test_the_program_runs_as_under_python(tmp_path: Path, how: str) -> None:
+    plain, watched = both(tmp_path, *([how, "--flag", "x y"] if how else []))
+    assert watched.returncode == plain.returncode
+    assert watched.stdout == plain.stdout
+    assert program_stderr(watched.stderr) == plain.stderr
+    if how == "raise":
+        assert b"inner" in watched.stderr and b"cli/run.py" not in watched.stderr
+
+
+def test_a_module_runs_with_its_arguments(tmp_path: Path) -> None:
+    pkg = tmp_path / "mod_here.py"
+    pkg.write_text("import sys\nprint(sys.argv[1:], __name__)\n")
+    cmd = ["-m", "mod_here", "--x", "1"]
+    plain = subprocess.run([sys.executable, *cmd], capture_output=True, cwd=tmp_path, env=env())
+    watched = subprocess.run(
+        [sys.executable, "-m", "loopmon.cli.run", *cmd],
+        capture_output=True,
+        cwd=tmp_path,
+        env=env(),
+    )
+    assert watched.returncode == plain.returncode == 0
+    assert watched.stdout == plain.stdout == b"['--x', '1'] __main__\n"
+
+
+def test_telemetry_before_the_stream_exists_says_so_and_runs(tmp_path: Path) -> None:
+    script = tmp_path / "p.py"
+    script.write_text("print('ran')\n")
+    watched = subprocess.run(
+        [sys.executable, "-m", "loopmon.cli.run", "--telemetry", "127.0.0.1:0", str(script)],
+        capture_output=True,
+        env=env(),
+    )
+    assert watched.returncode == 0 and watched.stdout == b"ran\n"
+    assert all(line.startswith(b"loopmon:") for line in watched.stderr.splitlines())
