@@ -57,6 +57,27 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, inherit: bool = Fal
     )
 
 
+def add_window_arguments(parser: argparse.ArgumentParser, *, inherit: bool = False) -> None:
+    """Options of the window alone (``inherit`` as for ``add_server_arguments``)."""
+    parser.add_argument(
+        "--history-mb",
+        type=history_mb,
+        default=argparse.SUPPRESS if inherit else 300,
+        help="memory the window's history may use, in MiB; older history is thinned, then "
+        "dropped (300)",
+    )
+
+
+def history_mb(text: str) -> int:
+    try:
+        mb = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of MiB: {text!r}") from None
+    if mb < 1:
+        raise argparse.ArgumentTypeError(f"at least 1 MiB: {mb}")
+    return mb
+
+
 def host_address(text: str) -> str:
     """A host as typed: ``[::1]`` (as in a URL, and as loopmon prints its listeners) is ::1."""
     return text[1:-1] if text.startswith("[") and text.endswith("]") else text
@@ -82,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"loopmon {__version__}")
     add_server_arguments(parser)
+    add_window_arguments(parser)
     subs = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve.add_arguments(
         subs.add_parser("serve", help="run the echo server headless, with a status line")
@@ -90,9 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(
         subs.add_parser("bench", help="benchmark loopmon against asyncio and friends")
     )
-    add_server_arguments(
-        subs.add_parser("gui", help="open the monitor window (the default)"), inherit=True
-    )
+    gui = subs.add_parser("gui", help="open the monitor window (the default)")
+    add_server_arguments(gui, inherit=True)
+    add_window_arguments(gui, inherit=True)
     return parser
 
 

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from loopmon import __version__
 from loopmon.cli import build_parser
 
@@ -67,3 +69,12 @@ def test_a_bracketed_host_is_the_address_inside() -> None:
     assert parser.parse_args(["--host", "[::1]"]).host == "::1"
     assert parser.parse_args(["serve", "--host", "::1"]).host == "::1"
     assert parser.parse_args(["serve", "--host", "localhost"]).host == "localhost"
+
+
+def test_history_mb_is_the_windows_option() -> None:
+
+    assert build_parser().parse_args([]).history_mb == 300
+    assert build_parser().parse_args(["--history-mb", "50", "gui"]).history_mb == 50
+    assert build_parser().parse_args(["gui", "--history-mb", "64"]).history_mb == 64
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--history-mb", "0"])
