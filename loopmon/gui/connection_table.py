@@ -33,8 +33,9 @@ from loopmon.gui.connection_model import (
     ConnectionModel,
 )
 from loopmon.gui.mask_delegate import MaskChipDelegate
+from loopmon.gui.model.timeline import State
 from loopmon.gui.model.wording import plural, wrappable
-from loopmon.snapshot import Snapshot
+from loopmon.snapshot import ListenerRow, Snapshot
 
 COLUMN_WIDTHS = {
     FD: 50,
@@ -119,6 +120,11 @@ class ConnectionTable(QWidget):
         self.model.set_snapshot(snapshot)
         self._count()
 
+    def set_state(self, state: State, listeners: tuple[ListenerRow, ...]) -> None:
+        """The connections at the time cursor, and the ghosts of those closed by then."""
+        self.model.set_state(state.at, state.rows, state.ghosts, listeners)
+        self._count()
+
     def _filter_changed(self, text: str) -> None:
         self.model.set_filter(text)
         self._count()
@@ -130,7 +136,8 @@ class ConnectionTable(QWidget):
             if shown == total
             else f"{shown:,} of {plural(total, 'connection')}"
         )
-        self.count_label.setText(text)
+        closed = self.model.ghost_count
+        self.count_label.setText(f"{text} · {closed:,} closed" if closed else text)
 
     # -- selection, kept by fd across resets ----------------------------------------------
     def selected_fds(self) -> list[int]:

@@ -38,8 +38,11 @@ from loopmon.gui.history import ConnectionColumns, FdHistory, HealthHistory
 from loopmon.gui.listener_panel import ListenerPanel
 from loopmon.gui.load_panel import LoadPanel
 from loopmon.gui.loop_panel import LoopPanel
+from loopmon.gui.model import units
 from loopmon.gui.model.export import write_connections_csv
 from loopmon.gui.model.kind_log import KindLog
+from loopmon.gui.model.time_axis import PAN_STEP, TimeAxis
+from loopmon.gui.model.timeline import DEFAULT_BUDGET_MB, MiB, State, Timeline
 from loopmon.gui.model.wording import window_title
 from loopmon.gui.plot_panel import PlotPanel
 from loopmon.gui.queue_plot import QueuePlot
@@ -71,8 +74,14 @@ class MainWindow(QMainWindow):
         clock: Callable[[], float] = time.monotonic,
         load_program: Sequence[str] | None = None,
         view_interval_s: float = VIEW_INTERVAL_S,
+        history_mb: int = DEFAULT_BUDGET_MB,
     ) -> None:
         super().__init__()
+        # Every snapshot goes into the timeline (the mailbox carries a replaced snapshot's
+        # closes over); the views show it at the axis's cursor.
+        self.timeline = Timeline(history_mb * MiB)
+        self.axis = TimeAxis()
+        self.state: State | None = None
         self.runner = runner
         self.settings = settings if settings is not None else open_settings()
         self.bridge: MailboxBridge | None = None
@@ -99,6 +108,7 @@ class MainWindow(QMainWindow):
         self.frames = 0
         self._shut_down = False
         self._fitted = False
+        self.time_actions: dict[str, QAction] = {}
 
         self.setWindowTitle(window_title([], QApplication.applicationDisplayName()))
         icon = resources.icon_path()
@@ -196,10 +206,28 @@ class MainWindow(QMainWindow):
         view_menu = menu.addMenu("&View")
         self.pause_action = QAction("&Pause views", self)
         self.pause_action.setCheckable(True)
-        self.pause_action.setShortcut(QKeySequence("Ctrl+P"))
-        self.pause_action.setToolTip("Freeze the table, plots and log; the loop runs on")
+        self.pause_action.setShortcuts([QKeySequence(Qt.Key.Key_Space), QKeySequence("Ctrl+P")])
+        self.pause_action.setToolTip(
+            "Hold the views at a time cursor (Space); the loop runs on. End: back to live"
+        )
         self.pause_action.toggled.connect(self.set_paused)
         view_menu.addAction(self.pause_action)
+        self.live_action = QAction("Back to &live", self)
+        self.live_action.setShortcut(QKeySequence(Qt.Key.Key_End))
+        self.live_action.triggered.connect(self.go_live)
+        view_menu.addAction(self.live_action)
+        for text, keys, slot in (
+            ("Zoom &in", ("+", "="), lambda: self.zoom(1)),
+            ("Zoom &out", ("-",), lambda: self.zoom(-1)),
+            ("&Earlier", ("Left",), lambda: self.move_cursor(-PAN_STEP)),
+            ("&Later", ("Right",), lambda: self.move_cursor(PAN_STEP)),
+        ):
+            action = QAction(text, self)
+            action.setShortcuts([QKeySequence(k) for k in keys])
+            action.triggered.connect(slot)
+            view_menu.addAction(action)
+            self.addAction(action)
+            self.time_actions[text.replace("&", "")] = action
         view_menu.addAction(self.controls_dock.toggleViewAction())
         toolbar = self.addToolBar("Main")
         toolbar.setObjectName("mainToolbar")
@@ -212,12 +240,17 @@ class MainWindow(QMainWindow):
         refreshed at most once per ``view_interval_s``, with the latest snapshot."""
         snapshot = batch.snapshot
         if snapshot is not None:
+            self.timeline.add(snapshot, batch.events, received_at=time.monotonic())
             self.record(snapshot)
             self._due_snapshot = snapshot
+        elif batch.events:
+            self.timeline.add_events(batch.events)
         self._due_dropped.update(e.kind for e in self._due_events.extend(batch.events))
         self._due_dropped.update(batch.dropped)
         if not self.paused:
             self._request_frame()
+        elif snapshot is not None:
+            self.show_time()  # the loop runs on: the cursor falls further behind
 
     def _request_frame(self) -> None:
         if self._frame_timer.isActive():
@@ -247,6 +280,7 @@ class MainWindow(QMainWindow):
         rates = self.health.record(snapshot)
         self.fd_history.record(snapshot, ConnectionColumns(snapshot))
         self.status.show_snapshot(snapshot, rates)
+        self.status.show_history(self.timeline.nbytes, self.timeline.budget_bytes)
         self.listener_panel.set_listeners(snapshot.listeners, snapshot.session)
         self.loop_panel.show_snapshot(snapshot)
         if backend_changed:  # the title names it
@@ -261,7 +295,7 @@ class MainWindow(QMainWindow):
     ) -> None:
         """Show a snapshot in the table and plots (``every_plot``: hidden ones too)."""
         if snapshot is not None:
-            self.table.set_snapshot(snapshot)
+            self.show_table()
             for panel in self.plots.values():
                 if every_plot:
                     panel.refresh()
@@ -270,10 +304,50 @@ class MainWindow(QMainWindow):
         if events or dropped:
             self.event_log.add(list(events), dropped)
 
+    def show_table(self) -> None:
+        """The table at the cursor: the connections open then, and the ghosts."""
+        state = self.state = self.timeline.state_at(self.axis.cursor)
+        latest = self.latest
+        self.table.set_state(state, latest.listeners if latest is not None else ())
+
+    def show_cursor(self) -> None:
+        """Every view at the cursor, now (a scrub redraws at once: no frame interval)."""
+        self.show_table()
+        self.show_time()
+
+    def show_time(self) -> None:
+        """The status strip says what moment the views show (and how far behind now)."""
+        tl = self.timeline
+        if self.axis.live:
+            self.status.show_time(None)
+        else:
+            at = self.axis.at(tl.now)
+            mark = tl.session_at(at)
+            session = tl.sessions.index(mark) + 1 if mark is not None else 1
+            clock = units.clock_time(at - mark.offset) if mark is not None else ""
+            self.status.show_time(tl.now - at, clock, session)
+
+    def move_cursor(self, widths: float) -> None:
+        """Pan: the cursor moves by ``widths`` of the shown width (pausing if live)."""
+        self.set_paused(True)
+        self.axis.pan(widths, self.timeline.start, self.timeline.now)
+        self.show_cursor()
+
+    def zoom(self, steps: float) -> None:
+        self.axis.zoom(steps, self.timeline.start, self.timeline.now)
+        self.show_cursor()
+
+    def go_live(self) -> None:
+        self.set_paused(False)
+
     def set_paused(self, paused: bool) -> None:
         if paused == self.paused:
             return
         self.paused = paused
+        if paused:
+            self.axis.pause(self.timeline.now)
+        else:
+            self.axis.go_live()
         if self.pause_action.isChecked() != paused:
             self.pause_action.setChecked(paused)
         self.status.set_paused(paused)
@@ -281,6 +355,7 @@ class MainWindow(QMainWindow):
             panel.set_frozen(paused)
         if not paused:
             self._frame()
+        self.show_cursor()
 
     def _selection_changed(self, fds: list[int]) -> None:
         self.raster.set_selected(fds)

@@ -200,6 +200,17 @@ class Timeline:
         for event in events:
             self._add_event(TimedEvent(event.at + self._offset, session, event))
 
+    def add_events(self, events: Iterable[LoopEvent]) -> None:
+        """Events that came without a snapshot (the mailbox posts some alone)."""
+        session = self.session
+        for event in events:
+            self._add_event(TimedEvent(event.at + self._offset, session, event))
+
+    def session_at(self, t: float) -> SessionMark | None:
+        """The session whose stretch of the axis holds ``t``."""
+        i = bisect.bisect_right(self.sessions, t, key=_at) - 1
+        return self.sessions[max(i, 0)] if self.sessions else None
+
     def _remember(self, session: str, row: ConnectionRow) -> None:
         key = (session, row.id)
         if key not in self._static:
@@ -413,7 +424,7 @@ class Timeline:
                      part.start, part.end)  # fmt: skip
 
 
-def _at(item: Ghost | TimedEvent) -> float:
+def _at(item: Ghost | TimedEvent | SessionMark) -> float:
     return item.at
 
 

@@ -129,3 +129,22 @@ def test_the_budget_is_respected_thinning_before_dropping() -> None:
     assert tl.dropped_slices > 0
     assert tl.start > 100.0  # the oldest history went
     assert tl.state_at().rows == tl.latest.connections if tl.latest else False
+
+
+def test_the_time_axis_zooms_pans_and_returns_to_live() -> None:
+    from loopmon.gui.model.time_axis import MIN_WIDTH_S, TimeAxis
+
+    axis = TimeAxis(width_s=60.0)
+    assert axis.live and axis.range(500.0) == (440.0, 500.0)
+    axis.zoom(10, start=100.0, now=500.0)
+    assert axis.width_s == MIN_WIDTH_S
+    axis.zoom(-100, start=100.0, now=500.0)
+    assert axis.width_s == 400.0  # the whole history
+    axis.pan(-0.1, start=100.0, now=500.0)
+    assert not axis.live and axis.at(600.0) == 460.0  # paused: now moves on, the cursor not
+    axis.pan(-10, start=100.0, now=600.0)
+    assert axis.cursor == 100.0  # not before history
+    axis.go_live()
+    assert axis.at(700.0) == 700.0
+    axis.pause(700.0)
+    assert axis.at(800.0) == 700.0
