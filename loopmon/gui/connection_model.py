@@ -109,7 +109,7 @@ class ConnectionModel(QAbstractTableModel):
             )
         if ghost is not None and role == Qt.ItemDataRole.DisplayRole and col == STATE:
             ago = units.duration(max(self._taken_at - ghost.at, 0.0))
-            return f"closed {ago} ago: {ghost.reason}"
+            return f"✕ {ghost.reason}, {ago} ago"  # the reason first: the column is narrow
         if role == Qt.ItemDataRole.DisplayRole:
             key = row * 16 + col
             text = self._cache.get(key)
@@ -239,6 +239,12 @@ class ConnectionModel(QAbstractTableModel):
     def total(self) -> int:
         """Connections in the snapshot, before the filter."""
         return len(self._all)
+
+    @property
+    def shown_ghosts(self) -> int:
+        """Ghosts among the rows shown (the filter applied)."""
+        ghosts = self._ghosts
+        return sum(1 for r in self._rows if id(r) in ghosts) if ghosts else 0
 
     @property
     def ghost_count(self) -> int:

@@ -41,7 +41,7 @@ COLUMN_WIDTHS = {
     FD: 50,
     PEER: 150,
     LISTENER: 130,
-    STATE: 70,
+    STATE: 110,  # room for a ghost's reason
     MASK: 75,
     QUEUE: 75,
     BYTES_IN: 85,
@@ -130,13 +130,14 @@ class ConnectionTable(QWidget):
         self._count()
 
     def _count(self) -> None:
-        shown, total = self.model.rowCount(), self.model.total
+        closed = self.model.ghost_count
+        shown, total = self.model.rowCount(), self.model.total - closed
+        shown -= self.model.shown_ghosts
         text = (
             plural(total, "connection")
             if shown == total
             else f"{shown:,} of {plural(total, 'connection')}"
         )
-        closed = self.model.ghost_count
         self.count_label.setText(f"{text} · {closed:,} closed" if closed else text)
 
     # -- selection, kept by fd across resets ----------------------------------------------

@@ -34,7 +34,7 @@ from loopmon.gui.commands import Commands, RunnerLike
 from loopmon.gui.connection_table import ConnectionTable
 from loopmon.gui.event_log import EventLog
 from loopmon.gui.health_plots import HealthPlots
-from loopmon.gui.history import ConnectionColumns, FdHistory, HealthHistory
+from loopmon.gui.history import HealthHistory
 from loopmon.gui.listener_panel import ListenerPanel
 from loopmon.gui.load_panel import LoadPanel
 from loopmon.gui.loop_panel import LoopPanel
@@ -91,7 +91,6 @@ class MainWindow(QMainWindow):
             self.commands = Commands(runner, self.bridge)
             self.bridge.batch.connect(self.on_batch)
         self.health = HealthHistory()
-        self.fd_history = FdHistory()
         self.latest: Snapshot | None = None
         self.paused = False
         # What the views have not shown yet: the latest snapshot and the events since.
@@ -117,8 +116,8 @@ class MainWindow(QMainWindow):
 
         # -- views ------------------------------------------------------------------------
         self.table = ConnectionTable(self.commands)
-        self.raster = MaskRaster(self.fd_history, clock=clock)
-        self.queue_plot = QueuePlot(self.health, self.fd_history)
+        self.raster = MaskRaster(clock=clock)
+        self.queue_plot = QueuePlot()
         self.health_plots = HealthPlots(self.health)
         self.event_log = EventLog(EVENT_LOG_SIZE)
         self.plots: dict[str, PlotPanel] = {
@@ -126,6 +125,10 @@ class MainWindow(QMainWindow):
             "queues": self.queue_plot,
             "health": self.health_plots,
         }
+        for panel in self.plots.values():
+            panel.attach(self.timeline, self.axis)
+            panel.zoom_requested.connect(self.zoom)
+            panel.pan_requested.connect(self.move_cursor)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.raster, "Event masks")
         self.tabs.addTab(self.queue_plot, "Queue depth")
@@ -278,7 +281,6 @@ class MainWindow(QMainWindow):
         backend_changed = self.latest is None or self.latest.backend != snapshot.backend
         self.latest = snapshot
         rates = self.health.record(snapshot)
-        self.fd_history.record(snapshot, ConnectionColumns(snapshot))
         self.status.show_snapshot(snapshot, rates)
         self.status.show_history(self.timeline.nbytes, self.timeline.budget_bytes)
         self.listener_panel.set_listeners(snapshot.listeners, snapshot.session)
@@ -309,11 +311,15 @@ class MainWindow(QMainWindow):
         state = self.state = self.timeline.state_at(self.axis.cursor)
         latest = self.latest
         self.table.set_state(state, latest.listeners if latest is not None else ())
+        for panel in self.plots.values():
+            panel.state = state
 
     def show_cursor(self) -> None:
         """Every view at the cursor, now (a scrub redraws at once: no frame interval)."""
         self.show_table()
         self.show_time()
+        for panel in self.plots.values():
+            panel.changed(force=True)
 
     def show_time(self) -> None:
         """The status strip says what moment the views show (and how far behind now)."""
@@ -358,8 +364,18 @@ class MainWindow(QMainWindow):
         self.show_cursor()
 
     def _selection_changed(self, fds: list[int]) -> None:
-        self.raster.set_selected(fds)
-        self.queue_plot.set_selected(fds)
+        """The table selects by fd: the plots take the connections (session, id) shown with
+        those fds (an open one and a ghost may share a number; both are picked)."""
+        model = self.table.model
+        session = self.state.session if self.state is not None else ""
+        wanted = set(fds)
+        keys = []
+        for i, row in enumerate(model.rows):
+            if row.fd in wanted:
+                ghost = model.ghost_at(i)
+                keys.append((ghost.session, row.id) if ghost is not None else (session, row.id))
+        self.raster.set_selected(keys)
+        self.queue_plot.set_selected(keys)
 
     def _listeners_changed(self, *_: object) -> None:
         self.load_panel.set_targets(self.listener_panel.model.rows)

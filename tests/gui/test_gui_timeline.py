@@ -75,9 +75,9 @@ def test_a_closed_connection_stays_as_a_dimmed_ghost_with_its_reason_and_figures
     model = window.table.model
     (row,) = [i for i in range(model.rowCount()) if model.ghost_at(i) is not None]
     state_text = model.data(model.index(row, STATE))
-    assert "peer closed" in state_text and state_text.startswith("closed ")
+    assert state_text.startswith("✕ peer closed, ") and state_text.endswith(" ago")
     assert model.data(model.index(row, 0), Qt.ItemDataRole.ForegroundRole) == GHOST_COLOUR
-    assert "1 closed" in window.table.count_label.text()
+    assert window.table.count_label.text() == "2 connections · 1 closed"
 
 
 def test_space_pauses_arrows_scrub_back_to_the_connection_open_and_end_returns(

@@ -14,6 +14,7 @@ packing is paid once per slice, not per frame (figures: benchmarks/bench_timelin
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import operator
@@ -171,14 +172,8 @@ class Slice:
     def column(self, conn_id: int) -> int | None:
         """The column of a connection, or None if it was not seen in this slice."""
         ids = self.ids
-        lo, hi = 0, len(ids)
-        while lo < hi:  # bisect on an array: ids are kept ascending
-            mid = (lo + hi) // 2
-            if ids[mid] < conn_id:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo if lo < len(ids) and ids[lo] == conn_id else None
+        j = bisect.bisect_left(ids, conn_id)  # C bisect over the array: ids are ascending
+        return j if j < len(ids) and ids[j] == conn_id else None
 
     def fractions(self, j: int) -> tuple[float, float]:
         """(READ, WRITE) share of the time column ``j`` was watched in this slice."""

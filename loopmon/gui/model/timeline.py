@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import math
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ SLICE_S = 0.2  # the finest slice: five frames at 25 Hz
 TIERS: tuple[tuple[float, float], ...] = ((120.0, 1.0), (900.0, 5.0))
 MAX_WIDTH_S = 60.0  # over budget, the oldest slices coarsen up to this before being dropped
 EVENTS_PER_KIND = 20_000
+MAX_GAP_S = 5.0  # a snapshot covers at most this much of a gap before it (its interval)
 THIN_EVERY = 5  # slices finished between thinning passes
 GHOST_BYTES = 900  # a ghost: its record, its final row and the row's numbers (measured)
 EVENT_BYTES = 400
@@ -121,6 +123,7 @@ class Timeline:
         self._slice_bytes = 0
         self._static_bytes = 0
         self._finished = 0
+        self._open_packed: tuple[SliceBuilder, int, Slice] | None = None
 
     # -- the axis ------------------------------------------------------------------------------
     @property
@@ -179,8 +182,16 @@ class Timeline:
         builder = self._open
         if builder is None or t >= builder.end:
             self._finish_open()
-            start = max(t // self.slice_s * self.slice_s, self.slices[-1].end if self.slices else t)
-            builder = self._open = SliceBuilder(session, start, max(start + self.slice_s, t))
+            # Aligned, so thinning buckets hold whole slices. A snapshot after a gap (the
+            # mailbox replaced some: its interval spans them) covers the gap too.
+            end = _floor(t, self.slice_s) + self.slice_s
+            start = end - self.slice_s
+            if self.slices and self.slices[-1].session == session:
+                back = _floor(t - min(snap.interval.span_s, MAX_GAP_S), self.slice_s)
+                start = max(min(start, back), self.slices[-1].end)
+            elif self.slices:
+                start = max(start, self.slices[-1].end)
+            builder = self._open = SliceBuilder(session, start, max(end, start + self.slice_s))
         rows = snap.connections
         previous = self._previous
         current = {row.id: row for row in rows}
@@ -286,7 +297,7 @@ class Timeline:
         i, n = 0, len(slices)
         while i < n:
             part = slices[i]
-            bucket = part.start // width
+            bucket = _bucket(part.start, width)
             bucket_end = (bucket + 1) * width
             if bucket_end > before:
                 break  # this bucket and all after it are not old enough yet
@@ -295,7 +306,7 @@ class Timeline:
                 while (
                     k < n
                     and slices[k].session == part.session
-                    and slices[k].start // width == bucket
+                    and _bucket(slices[k].start, width) == bucket
                     and slices[k].end <= bucket_end + 1e-9
                 ):
                     k += 1
@@ -375,6 +386,18 @@ class Timeline:
         hi = bisect.bisect_right(self.slices, t1, key=_start)
         return self.slices[lo:hi]
 
+    def view_slices(self, t0: float, t1: float) -> list[Slice]:
+        """The slices overlapping ``[t0, t1]`` with the one being filled, packed (and kept
+        until it changes), last: what a view draws."""
+        out = self.slices_between(t0, t1)
+        builder = self._open
+        if builder is not None and builder.start <= t1:
+            cached = self._open_packed
+            if cached is None or cached[0] is not builder or cached[1] != builder.loop.frames:
+                cached = self._open_packed = (builder, builder.loop.frames, builder.finish())
+            out = [*out, cached[2]]
+        return out
+
     def ghosts_until(self, t: float) -> list[Ghost]:
         return self.ghosts[: bisect.bisect_right(self.ghosts, t, key=_at)]
 
@@ -422,6 +445,16 @@ class Timeline:
                 out.append(part.row(j, info))
         return State(t, session, tuple(out), tuple(self.ghosts_until(t)), part.loop,
                      part.start, part.end)  # fmt: skip
+
+
+def _bucket(t: float, width: float) -> int:
+    """The ``width``-aligned bucket holding ``t``; slice starts are multiples of the finest
+    width computed in floating point, so 1000.9999999 is taken as 1001."""
+    return math.floor(t / width + 1e-6)
+
+
+def _floor(t: float, width: float) -> float:
+    return _bucket(t, width) * width
 
 
 def _at(item: Ghost | TimedEvent | SessionMark) -> float:

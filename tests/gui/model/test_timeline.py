@@ -148,3 +148,21 @@ def test_the_time_axis_zooms_pans_and_returns_to_live() -> None:
     assert axis.at(700.0) == 700.0
     axis.pause(700.0)
     assert axis.at(800.0) == 700.0
+
+
+def test_slices_are_aligned_so_thinning_gives_whole_widths_and_a_skip_leaves_no_gap() -> None:
+    tl = Timeline(tiers=((2.0, 1.0),))
+    for seq in range(1, 200):
+        tl.add(snap(seq, (row(1),)))
+    tl.add(snap(260, (row(1),)).__class__(**{**_fields(snap(260, (row(1),))),
+           "interval": LoopFigures(span_s=61 * SPAN)}))  # fmt: skip
+    for seq in range(261, 400):
+        tl.add(snap(seq, (row(1),)))
+    widths = sorted({round(p.width, 6) for p in tl.slices})
+    assert 1.0 in widths and 0.8 not in widths
+    for a, b in zip(tl.slices, tl.slices[1:], strict=False):
+        assert math.isclose(a.end, b.start, abs_tol=1e-6)  # no hole where frames were skipped
+
+
+def _fields(s: Snapshot) -> dict[str, object]:
+    return {name: getattr(s, name) for name in Snapshot.__dataclass_fields__}
