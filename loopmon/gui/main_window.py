@@ -108,6 +108,7 @@ class MainWindow(QMainWindow):
         self._shut_down = False
         self._fitted = False
         self.time_actions: dict[str, QAction] = {}
+        self._log_scrubbed = False  # the event log shows the cursor's moment, not everything
 
         self.setWindowTitle(window_title([], QApplication.applicationDisplayName()))
         icon = resources.icon_path()
@@ -320,6 +321,10 @@ class MainWindow(QMainWindow):
         self.show_time()
         for panel in self.plots.values():
             panel.changed(force=True)
+        if not self.axis.live:  # the log as of the cursor: what had happened by then
+            self._log_scrubbed = True
+            at = self.axis.at(self.timeline.now)
+            self.event_log.show_events([e.event for e in self.timeline.events_until(at)])
 
     def show_time(self) -> None:
         """The status strip says what moment the views show (and how far behind now)."""
@@ -354,6 +359,10 @@ class MainWindow(QMainWindow):
             self.axis.pause(self.timeline.now)
         else:
             self.axis.go_live()
+            if self._log_scrubbed:  # back to everything, from the timeline (kept per kind)
+                self._log_scrubbed = False
+                self._due_events.clear()
+                self.event_log.show_events([e.event for e in self.timeline.events_until(1e300)])
         if self.pause_action.isChecked() != paused:
             self.pause_action.setChecked(paused)
         self.status.set_paused(paused)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fakes import FakeRunner, connection, figures, snapshot
+from fakes import FakeRunner, connection, event, figures, snapshot
 from PySide6.QtCore import Qt
 
 from loopmon.gui.bridge import Batch
@@ -129,3 +129,72 @@ def test_a_restarted_producer_is_a_new_session_on_the_same_axis(qtbot, window: M
     assert opened == [(1, 7)]  # the new session's connection 1
     ghosts = [model.ghost_at(i) for i in range(model.rowCount()) if model.ghost_at(i)]
     assert {(g.session, g.row.id) for g in ghosts if g} == {("one", 1), ("one", 2), ("one", 3)}
+
+
+def test_the_event_log_shows_what_had_happened_by_the_cursor(qtbot, window: MainWindow) -> None:
+    for seq in range(1, 301):
+        events = [event("connect", text=f"c{seq}", at=1000.0 + seq * SPAN)] if seq % 50 == 0 else []
+        window.on_batch(Batch(frame(seq, [connection(10, id=1)]), events, {}))
+    assert window.event_log.model.rowCount() == 6
+    qtbot.keyClick(window, Qt.Key.Key_Space)
+    window.zoom(10)  # 10 s wide: each arrow a second
+    for _ in range(5):
+        qtbot.keyClick(window, Qt.Key.Key_Left)
+    # the cursor at 1007: c50 .. c150 (at 1002, 1004, 1006) had happened
+    texts = [
+        window.event_log.model.event_at(r).text for r in range(window.event_log.model.rowCount())
+    ]
+    assert texts == ["c50", "c100", "c150"]
+    qtbot.keyClick(window, Qt.Key.Key_End)
+    assert window.event_log.model.rowCount() == 6
+
+
+def test_the_wheel_zooms_and_dragging_pans_every_view(qtbot, window: MainWindow) -> None:
+    from PySide6.QtCore import QPoint, QPointF
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+
+    run_a_close(window)
+    window.zoom(-100)
+    whole = window.axis.width_s
+    viewport = window.raster.graphics.viewport()
+    centre = QPointF(viewport.width() / 2, viewport.height() / 2)
+    wheel = QWheelEvent(
+        centre, viewport.mapToGlobal(centre), QPoint(0, 0), QPoint(0, 120),
+        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase,
+        False,
+    )  # fmt: skip
+    QApplication.sendEvent(viewport, wheel)
+    assert window.axis.width_s == pytest.approx(max(whole / 1.5, 10.0))
+    assert window.axis.live  # zooming alone does not pause
+    start = viewport.rect().center()
+    qtbot.mousePress(viewport, Qt.MouseButton.LeftButton, pos=start)
+    qtbot.mouseMove(viewport, start + QPoint(viewport.width() // 4, 0))
+    qtbot.mouseRelease(
+        viewport, Qt.MouseButton.LeftButton, pos=start + QPoint(viewport.width() // 4, 0)
+    )
+    assert window.paused  # dragging right goes back in time, a quarter of the width
+    assert window.timeline.now - (window.axis.cursor or 0) == pytest.approx(
+        window.axis.width_s / 4, rel=0.1
+    )
+    # every plot shows the same range
+    ranges = {
+        tuple(round(v, 3) for v in p.time_plots[0].viewRange()[0]) for p in window.plots.values()
+    }
+    assert len(ranges) <= 2  # hidden tabs catch up when shown
+
+
+def test_snapshots_the_mailbox_replaced_lose_no_close(qtbot, window: MainWindow) -> None:
+    mailbox = window.runner.mailbox  # type: ignore[union-attr]
+    rows = [connection(10 + i, id=i) for i in range(1, 6)]
+    window.on_batch(Batch(frame(1, rows), [], {}))
+    for seq in range(2, 6):  # four snapshots posted before the window takes any
+        gone = rows[seq - 2]
+        closed = [ClosedConnection(gone, 1000.0 + seq * SPAN, f"reason {seq}")]
+        mailbox.post(frame(seq, rows[seq - 1 :], closed))
+    window.bridge.poll()  # type: ignore[union-attr]
+    qtbot.waitUntil(lambda: window.timeline.frames == 2, timeout=2000)
+    ghosts = {g.row.id: g.reason for g in window.timeline.state_at().ghosts}
+    assert ghosts == {1: "reason 2", 2: "reason 3", 3: "reason 4", 4: "reason 5"}
+    assert window.timeline.latest is not None
+    assert window.timeline.latest.interval.span_s == pytest.approx(4 * SPAN)  # counts too

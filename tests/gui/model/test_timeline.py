@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -166,3 +167,12 @@ def test_slices_are_aligned_so_thinning_gives_whole_widths_and_a_skip_leaves_no_
 
 def _fields(s: Snapshot) -> dict[str, object]:
     return {name: getattr(s, name) for name in Snapshot.__dataclass_fields__}
+
+
+def test_a_write_flip_shorter_than_a_frame_is_kept_in_its_slice() -> None:
+    tl = Timeline()
+    for seq in range(1, 20):
+        tl.add(snap(seq, (row(1, write=0.01 if seq == 7 else 0.0),)))
+    part = tl.slices[tl.slice_index(100.0 + 7 * SPAN)]
+    read, write = part.fractions(part.column(1) or 0)
+    assert read == pytest.approx(1.0) and 0 < write < 0.01  # a sliver of the slice, not lost
