@@ -56,6 +56,7 @@ class ConnectionTable(QWidget):
     def __init__(self, commands: Commands | None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._commands = commands
+        self._ghosts_not_shown = 0  # closed connections beyond what the table lists
         self.model = ConnectionModel(self)
         self._selected: list[int] = []
         self._current_fd: int | None = None
@@ -125,6 +126,11 @@ class ConnectionTable(QWidget):
         self.model.set_state(state.at, state.rows, state.ghosts, listeners)
         self._count()
 
+    def set_ghosts_not_shown(self, count: int) -> None:
+        if count != self._ghosts_not_shown:
+            self._ghosts_not_shown = count
+            self._count()
+
     def _filter_changed(self, text: str) -> None:
         self.model.set_filter(text)
         self._count()
@@ -138,7 +144,12 @@ class ConnectionTable(QWidget):
             if shown == total
             else f"{shown:,} of {plural(total, 'connection')}"
         )
-        self.count_label.setText(f"{text} · {closed:,} closed" if closed else text)
+        more = self._ghosts_not_shown
+        if more:
+            text = f"{text} · {closed + more:,} closed (the newest {closed:,} listed)"
+        elif closed:
+            text = f"{text} · {closed:,} closed"
+        self.count_label.setText(text)
 
     # -- selection, kept by fd across resets ----------------------------------------------
     def selected_fds(self) -> list[int]:

@@ -10,6 +10,7 @@ shown).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -52,6 +53,9 @@ from loopmon.gui.status_strip import StatusStrip
 from loopmon.snapshot import KINDS, LoopEvent, Snapshot
 
 EVENT_LOG_SIZE = 5000
+# The table lists at most this many closed connections (the newest; the raster and the
+# timeline keep the rest): sorting and filtering stay quick under a churn of closes.
+TABLE_GHOSTS = 5000
 DEFAULT_SIZE = QSize(1400, 900)  # when nothing was saved, and the screen has room
 CONTROLS_WIDTH = 420  # the controls dock: the listeners table's columns fit
 # Views refresh at most this often. Histories and the status strip take every snapshot
@@ -311,7 +315,11 @@ class MainWindow(QMainWindow):
         """The table at the cursor: the connections open then, and the ghosts."""
         state = self.state = self.timeline.state_at(self.axis.cursor)
         latest = self.latest
-        self.table.set_state(state, latest.listeners if latest is not None else ())
+        shown = state
+        if len(state.ghosts) > TABLE_GHOSTS:  # a churn's thousands: the newest, and a count
+            shown = dataclasses.replace(state, ghosts=state.ghosts[-TABLE_GHOSTS:])
+        self.table.set_state(shown, latest.listeners if latest is not None else ())
+        self.table.set_ghosts_not_shown(len(state.ghosts) - len(shown.ghosts))
         for panel in self.plots.values():
             panel.state = state
 

@@ -198,3 +198,17 @@ def test_snapshots_the_mailbox_replaced_lose_no_close(qtbot, window: MainWindow)
     assert ghosts == {1: "reason 2", 2: "reason 3", 3: "reason 4", 4: "reason 5"}
     assert window.timeline.latest is not None
     assert window.timeline.latest.interval.span_s == pytest.approx(4 * SPAN)  # counts too
+
+
+def test_the_table_lists_the_newest_ghosts_under_a_churn(
+    qtbot, window: MainWindow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loopmon.gui import main_window
+
+    monkeypatch.setattr(main_window, "TABLE_GHOSTS", 3)
+    for seq in range(1, 11):  # one connection closes each frame
+        gone = connection(100 + seq, id=seq)
+        feed(window, frame(seq, [], [ClosedConnection(gone, 1000.0 + seq * SPAN, "churn")]))
+    listed = sorted(r.id for r in window.table.model.rows)
+    assert listed == [8, 9, 10]
+    assert window.table.count_label.text() == "0 connections · 10 closed (the newest 3 listed)"
