@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QWidget
 
 from loopmon.gui.model import units
 from loopmon.gui.plot_panel import PlotPanel, fit_y
-from loopmon.gui.timeline_columns import ConnectionGrid, loop_columns
+from loopmon.gui.timeline_columns import ConnectionGrid, GridCache, loop_columns
 
 Key = tuple[str, int]
 
@@ -48,6 +48,7 @@ class QueuePlot(PlotPanel):
             self.legend.addItem(item, "")
         self._entries = {id(sample.item): (sample, label) for sample, label in self.legend.items}
         self._texts: dict[int, str] = {}
+        self._cache = GridCache()
         self._selected: list[Key] = []
         self.shown_deepest: list[int] = []  # their fds
 
@@ -87,7 +88,7 @@ class QueuePlot(PlotPanel):
         deepest = self._deepest(t1, DEEPEST, set(chosen))
         fd_of = {k: getattr(self.timeline.static(k), "fd", -1) for k in chosen + deepest}
         self.shown_deepest = [fd_of[k] for k in deepest]
-        grid = ConnectionGrid(self.timeline, chosen + deepest, t0, t1)
+        grid = ConnectionGrid(self.timeline, chosen + deepest, t0, t1, self._cache)
         x = grid.x
         series: dict[str, np.ndarray] = {
             "chosen": grid.queue[:, : len(chosen)],

@@ -13,6 +13,7 @@ so a WRITE registered for a millisecond still shows: any share at all is drawn a
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -22,7 +23,7 @@ from PySide6.QtCore import QRectF
 from PySide6.QtWidgets import QWidget
 
 from loopmon.gui.plot_panel import PlotPanel
-from loopmon.gui.timeline_columns import ConnectionGrid, busiest
+from loopmon.gui.timeline_columns import ConnectionGrid, GridCache, busiest
 
 Key = tuple[str, int]  # (session, id)
 MAX_ROWS = 64
@@ -93,6 +94,7 @@ class MaskRaster(PlotPanel):
         self.rows: list[int] = []  # the fds shown, top to bottom
         self.keys: list[Key] = []  # (session, id) of each row
         self.ghost_rows: set[Key] = set()
+        self._cache = GridCache()
 
     def set_selected(self, keys: Sequence[Key]) -> None:
         self._selected = list(keys)
@@ -116,7 +118,11 @@ class MaskRaster(PlotPanel):
         closed = closed[: max((MAX_ROWS - len(chosen)) // 2, 0)]
         taken.update(closed)
         now = self._clock()
-        if now - self._ranked_at >= RERANK_S or self._ranked != (t0, t1):
+        # Re-ranked each second, or when the range jumps by half its width or changes width:
+        # a scrub keeps the rows in place (and the grid's cache of them).
+        r0, r1 = self._ranked
+        moved = abs(t1 - r1) > (t1 - t0) / 2 or not math.isclose(t1 - t0, r1 - r0)
+        if moved or (self.axis.live and now - self._ranked_at >= RERANK_S):
             self._busiest = busiest(self.timeline, open_keys, t0, t1, MAX_ROWS)
             self._ranked_at, self._ranked = now, (t0, t1)
         others = [k for k in self._busiest if k not in taken]
@@ -132,7 +138,7 @@ class MaskRaster(PlotPanel):
             self.image.clear()
             self.plot.getAxis("left").setTicks([[]])
             return
-        grid = ConnectionGrid(self.timeline, keys, t0, t1)
+        grid = ConnectionGrid(self.timeline, keys, t0, t1, self._cache)
         cells = mask_cells(grid.read, grid.write, grid.known)  # (columns, rows, strips, rgb)
         image = cells.reshape(cells.shape[0], len(keys) * STRIPS, 3)
         self.image.setImage(image, autoLevels=False)

@@ -60,13 +60,52 @@ def loop_columns(timeline: Timeline, t0: float, t1: float) -> LoopColumns:
     return LoopColumns(timeline.view_slices(t0, t1), t1)
 
 
+class GridCache:
+    """What a grid found in each slice for one list of connections, kept for the next grid
+    over the same connections: a scrub moves the range a little, and only the slices that
+    come into view are looked up. Finished slices never change (thinning makes new ones; the
+    one being filled is packed anew per frame), so a slice object is its own key."""
+
+    def __init__(self) -> None:
+        self.keys: tuple[tuple[str, int], ...] = ()
+        self.found: dict[int, tuple[Slice, np.ndarray]] = {}
+
+    def columns(self, part: Slice, keys: tuple[tuple[str, int], ...]) -> np.ndarray:
+        """(4, len(keys)): READ share, WRITE share, watched (1/0), deepest queue."""
+        if keys != self.keys:
+            self.keys = keys
+            self.found = {}
+        hit = self.found.get(id(part))
+        if hit is not None and hit[0] is part:
+            return hit[1]
+        out = np.zeros((4, len(keys)), np.float32)
+        ids = part.ids
+        for i, (session, conn_id) in enumerate(keys):
+            j = bisect.bisect_left(ids, conn_id)
+            if session == part.session and j < len(ids) and ids[j] == conn_id:
+                out[0, i], out[1, i] = part.fractions(j)
+                out[2, i] = 1.0
+                out[3, i] = part.qmax[j]
+        self.found[id(part)] = (part, out)
+        return out
+
+    def keep_only(self, parts: Sequence[Slice]) -> None:
+        live = {id(p) for p in parts}
+        self.found = {k: v for k, v in self.found.items() if k in live}
+
+
 class ConnectionGrid:
     """Per connection (one per id asked), per column of a uniform grid over ``[t0, t1]``:
     READ and WRITE shares, whether it was watched then (``known``) and its deepest queue;
     arrays shaped (columns, connections)."""
 
     def __init__(
-        self, timeline: Timeline, session_ids: Sequence[tuple[str, int]], t0: float, t1: float
+        self,
+        timeline: Timeline,
+        session_ids: Sequence[tuple[str, int]],
+        t0: float,
+        t1: float,
+        cache: GridCache | None = None,
     ) -> None:
         slices = timeline.view_slices(t0, t1)
         finest = min((p.width for p in slices), default=timeline.slice_s)
@@ -74,46 +113,23 @@ class ConnectionGrid:
         self.ncols = ncols
         self.dt = (t1 - t0) / ncols
         self.x0 = -(t1 - t0)  # relative to the range's end
-        k = len(session_ids)
-        self.read = np.zeros((ncols, k), np.float32)
-        self.write = np.zeros((ncols, k), np.float32)
-        self.known = np.zeros((ncols, k), bool)
-        self.queue = np.zeros((ncols, k), np.float32)
-        if not slices or not k:
-            return
-        starts = [p.start for p in slices]
-        previous: Slice | None = None
-        row_r: list[float] = []
-        row_w: list[float] = []
-        row_k: list[bool] = []
-        row_q: list[float] = []
-        for c in range(ncols):
-            mid = t0 + (c + 0.5) * self.dt
-            i = bisect.bisect_right(starts, mid) - 1
-            if i < 0 or slices[i].end < mid - self.dt:  # before history, or a gap
-                continue
-            part = slices[i]
-            if part is not previous:
-                previous = part
-                row_r, row_w, row_k, row_q = [], [], [], []
-                ids = part.ids
-                for session, conn_id in session_ids:
-                    j = bisect.bisect_left(ids, conn_id)
-                    if session == part.session and j < len(ids) and ids[j] == conn_id:
-                        r, w = part.fractions(j)
-                        row_r.append(r)
-                        row_w.append(w)
-                        row_k.append(True)
-                        row_q.append(part.qmax[j])
-                    else:
-                        row_r.append(0.0)
-                        row_w.append(0.0)
-                        row_k.append(False)
-                        row_q.append(0.0)
-            self.read[c] = row_r
-            self.write[c] = row_w
-            self.known[c] = row_k
-            self.queue[c] = row_q
+        keys = tuple(session_ids)
+        k = len(keys)
+        cells = np.zeros((ncols, 4, k), np.float32)
+        if slices and k:
+            cache = cache if cache is not None else GridCache()
+            starts = [p.start for p in slices]
+            for c in range(ncols):
+                mid = t0 + (c + 0.5) * self.dt
+                i = bisect.bisect_right(starts, mid) - 1
+                if i < 0 or slices[i].end < mid - self.dt:  # before history, or a gap
+                    continue
+                cells[c] = cache.columns(slices[i], keys)
+            cache.keep_only(slices)
+        self.read = cells[:, 0, :]
+        self.write = cells[:, 1, :]
+        self.known = cells[:, 2, :] > 0
+        self.queue = cells[:, 3, :]
 
     @property
     def x(self) -> np.ndarray:

@@ -212,3 +212,22 @@ def test_the_table_lists_the_newest_ghosts_under_a_churn(
     listed = sorted(r.id for r in window.table.model.rows)
     assert listed == [8, 9, 10]
     assert window.table.count_label.text() == "0 connections · 10 closed (the newest 3 listed)"
+
+
+def test_the_grid_cache_answers_as_a_fresh_lookup_does() -> None:
+    import numpy as np
+
+    from loopmon.gui.model.timeline import Timeline
+    from loopmon.gui.timeline_columns import ConnectionGrid, GridCache
+
+    tl = Timeline()
+    for seq in range(1, 400):
+        rows = [connection(10 + i, id=i, write_fraction=(seq % (i + 2)) / 10) for i in range(6)]
+        tl.add(frame(seq, rows if seq < 300 else rows[:3]))
+    keys = [("one", i) for i in range(6)]
+    cache = GridCache()
+    for end in (1008.0, 1008.3, 1012.0, 1016.0, 1015.5):
+        cached = ConnectionGrid(tl, keys, end - 10, end, cache)
+        fresh = ConnectionGrid(tl, keys, end - 10, end)
+        for name in ("read", "write", "known", "queue"):
+            assert np.array_equal(getattr(cached, name), getattr(fresh, name)), (end, name)
