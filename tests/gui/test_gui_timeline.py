@@ -129,6 +129,10 @@ def test_a_restarted_producer_is_a_new_session_on_the_same_axis(qtbot, window: M
     assert opened == [(1, 7)]  # the new session's connection 1
     ghosts = [model.ghost_at(i) for i in range(model.rowCount()) if model.ghost_at(i)]
     assert {(g.session, g.row.id) for g in ghosts if g} == {("one", 1), ("one", 2), ("one", 3)}
+    window.raster.refresh()  # the restart is marked where it sits in the range shown
+    lines = [ln for ln in window.raster._lines[id(window.raster.plot)] if ln.isVisible()]
+    t1 = window.timeline.now
+    assert [round(ln.value(), 2) for ln in lines] == [round(tl.sessions[1].at - t1, 2)]
 
 
 def test_the_event_log_shows_what_had_happened_by_the_cursor(qtbot, window: MainWindow) -> None:
