@@ -39,8 +39,9 @@ class TimeAxis:
         self.width_s = min(max(width, MIN_WIDTH_S), widest)
 
     def pan(self, widths: float, start: float, now: float) -> None:
-        """Move the cursor by ``widths`` of the width (back if negative); pauses if live."""
-        at = self.at(now) + widths * self.width_s
+        """Move the cursor by ``widths`` of the width shown (back if negative; of the history,
+        while that is shorter than the width); pauses if live."""
+        at = self.at(now) + widths * min(self.width_s, max(now - start, MIN_WIDTH_S))
         self.cursor = min(max(at, start), now)
 
     def scrub(self, at: float, start: float, now: float) -> None:

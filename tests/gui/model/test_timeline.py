@@ -149,6 +149,9 @@ def test_the_time_axis_zooms_pans_and_returns_to_live() -> None:
     assert axis.at(700.0) == 700.0
     axis.pause(700.0)
     assert axis.at(800.0) == 700.0
+    young = TimeAxis(width_s=60.0)  # a fresh window: 20 s of history, 60 s wide
+    young.pan(-0.1, start=980.0, now=1000.0)
+    assert young.cursor == 998.0  # a tenth of what there is, not 6 s of 20
 
 
 def test_slices_are_aligned_so_thinning_gives_whole_widths_and_a_skip_leaves_no_gap() -> None:
