@@ -8,7 +8,7 @@ deepest queue, and its figures at the slice's end. ``merge`` joins consecutive s
 coarser slice with the same rules, so a thinned stall or a thinned queue spike still shows.
 
 Pure Python with ``array`` rather than numpy (gui/model is numpy-free, DESIGN.md): a busy
-connection costs 84 bytes per slice here against ~400 for a kept ConnectionRow, and the cost of
+connection costs 91 bytes per slice here against ~400 for a kept ConnectionRow, and the cost of
 packing is paid once per slice, not per frame (figures: benchmarks/bench_timeline.py).
 """
 
