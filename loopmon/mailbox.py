@@ -7,6 +7,12 @@ listener failure, stall or exception that matters (shared/DESIGN.md, "rare event
 drops is counted. It wakes the reader's ``Waker`` after each post; the waker coalesces, so a
 reader that has not drained yet is woken once, not once per post. The reader waits on
 ``fileno()`` (select, or a QSocketNotifier in the window) and calls ``take()``.
+
+A replaced snapshot still hands on what only it carried: its closed connections (each is reported
+once, in one snapshot) and its interval's loop figures go into the snapshot that replaces it
+(``carry_over``), so a reader that keeps history (the window's Timeline) is exact for closes and
+counts even when it falls behind; the rows' per-interval mask fractions are the replacing
+snapshot's own. Cumulative figures (totals, row counters) need nothing: the newer ones cover all.
 """
 
 from __future__ import annotations
@@ -17,12 +23,57 @@ import itertools
 import select
 import threading
 from collections.abc import Iterable
+from dataclasses import replace
 
-from loopmon.snapshot import LoopEvent, Snapshot
+from loopmon.snapshot import LagHistogram, LoopEvent, LoopFigures, Snapshot
 from loopmon.waker import Waker
 
 # (sequence number, event): the number restores the order of posting across the kinds' logs.
 _Logged = tuple[int, LoopEvent]
+
+# Closed connections carried into a replacing snapshot at most; the rest are counted (the
+# producer's own bound is 1,000 a snapshot: ten skipped snapshots' worth).
+MAX_CARRIED_CLOSES = 10_000
+
+
+def _sum_lag(a: LagHistogram, b: LagHistogram) -> LagHistogram:
+    if not a.counts or not b.counts:
+        return LagHistogram(a.counts or b.counts, max(a.max_s, b.max_s))
+    return LagHistogram(tuple(x + y for x, y in zip(a.counts, b.counts, strict=True)), b.max_s)
+
+
+def _sum_figures(a: LoopFigures, b: LoopFigures) -> LoopFigures:
+    """Two consecutive intervals as one (``a`` first)."""
+    return LoopFigures(
+        span_s=a.span_s + b.span_s,
+        iterations=a.iterations + b.iterations,
+        events=a.events + b.events,
+        callbacks=a.callbacks + b.callbacks,
+        timers=a.timers + b.timers,
+        busy_s=a.busy_s + b.busy_s,
+        poll_s=a.poll_s + b.poll_s,
+        lag=_sum_lag(a.lag, b.lag),
+        stalls=a.stalls + b.stalls,
+        errors=a.errors + b.errors,
+    )
+
+
+def carry_over(unread: Snapshot, newer: Snapshot) -> Snapshot:
+    """``newer`` as it replaces ``unread``: with ``unread``'s closes before its own and one
+    interval spanning both. Snapshots of different sessions share nothing (ids differ)."""
+    if unread.session != newer.session:
+        return newer
+    closed = unread.closed + newer.closed
+    omitted = unread.closed_omitted + newer.closed_omitted
+    if len(closed) > MAX_CARRIED_CLOSES:
+        omitted += len(closed) - MAX_CARRIED_CLOSES
+        closed = closed[-MAX_CARRIED_CLOSES:]
+    return replace(
+        newer,
+        interval=_sum_figures(unread.interval, newer.interval),
+        closed=closed,
+        closed_omitted=omitted,
+    )
 
 
 class Mailbox:
@@ -36,6 +87,7 @@ class Mailbox:
         self._log_size = log_size
         self._dropped: collections.Counter[str] = collections.Counter()
         self._waker = Waker()
+        self.replaced = 0  # snapshots replaced unread (their closes carried over)
 
     @property
     def log_size(self) -> int:
@@ -50,6 +102,11 @@ class Mailbox:
         """Publish (producer side): replace the unread snapshot, log the events, wake."""
         with self._lock:
             if snapshot is not None:
+                unread = self._snapshot
+                if unread is not None:
+                    # Only when the reader is behind: a tuple concatenation on the loop thread.
+                    snapshot = carry_over(unread, snapshot)
+                    self.replaced += 1
                 self._snapshot = snapshot
             logs = self._logs
             seq = self._seq

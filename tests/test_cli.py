@@ -155,3 +155,12 @@ def test_loopmon_run_dies_of_the_signal_its_program_did_not_handle(tmp_path: Pat
         timeout=60,
     )
     assert proc.returncode == -signal.SIGINT, proc.stderr
+
+
+def test_history_mb_is_the_windows_option() -> None:
+
+    assert build_parser().parse_args([]).history_mb == 300
+    assert build_parser().parse_args(["--history-mb", "50", "gui"]).history_mb == 50
+    assert build_parser().parse_args(["gui", "--history-mb", "64"]).history_mb == 64
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--history-mb", "0"])

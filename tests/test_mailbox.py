@@ -106,3 +106,38 @@ def test_a_frequent_kind_never_evicts_a_rare_one() -> None:
     assert [e.at for e in events] == sorted(e.at for e in events)
     assert events[0].text == "port in use"
     box.close()
+
+
+def test_a_replaced_snapshot_hands_on_its_closes_and_its_interval() -> None:
+    from loopmon.snapshot import ClosedConnection, ConnectionRow, LoopFigures
+
+    def row(cid: int) -> ConnectionRow:
+        return ConnectionRow(fd=cid, peer="", listener_id=1, state="open", mask=1,
+                             read_fraction=1.0, write_fraction=0.0, id=cid)  # fmt: skip
+
+    def closed_snap(seq: int, cid: int, session: str = "s") -> Snapshot:
+        return Snapshot(
+            seq=seq, taken_at=float(seq), backend="epoll", strategy="direct", session=session,
+            interval=LoopFigures(span_s=0.04, events=10, iterations=2),
+            closed=(ClosedConnection(row(cid), float(seq), "peer closed"),), closed_omitted=1,
+        )  # fmt: skip
+
+    box = Mailbox()
+    box.post(closed_snap(1, 7))
+    box.post(closed_snap(2, 8))
+    box.post(closed_snap(3, 9))
+    snapshot, _, _ = box.take()
+    assert snapshot is not None and snapshot.seq == 3
+    assert [c.row.id for c in snapshot.closed] == [7, 8, 9]  # none lost, oldest first
+    assert snapshot.closed_omitted == 3
+    assert snapshot.interval.events == 30 and snapshot.interval.iterations == 6
+    assert abs(snapshot.interval.span_s - 0.12) < 1e-9
+    assert box.replaced == 2
+    box.post(closed_snap(4, 10))  # read: nothing to carry
+    snapshot, _, _ = box.take()
+    assert snapshot is not None and [c.row.id for c in snapshot.closed] == [10]
+    box.post(closed_snap(5, 11, session="old"))
+    box.post(closed_snap(6, 12, session="new"))  # another session's ids mean other things
+    snapshot, _, _ = box.take()
+    assert snapshot is not None and [c.row.id for c in snapshot.closed] == [12]
+    box.close()

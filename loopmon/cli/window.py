@@ -44,7 +44,26 @@ NO_DISPLAY = (
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, inherit: bool = False) -> None:
+    """The server's options and the window's own (``inherit``: a subcommand repeating the
+    top-level options, whose defaults must not overwrite what was given before its name)."""
     add_server_arguments(parser, inherit=inherit)
+    parser.add_argument(
+        "--history-mb",
+        type=history_mb,
+        default=argparse.SUPPRESS if inherit else 300,
+        help="memory the window's history may use, in MiB; older history is thinned, then "
+        "dropped (300)",
+    )
+
+
+def history_mb(text: str) -> int:
+    try:
+        mb = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of MiB: {text!r}") from None
+    if mb < 1:
+        raise argparse.ArgumentTypeError(f"at least 1 MiB: {mb}")
+    return mb
 
 
 def this_command() -> str:

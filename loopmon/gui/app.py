@@ -45,7 +45,7 @@ def build(args: argparse.Namespace, runner: RunnerLike | None = None) -> MainWin
 
         runner = LoopRunner(backend=getattr(args, "backend", None), strategy=args.strategy)
     runner.start()
-    window = MainWindow(runner)
+    window = MainWindow(runner, history_mb=getattr(args, "history_mb", None) or 300)
     host = getattr(args, "host", None) or DEFAULT_HOST
     for port in getattr(args, "port", None) or [DEFAULT_PORT]:
         window.listener_panel.start_listener(host, port)

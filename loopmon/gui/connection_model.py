@@ -26,6 +26,7 @@ from PySide6.QtGui import QColor
 
 from loopmon.events import ERROR, mask_names
 from loopmon.gui.model import units
+from loopmon.gui.model.timeline import Ghost
 from loopmon.snapshot import ConnectionRow, ListenerRow, Snapshot
 
 Index = QModelIndex | QPersistentModelIndex
@@ -52,6 +53,8 @@ _NUMERIC = {FD, QUEUE, BYTES_IN, BYTES_OUT, AGE}
 _RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
 _LEFT = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
 _STATE_COLOURS = {"paused": QColor(230, 140, 20), "draining": QColor(120, 120, 200)}
+GHOST_COLOUR = QColor(128, 128, 128)  # a closed connection: dimmed
+GHOST_ROLE = Qt.ItemDataRole.UserRole + 4  # the Ghost of a closed connection's row, else None
 
 
 class ConnectionModel(QAbstractTableModel):
@@ -65,6 +68,8 @@ class ConnectionModel(QAbstractTableModel):
         self._listeners: dict[int, str] = {}
         self._listener_rows: tuple[ListenerRow, ...] = ()
         self._cache: dict[int, str] = {}
+        self._ghosts: dict[int, Ghost] = {}  # by id() of the ghost's row object: a row is
+        # either open or a ghost's final row in what is shown, never both
         self._filter = ""
         self._sort_column = -1
         self._sort_order = Qt.SortOrder.AscendingOrder
@@ -86,12 +91,25 @@ class ConnectionModel(QAbstractTableModel):
                 return _RIGHT if section in _NUMERIC else _LEFT
         return None
 
-    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: PLR0912 - one branch per Qt role
         if not index.isValid():
             return None
         row, col = index.row(), index.column()
         if not (0 <= row < len(self._rows) and 0 <= col < len(COLUMNS)):
             return None
+        ghost = self._ghosts.get(id(self._rows[row])) if self._ghosts else None
+        if role == GHOST_ROLE:
+            return ghost
+        if ghost is not None and role == Qt.ItemDataRole.ForegroundRole:
+            return GHOST_COLOUR
+        if ghost is not None and role == Qt.ItemDataRole.ToolTipRole:
+            return (
+                f"closed {units.duration(max(self._taken_at - ghost.at, 0.0))} before the time "
+                f"shown: {ghost.reason}; the figures are its last"
+            )
+        if ghost is not None and role == Qt.ItemDataRole.DisplayRole and col == STATE:
+            ago = units.duration(max(self._taken_at - ghost.at, 0.0))
+            return f"✕ {ghost.reason}, {ago} ago"  # the reason first: the column is narrow
         if role == Qt.ItemDataRole.DisplayRole:
             key = row * 16 + col
             text = self._cache.get(key)
@@ -140,7 +158,28 @@ class ConnectionModel(QAbstractTableModel):
             self._listener_rows = snapshot.listeners
             self._listeners = {lr.id: lr.address for lr in snapshot.listeners}
         self._all = snapshot.connections
+        self._ghosts = {}
         self._refresh()
+
+    def set_state(
+        self,
+        taken_at: float,
+        rows: tuple[ConnectionRow, ...],
+        ghosts: tuple[Ghost, ...],
+        listeners: tuple[ListenerRow, ...],
+    ) -> None:
+        """The connections open at ``taken_at`` and, dimmed after them, the closed ones still
+        in history (ghosts) with their final figures."""
+        self._taken_at = taken_at
+        if listeners is not self._listener_rows:
+            self._listener_rows = listeners
+            self._listeners = {lr.id: lr.address for lr in listeners}
+        self._ghosts = {id(g.row): g for g in ghosts}
+        self._all = rows + tuple(g.row for g in ghosts)
+        self._refresh()
+
+    def ghost_at(self, row: int) -> Ghost | None:
+        return self._ghosts.get(id(self._rows[row])) if self._ghosts else None
 
     def set_filter(self, text: str) -> None:
         """Keep rows whose peer, state, mask names or listener address contain ``text``
@@ -202,6 +241,17 @@ class ConnectionModel(QAbstractTableModel):
         return len(self._all)
 
     @property
+    def shown_ghosts(self) -> int:
+        """Ghosts among the rows shown (the filter applied)."""
+        ghosts = self._ghosts
+        return sum(1 for r in self._rows if id(r) in ghosts) if ghosts else 0
+
+    @property
+    def ghost_count(self) -> int:
+        """Closed connections among ``total`` (shown dimmed)."""
+        return len(self._ghosts)
+
+    @property
     def taken_at(self) -> float:
         return self._taken_at
 
@@ -220,7 +270,9 @@ class ConnectionModel(QAbstractTableModel):
         return self._listeners.get(listener_id, f"#{listener_id}")
 
     def age(self, row: ConnectionRow) -> float:
-        return max(self._taken_at - row.created_at, 0.0)
+        ghost = self._ghosts.get(id(row)) if self._ghosts else None
+        end = ghost.at if ghost is not None else self._taken_at  # a ghost's age at its close
+        return max(end - row.created_at, 0.0)
 
     def _text(self, row: ConnectionRow, col: int) -> str:
         if col == FD:

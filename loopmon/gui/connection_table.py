@@ -33,14 +33,15 @@ from loopmon.gui.connection_model import (
     ConnectionModel,
 )
 from loopmon.gui.mask_delegate import MaskChipDelegate
+from loopmon.gui.model.timeline import State
 from loopmon.gui.model.wording import plural, wrappable
-from loopmon.snapshot import Snapshot
+from loopmon.snapshot import ListenerRow, Snapshot
 
 COLUMN_WIDTHS = {
     FD: 50,
     PEER: 150,
     LISTENER: 130,
-    STATE: 70,
+    STATE: 110,  # room for a ghost's reason
     MASK: 75,
     QUEUE: 75,
     BYTES_IN: 85,
@@ -55,6 +56,7 @@ class ConnectionTable(QWidget):
     def __init__(self, commands: Commands | None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._commands = commands
+        self._ghosts_not_shown = 0  # closed connections beyond what the table lists
         self.model = ConnectionModel(self)
         self._selected: list[int] = []
         self._current_fd: int | None = None
@@ -119,17 +121,34 @@ class ConnectionTable(QWidget):
         self.model.set_snapshot(snapshot)
         self._count()
 
+    def set_state(self, state: State, listeners: tuple[ListenerRow, ...]) -> None:
+        """The connections at the time cursor, and the ghosts of those closed by then."""
+        self.model.set_state(state.at, state.rows, state.ghosts, listeners)
+        self._count()
+
+    def set_ghosts_not_shown(self, count: int) -> None:
+        if count != self._ghosts_not_shown:
+            self._ghosts_not_shown = count
+            self._count()
+
     def _filter_changed(self, text: str) -> None:
         self.model.set_filter(text)
         self._count()
 
     def _count(self) -> None:
-        shown, total = self.model.rowCount(), self.model.total
+        closed = self.model.ghost_count
+        shown, total = self.model.rowCount(), self.model.total - closed
+        shown -= self.model.shown_ghosts
         text = (
             plural(total, "connection")
             if shown == total
             else f"{shown:,} of {plural(total, 'connection')}"
         )
+        more = self._ghosts_not_shown
+        if more:
+            text = f"{text} · {closed + more:,} closed (the newest {closed:,} listed)"
+        elif closed:
+            text = f"{text} · {closed:,} closed"
         self.count_label.setText(text)
 
     # -- selection, kept by fd across resets ----------------------------------------------

@@ -125,3 +125,10 @@ class EventLog(QWidget):
     def clear(self) -> None:
         self.model.clear()
         self._show_not_kept()
+
+    def show_events(self, events: list[LoopEvent]) -> None:
+        """Show these instead (the log as of the time cursor), newest in view."""
+        self.model.clear()
+        self.model.add(events)
+        self._show_not_kept()
+        self.tree.scrollToBottom()

@@ -1,4 +1,5 @@
-"""Loop health over the last minute: events/s, iterations/s, utilization and lag p50/p99."""
+"""Loop health over the range the time axis shows: events/s, iterations/s, utilization and lag
+p50/p99, from the Timeline's slices (thinned slices keep the lag's maxima)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QWidget
 
-from loopmon.gui.history import WINDOW_S, HealthHistory
-from loopmon.gui.plot_panel import PlotPanel, fit_y, time_axis
+from loopmon.gui.history import HealthHistory
+from loopmon.gui.plot_panel import PlotPanel, fit_y
+from loopmon.gui.timeline_columns import loop_columns
 
 _EMPTY = np.zeros(0)
 
@@ -23,10 +25,12 @@ class HealthPlots(PlotPanel):
         self.events_plot = g.addPlot(row=0, col=0, title=f"events / s, {over}")
         self.iterations_plot = g.addPlot(row=1, col=0, title=f"iterations / s, {over}")
         self.util_plot = g.addPlot(row=2, col=0, title=f"utilization %, {over}")
-        self.lag_plot = g.addPlot(row=3, col=0, title="lag (ms), p50 and p99 over the last 10 s")
+        self.lag_plot = g.addPlot(
+            row=3, col=0, title="lag (ms), p50 and p99 over the last 10 s (highest kept)"
+        )
         plots = (self.events_plot, self.iterations_plot, self.util_plot, self.lag_plot)
         for i, plot in enumerate(plots):
-            time_axis(plot, label=i == len(plots) - 1)
+            self.add_time_plot(plot, label=i == len(plots) - 1)
             if i:
                 plot.setXLink(self.events_plot)
         self.util_plot.setYRange(0, 100, padding=0.02)
@@ -48,18 +52,21 @@ class HealthPlots(PlotPanel):
         }
 
     def redraw(self) -> None:
-        ring = self.health.ring
-        if not len(ring):
+        t0, t1 = self.shown_range()
+        cols = loop_columns(self.timeline, t0, t1)
+        if not len(cols.x):
             for curve in self.curves.values():
                 curve.setData(_EMPTY, _EMPTY)
             return
-        t = ring.column("t")
-        x = t - t[-1]
-        first = int(np.searchsorted(x, -WINDOW_S))  # only what the window shows
-        x = x[first:]
-        columns = {name: ring.column(name)[first:] for name in self.curves}
+        columns = {
+            "events": cols.events,
+            "iterations": cols.iterations,
+            "utilization": cols.utilization,
+            "lag_p50": cols.lag_p50,
+            "lag_p99": cols.lag_p99,
+        }
         for name, curve in self.curves.items():
-            curve.setData(x, columns[name])
+            curve.setData(cols.x, columns[name])
         fit_y(self.events_plot, columns["events"])
         fit_y(self.iterations_plot, columns["iterations"])
         fit_y(self.lag_plot, columns["lag_p50"], columns["lag_p99"], floor=0.1)

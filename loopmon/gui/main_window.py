@@ -10,6 +10,7 @@ shown).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,12 +35,15 @@ from loopmon.gui.commands import Commands, RunnerLike
 from loopmon.gui.connection_table import ConnectionTable
 from loopmon.gui.event_log import EventLog
 from loopmon.gui.health_plots import HealthPlots
-from loopmon.gui.history import ConnectionColumns, FdHistory, HealthHistory
+from loopmon.gui.history import HealthHistory
 from loopmon.gui.listener_panel import ListenerPanel
 from loopmon.gui.load_panel import LoadPanel
 from loopmon.gui.loop_panel import LoopPanel
+from loopmon.gui.model import units
 from loopmon.gui.model.export import write_connections_csv
 from loopmon.gui.model.kind_log import KindLog
+from loopmon.gui.model.time_axis import PAN_STEP, TimeAxis
+from loopmon.gui.model.timeline import DEFAULT_BUDGET_MB, MiB, State, Timeline
 from loopmon.gui.model.wording import window_title
 from loopmon.gui.plot_panel import PlotPanel
 from loopmon.gui.queue_plot import QueuePlot
@@ -49,6 +53,9 @@ from loopmon.gui.status_strip import StatusStrip
 from loopmon.snapshot import KINDS, LoopEvent, Snapshot
 
 EVENT_LOG_SIZE = 5000
+# The table lists at most this many closed connections (the newest; the raster and the
+# timeline keep the rest): sorting and filtering stay quick under a churn of closes.
+TABLE_GHOSTS = 5000
 DEFAULT_SIZE = QSize(1400, 900)  # when nothing was saved, and the screen has room
 CONTROLS_WIDTH = 420  # the controls dock: the listeners table's columns fit
 # Views refresh at most this often. Histories and the status strip take every snapshot
@@ -71,8 +78,14 @@ class MainWindow(QMainWindow):
         clock: Callable[[], float] = time.monotonic,
         load_program: Sequence[str] | None = None,
         view_interval_s: float = VIEW_INTERVAL_S,
+        history_mb: int = DEFAULT_BUDGET_MB,
     ) -> None:
         super().__init__()
+        # Every snapshot goes into the timeline (the mailbox carries a replaced snapshot's
+        # closes over); the views show it at the axis's cursor.
+        self.timeline = Timeline(history_mb * MiB)
+        self.axis = TimeAxis()
+        self.state: State | None = None
         self.runner = runner
         self.settings = settings if settings is not None else open_settings()
         self.bridge: MailboxBridge | None = None
@@ -82,7 +95,6 @@ class MainWindow(QMainWindow):
             self.commands = Commands(runner, self.bridge)
             self.bridge.batch.connect(self.on_batch)
         self.health = HealthHistory()
-        self.fd_history = FdHistory()
         self.latest: Snapshot | None = None
         self.paused = False
         # What the views have not shown yet: the latest snapshot and the events since.
@@ -99,6 +111,8 @@ class MainWindow(QMainWindow):
         self.frames = 0
         self._shut_down = False
         self._fitted = False
+        self.time_actions: dict[str, QAction] = {}
+        self._log_scrubbed = False  # the event log shows the cursor's moment, not everything
 
         self.setWindowTitle(window_title([], QApplication.applicationDisplayName()))
         icon = resources.icon_path()
@@ -107,8 +121,8 @@ class MainWindow(QMainWindow):
 
         # -- views ------------------------------------------------------------------------
         self.table = ConnectionTable(self.commands)
-        self.raster = MaskRaster(self.fd_history, clock=clock)
-        self.queue_plot = QueuePlot(self.health, self.fd_history)
+        self.raster = MaskRaster(clock=clock)
+        self.queue_plot = QueuePlot()
         self.health_plots = HealthPlots(self.health)
         self.event_log = EventLog(EVENT_LOG_SIZE)
         self.plots: dict[str, PlotPanel] = {
@@ -116,6 +130,10 @@ class MainWindow(QMainWindow):
             "queues": self.queue_plot,
             "health": self.health_plots,
         }
+        for panel in self.plots.values():
+            panel.attach(self.timeline, self.axis)
+            panel.zoom_requested.connect(self.zoom)
+            panel.pan_requested.connect(self.move_cursor)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.raster, "Event masks")
         self.tabs.addTab(self.queue_plot, "Queue depth")
@@ -196,10 +214,28 @@ class MainWindow(QMainWindow):
         view_menu = menu.addMenu("&View")
         self.pause_action = QAction("&Pause views", self)
         self.pause_action.setCheckable(True)
-        self.pause_action.setShortcut(QKeySequence("Ctrl+P"))
-        self.pause_action.setToolTip("Freeze the table, plots and log; the loop runs on")
+        self.pause_action.setShortcuts([QKeySequence(Qt.Key.Key_Space), QKeySequence("Ctrl+P")])
+        self.pause_action.setToolTip(
+            "Hold the views at a time cursor (Space); the loop runs on. End: back to live"
+        )
         self.pause_action.toggled.connect(self.set_paused)
         view_menu.addAction(self.pause_action)
+        self.live_action = QAction("Back to &live", self)
+        self.live_action.setShortcut(QKeySequence(Qt.Key.Key_End))
+        self.live_action.triggered.connect(self.go_live)
+        view_menu.addAction(self.live_action)
+        for text, keys, slot in (
+            ("Zoom &in", ("+", "="), lambda: self.zoom(1)),
+            ("Zoom &out", ("-",), lambda: self.zoom(-1)),
+            ("&Earlier", ("Left",), lambda: self.move_cursor(-PAN_STEP)),
+            ("&Later", ("Right",), lambda: self.move_cursor(PAN_STEP)),
+        ):
+            action = QAction(text, self)
+            action.setShortcuts([QKeySequence(k) for k in keys])
+            action.triggered.connect(slot)
+            view_menu.addAction(action)
+            self.addAction(action)
+            self.time_actions[text.replace("&", "")] = action
         view_menu.addAction(self.controls_dock.toggleViewAction())
         toolbar = self.addToolBar("Main")
         toolbar.setObjectName("mainToolbar")
@@ -212,12 +248,17 @@ class MainWindow(QMainWindow):
         refreshed at most once per ``view_interval_s``, with the latest snapshot."""
         snapshot = batch.snapshot
         if snapshot is not None:
+            self.timeline.add(snapshot, batch.events, received_at=time.monotonic())
             self.record(snapshot)
             self._due_snapshot = snapshot
+        elif batch.events:
+            self.timeline.add_events(batch.events)
         self._due_dropped.update(e.kind for e in self._due_events.extend(batch.events))
         self._due_dropped.update(batch.dropped)
         if not self.paused:
             self._request_frame()
+        elif snapshot is not None:
+            self.show_time()  # the loop runs on: the cursor falls further behind
 
     def _request_frame(self) -> None:
         if self._frame_timer.isActive():
@@ -245,8 +286,8 @@ class MainWindow(QMainWindow):
         backend_changed = self.latest is None or self.latest.backend != snapshot.backend
         self.latest = snapshot
         rates = self.health.record(snapshot)
-        self.fd_history.record(snapshot, ConnectionColumns(snapshot))
         self.status.show_snapshot(snapshot, rates)
+        self.status.show_history(self.timeline.nbytes, self.timeline.budget_bytes)
         self.listener_panel.set_listeners(snapshot.listeners, snapshot.session)
         self.loop_panel.show_snapshot(snapshot)
         if backend_changed:  # the title names it
@@ -261,7 +302,7 @@ class MainWindow(QMainWindow):
     ) -> None:
         """Show a snapshot in the table and plots (``every_plot``: hidden ones too)."""
         if snapshot is not None:
-            self.table.set_snapshot(snapshot)
+            self.show_table()
             for panel in self.plots.values():
                 if every_plot:
                     panel.refresh()
@@ -270,10 +311,66 @@ class MainWindow(QMainWindow):
         if events or dropped:
             self.event_log.add(list(events), dropped)
 
+    def show_table(self) -> None:
+        """The table at the cursor: the connections open then, and the ghosts."""
+        state = self.state = self.timeline.state_at(self.axis.cursor)
+        latest = self.latest
+        shown = state
+        if len(state.ghosts) > TABLE_GHOSTS:  # a churn's thousands: the newest, and a count
+            shown = dataclasses.replace(state, ghosts=state.ghosts[-TABLE_GHOSTS:])
+        self.table.set_state(shown, latest.listeners if latest is not None else ())
+        self.table.set_ghosts_not_shown(len(state.ghosts) - len(shown.ghosts))
+        for panel in self.plots.values():
+            panel.state = state
+
+    def show_cursor(self) -> None:
+        """Every view at the cursor, now (a scrub redraws at once: no frame interval)."""
+        self.show_table()
+        self.show_time()
+        for panel in self.plots.values():
+            panel.changed(force=True)
+        if not self.axis.live:  # the log as of the cursor: what had happened by then
+            self._log_scrubbed = True
+            at = self.axis.at(self.timeline.now)
+            self.event_log.show_events([e.event for e in self.timeline.events_until(at)])
+
+    def show_time(self) -> None:
+        """The status strip says what moment the views show (and how far behind now)."""
+        tl = self.timeline
+        if self.axis.live:
+            self.status.show_time(None)
+        else:
+            at = self.axis.at(tl.now)
+            mark = tl.session_at(at)
+            session = tl.sessions.index(mark) + 1 if mark is not None else 1
+            clock = units.clock_time(at - mark.offset) if mark is not None else ""
+            self.status.show_time(tl.now - at, clock, session)
+
+    def move_cursor(self, widths: float) -> None:
+        """Pan: the cursor moves by ``widths`` of the shown width (pausing if live)."""
+        self.set_paused(True)
+        self.axis.pan(widths, self.timeline.start, self.timeline.now)
+        self.show_cursor()
+
+    def zoom(self, steps: float) -> None:
+        self.axis.zoom(steps, self.timeline.start, self.timeline.now)
+        self.show_cursor()
+
+    def go_live(self) -> None:
+        self.set_paused(False)
+
     def set_paused(self, paused: bool) -> None:
         if paused == self.paused:
             return
         self.paused = paused
+        if paused:
+            self.axis.pause(self.timeline.now)
+        else:
+            self.axis.go_live()
+            if self._log_scrubbed:  # back to everything, from the timeline (kept per kind)
+                self._log_scrubbed = False
+                self._due_events.clear()
+                self.event_log.show_events([e.event for e in self.timeline.events_until(1e300)])
         if self.pause_action.isChecked() != paused:
             self.pause_action.setChecked(paused)
         self.status.set_paused(paused)
@@ -281,10 +378,21 @@ class MainWindow(QMainWindow):
             panel.set_frozen(paused)
         if not paused:
             self._frame()
+        self.show_cursor()
 
     def _selection_changed(self, fds: list[int]) -> None:
-        self.raster.set_selected(fds)
-        self.queue_plot.set_selected(fds)
+        """The table selects by fd: the plots take the connections (session, id) shown with
+        those fds (an open one and a ghost may share a number; both are picked)."""
+        model = self.table.model
+        session = self.state.session if self.state is not None else ""
+        wanted = set(fds)
+        keys = []
+        for i, row in enumerate(model.rows):
+            if row.fd in wanted:
+                ghost = model.ghost_at(i)
+                keys.append((ghost.session, row.id) if ghost is not None else (session, row.id))
+        self.raster.set_selected(keys)
+        self.queue_plot.set_selected(keys)
 
     def _listeners_changed(self, *_: object) -> None:
         self.load_panel.set_targets(self.listener_panel.model.rows)

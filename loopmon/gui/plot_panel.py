@@ -1,15 +1,24 @@
 """What every plot in the window shares: a pyqtgraph layout held as a member (pyqtgraph ships
-no types, so nothing here subclasses it), redraw only while visible, and PNG export."""
+no types, so nothing here subclasses it), redraw only while visible, PNG export, and the one
+time axis: each plot shows ``[cursor - width, cursor]`` of the window's Timeline (x in seconds
+before the cursor), the wheel asks to zoom and dragging to pan (the window moves the shared
+axis, so every view follows), and restarted producers are marked with a line."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.exporters
-from PySide6.QtGui import QShowEvent
+from PySide6.QtCore import QEvent, QObject, Signal
+from PySide6.QtGui import QMouseEvent, QShowEvent, QWheelEvent
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from loopmon.gui.history import WINDOW_S
+from loopmon.gui.model.time_axis import TimeAxis
+from loopmon.gui.model.timeline import State, Timeline
+
+SESSION_PEN = pg.mkPen("#e0e0e0", width=1, style=pg.QtCore.Qt.PenStyle.DashLine)
+CURSOR_PEN = pg.mkPen("#ffb74d", width=2)
 
 pg.setConfigOptions(antialias=False, background="#15171c", foreground="#c8ccd4")
 
@@ -18,9 +27,17 @@ class PlotPanel(QWidget):
     """A plot widget fed by ``changed()``: it redraws at once when visible, otherwise on show."""
 
     title = "plot"
+    zoom_requested = Signal(float)  # wheel notches, in if positive
+    pan_requested = Signal(float)  # widths of the shown range, later if positive
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.timeline = Timeline()
+        self.axis = TimeAxis()
+        self.state: State | None = None  # the Timeline at the cursor, as the table shows it
+        self.time_plots: list[pg.PlotItem] = []
+        self._lines: dict[int, list[pg.InfiniteLine]] = {}
+        self._drag_x: float | None = None
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.ci.setContentsMargins(4, 4, 8, 4)
         layout = QVBoxLayout(self)
@@ -29,9 +46,70 @@ class PlotPanel(QWidget):
         self._dirty = False
         self.frozen = False  # paused: keep showing what is shown, whatever changes
         self.refreshes = 0
+        self.graphics.viewport().installEventFilter(self)
 
-    def changed(self) -> None:
-        if self.isVisible() and not self.frozen:
+    def attach(self, timeline: Timeline, axis: TimeAxis) -> None:
+        self.timeline = timeline
+        self.axis = axis
+
+    def add_time_plot(self, plot: pg.PlotItem, label: bool = True) -> None:
+        time_axis(plot, label)
+        self.time_plots.append(plot)
+
+    def shown_range(self) -> tuple[float, float]:
+        """(first, last) axis time shown, and every time plot set to it (x: seconds before
+        the cursor), with a line at each session's start and, paused, at the cursor."""
+        t0, t1 = self.axis.range(self.timeline.now)
+        width = t1 - t0
+        marks = [m.at - t1 for m in self.timeline.sessions[1:] if t0 <= m.at <= t1]
+        for plot in self.time_plots:
+            box = plot.getViewBox()
+            box.setLimits(xMin=-width, xMax=0)
+            plot.setXRange(-width, 0, padding=0)
+            self._place_lines(plot, marks, cursor=not self.axis.live)
+        return t0, t1
+
+    def _place_lines(self, plot: pg.PlotItem, marks: list[float], cursor: bool) -> None:
+        lines = self._lines.setdefault(id(plot), [])
+        wanted = [(x, SESSION_PEN) for x in marks] + ([(0.0, CURSOR_PEN)] if cursor else [])
+        while len(lines) < len(wanted):
+            line = pg.InfiniteLine(angle=90, movable=False)
+            plot.addItem(line)
+            lines.append(line)
+        for i, line in enumerate(lines):
+            if i < len(wanted):
+                line.setPen(wanted[i][1])
+                line.setValue(wanted[i][0])
+                line.show()
+            else:
+                line.hide()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        kind = event.type()
+        if kind == QEvent.Type.Wheel and isinstance(event, QWheelEvent):
+            steps = event.angleDelta().y() / 120
+            if steps:
+                self.zoom_requested.emit(steps)
+            return True
+        if isinstance(event, QMouseEvent):
+            x = event.position().x()
+            if kind == QEvent.Type.MouseButtonPress:
+                self._drag_x = x
+                return True
+            if kind == QEvent.Type.MouseMove and self._drag_x is not None:
+                width_px = max(self.graphics.viewport().width(), 1)
+                dx, self._drag_x = x - self._drag_x, x
+                if dx:
+                    self.pan_requested.emit(-dx / width_px)  # the content follows the mouse
+                return True
+            if kind == QEvent.Type.MouseButtonRelease:
+                self._drag_x = None
+                return True
+        return False
+
+    def changed(self, force: bool = False) -> None:
+        """New data (``force``: the cursor moved, which a paused view follows too)."""
+        if self.isVisible() and (force or not self.frozen):
             self.refresh()
         else:
             self._dirty = True
@@ -64,8 +142,8 @@ class PlotPanel(QWidget):
 
 
 def time_axis(plot: pg.PlotItem, label: bool = True) -> None:
-    """The last minute, newest at the right; y ranges are set by the panel (``fit_y``), which
-    is cheaper than pyqtgraph's auto-range and keeps zero on the axis."""
+    """The range shown, the cursor at the right; y ranges are set by the panel (``fit_y``),
+    which is cheaper than pyqtgraph's auto-range and keeps zero on the axis."""
     plot.setXRange(-WINDOW_S, 0, padding=0)
     plot.getViewBox().setLimits(xMin=-WINDOW_S, xMax=0)
     plot.setMouseEnabled(x=False, y=False)
@@ -75,7 +153,7 @@ def time_axis(plot: pg.PlotItem, label: bool = True) -> None:
     plot.setYRange(0, 1, padding=0)
     plot.getAxis("left").setWidth(62)
     if label:
-        plot.setLabel("bottom", "seconds ago")
+        plot.setLabel("bottom", "seconds before the time shown (live: now)")
 
 
 def fit_y(plot: pg.PlotItem, *series: np.ndarray, floor: float = 1.0) -> None:

@@ -1,5 +1,7 @@
-"""The event-mask raster: one row per fd, the last minute across, each cell what the fd had
-registered during that time slice.
+"""The event-mask raster: one row per connection, the range the time axis shows across, each
+cell what the connection had registered during that time. Closed connections within the range
+come right after the selected ones, labelled with a cross: their row goes grey (no data) where
+they closed, so a burst of closes stays in view as long as the history holds it.
 
 A row is two strips and a gap: the upper strip is READ (blue), the lower WRITE (orange). Mixing
 both into one colour made the seed strategy's flips (READ, WRITE, READ... many times a slice)
@@ -11,6 +13,7 @@ so a WRITE registered for a millisecond still shows: any share at all is drawn a
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -19,9 +22,10 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF
 from PySide6.QtWidgets import QWidget
 
-from loopmon.gui.history import WINDOW_S, FdHistory
-from loopmon.gui.plot_panel import PlotPanel, time_axis
+from loopmon.gui.plot_panel import PlotPanel
+from loopmon.gui.timeline_columns import ConnectionGrid, GridCache, busiest
 
+Key = tuple[str, int]  # (session, id)
 MAX_ROWS = 64
 RERANK_S = 1.0
 STRIPS = 3  # image rows per fd: READ, WRITE, gap
@@ -63,16 +67,12 @@ class MaskRaster(PlotPanel):
     title = "Event masks"
 
     def __init__(
-        self,
-        history: FdHistory,
-        clock: Callable[[], float] = time.monotonic,
-        parent: QWidget | None = None,
+        self, clock: Callable[[], float] = time.monotonic, parent: QWidget | None = None
     ) -> None:
         super().__init__(parent)
-        self.history = history
         self._clock = clock
         self.plot = self.graphics.addPlot(row=0, col=0)
-        time_axis(self.plot)
+        self.add_time_plot(self.plot)
         self.plot.showGrid(x=False, y=False)
         self.plot.getAxis("left").setWidth(48)
         self.plot.invertY(True)
@@ -87,50 +87,68 @@ class MaskRaster(PlotPanel):
                 symbolBrush=pg.mkBrush(*rgb.astype(int).tolist()),
             )  # fmt: skip
             self.legend.addItem(sample, name)
-        self._selected: list[int] = []
-        self._busiest: list[int] = []
+        self._selected: list[Key] = []
+        self._busiest: list[Key] = []
+        self._ranked: tuple[float, float] = (0.0, 0.0)
         self._ranked_at = -1e9
-        self.rows: list[int] = []
+        self.rows: list[int] = []  # the fds shown, top to bottom
+        self.keys: list[Key] = []  # (session, id) of each row
+        self.ghost_rows: set[Key] = set()
+        self._cache = GridCache()
 
-    def set_selected(self, fds: Sequence[int]) -> None:
-        self._selected = list(fds)
-        self.changed()
+    def set_selected(self, keys: Sequence[Key]) -> None:
+        self._selected = list(keys)
+        self.changed(force=True)
 
-    def _choose_rows(self) -> list[int]:
-        live = self.history.live
+    def _fd(self, key: Key) -> int:
+        static = self.timeline.static(key)
+        return static.fd if static is not None else -1
+
+    def _choose_rows(self, t0: float, t1: float) -> list[Key]:
+        state = self.state
+        if state is None:
+            return []
+        open_keys = [(state.session, r.id) for r in state.rows]
+        ghosts = [g for g in state.ghosts if g.at >= t0]
+        self.ghost_rows = {(g.session, g.row.id) for g in ghosts}
+        present = set(open_keys) | self.ghost_rows
+        chosen = sorted((k for k in self._selected if k in present), key=self._fd)[:MAX_ROWS]
+        taken = set(chosen)
+        closed = [k for k in ((g.session, g.row.id) for g in reversed(ghosts)) if k not in taken]
+        closed = closed[: max((MAX_ROWS - len(chosen)) // 2, 0)]
+        taken.update(closed)
         now = self._clock()
-        selected = [int(f) for f in np.asarray(self._selected)[np.isin(self._selected, live)]]
-        selected = sorted(selected)[:MAX_ROWS]
-        room = MAX_ROWS - len(selected)
-        if now - self._ranked_at >= RERANK_S:
-            self._busiest = self.history.busiest(MAX_ROWS)
-            self._ranked_at = now
-        chosen = set(selected)
-        others = [fd for fd in self._busiest if fd not in chosen]
-        if others:
-            others = [int(f) for f in np.asarray(others)[np.isin(others, live)]]
-        return selected + others[:room]
+        # Re-ranked each second, or when the range jumps by half its width or changes width:
+        # a scrub keeps the rows in place (and the grid's cache of them).
+        r0, r1 = self._ranked
+        moved = abs(t1 - r1) > (t1 - t0) / 2 or not math.isclose(t1 - t0, r1 - r0)
+        if moved or (self.axis.live and now - self._ranked_at >= RERANK_S):
+            self._busiest = busiest(self.timeline, open_keys, t0, t1, MAX_ROWS)
+            self._ranked_at, self._ranked = now, (t0, t1)
+        others = [k for k in self._busiest if k not in taken]
+        return (chosen + closed + others)[:MAX_ROWS]
 
     def redraw(self) -> None:
-        rows = self._choose_rows()
-        self.rows = rows
-        if not rows:
+        t0, t1 = self.shown_range()
+        keys = self._choose_rows(t0, t1)
+        self.keys = keys
+        statics = [self.timeline.static(k) for k in keys]
+        self.rows = [s.fd if s is not None else -1 for s in statics]
+        if not keys:
             self.image.clear()
             self.plot.getAxis("left").setTicks([[]])
             return
-        fds = np.asarray(rows, dtype=np.int64)
-        read, write, known = self.history.fractions(fds)
-        cells = mask_cells(read, write, known)  # (slices, fds, strips, rgb)
-        image = cells.reshape(cells.shape[0], len(rows) * STRIPS, 3)
+        grid = ConnectionGrid(self.timeline, keys, t0, t1, self._cache)
+        cells = mask_cells(grid.read, grid.write, grid.known)  # (columns, rows, strips, rgb)
+        image = cells.reshape(cells.shape[0], len(keys) * STRIPS, 3)
         self.image.setImage(image, autoLevels=False)
-        start = self.history.slice_times()[0] - self.history.now
-        self.image.setRect(QRectF(start, 0, WINDOW_S, len(rows)))
-        self.plot.setYRange(0, len(rows), padding=0)
-        step = max(1, len(rows) // 24)
+        self.image.setRect(QRectF(grid.x0, 0, t1 - t0, len(keys)))
+        self.plot.setYRange(0, len(keys), padding=0)
+        step = max(1, len(keys) // 24)
         selected = set(self._selected)
-        ticks = [
-            (i + 0.5, f"▸{fd}" if fd in selected else str(fd))
-            for i, fd in enumerate(rows)
-            if i % step == 0 or fd in selected
-        ]
+        ticks = []
+        for i, (key, fd) in enumerate(zip(keys, self.rows, strict=True)):
+            if i % step == 0 or key in selected or key in self.ghost_rows:
+                mark = "▸" if key in selected else ""
+                ticks.append((i + 0.5, f"{mark}{fd}{' ✕' if key in self.ghost_rows else ''}"))
         self.plot.getAxis("left").setTicks([ticks])

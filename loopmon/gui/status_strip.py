@@ -53,7 +53,12 @@ class StatusStrip(QWidget):
                 "percentile over the window shown",
             ),
             ("age", "how old the last snapshot from the loop is"),
-            ("paused", "the views are frozen; the loop runs on"),
+            ("history", "memory the window's history uses, of what --history-mb allows"),
+            (
+                "paused",
+                "the views show the time cursor's moment; the loop runs on "
+                "(Space: pause, End: live, arrows and dragging: move, wheel and +/-: zoom)",
+            ),
         ):
             label = QLabel("-")
             label.setToolTip(tip)
@@ -94,6 +99,21 @@ class StatusStrip(QWidget):
         label = self.labels["paused"]
         label.setText("PAUSED" if paused else "")
         label.setStyleSheet("color: #ffb74d; font-weight: bold;" if paused else "")
+
+    def show_time(self, behind_s: float | None, clock: str = "", session: int = 1) -> None:
+        """The moment the views show: None for live, else how far behind now it is."""
+        label = self.labels["paused"]
+        if behind_s is None:
+            self.set_paused(False)
+            return
+        where = f"session {session}, " if session > 1 else ""
+        label.setText(f"PAUSED at {clock} ({where}{units.duration(behind_s)} ago)")
+        label.setStyleSheet("color: #ffb74d; font-weight: bold;")
+
+    def show_history(self, used: int, budget: int) -> None:
+        self.labels["history"].setText(
+            f"history {units.byte_size(used)} of {units.byte_size(budget)}"
+        )
 
     def age(self) -> float | None:
         if self._received_at is None:

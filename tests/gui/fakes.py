@@ -236,6 +236,7 @@ def connection(fd: int, **overrides: Any) -> ConnectionRow:
         bytes_out=fd * 100,
         messages=fd,
         created_at=0.0,
+        id=fd,  # unique as a real producer's (a test that reuses an fd gives another id)
     )
     values.update(overrides)
     return ConnectionRow(**values)
@@ -252,6 +253,7 @@ def busy_connections(count: int, step: int = 0, first_fd: int = 10) -> tuple[Con
         rows.append(
             ConnectionRow(
                 fd=fd,
+                id=fd,
                 peer=f"127.0.0.1:{20000 + fd % 40000}",
                 listener_id=1 + i % 2,
                 state="paused" if i % 97 == 0 else "open",

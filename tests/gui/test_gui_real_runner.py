@@ -52,11 +52,13 @@ def listen(qtbot, win: MainWindow) -> int:  # type: ignore[no-untyped-def]
     return port
 
 
-def row_for(win: MainWindow, client: socket.socket) -> int | None:
+def row_for(win: MainWindow, client: socket.socket, ghost: bool = False) -> int | None:
+    """The fd of the client's open row (``ghost``: of its closed row, kept dimmed)."""
     host, port = client.getsockname()[:2]
     peer = f"{host}:{port}"
-    for row in win.table.model.rows:
-        if row.peer == peer:
+    model = win.table.model
+    for i, row in enumerate(model.rows):
+        if row.peer == peer and (model.ghost_at(i) is not None) == ghost:
             return row.fd
     return None
 
@@ -75,6 +77,9 @@ def test_a_client_appears_within_a_second_and_closing_it_gives_eof(qtbot, window
         client.settimeout(2)
         assert client.recv(1) == b""  # EOF
         qtbot.waitUntil(lambda: row_for(window, client) is None, timeout=2000)
+        assert row_for(window, client, ghost=True) == fd  # a ghost now, with why it closed
+        (i,) = [i for i in range(window.table.model.rowCount()) if window.table.model.ghost_at(i)]
+        assert "closed" in window.table.model.ghost_at(i).reason  # type: ignore[union-attr]
 
 
 def test_port_in_use_shows_beside_start(qtbot, window) -> None:  # type: ignore[no-untyped-def]
