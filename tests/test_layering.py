@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "loopmon.loopstats": 1,
     "loopmon.signalpipe": 1,
     "loopmon.coro": 1,
+    "loopmon.wire": 1,
     "loopmon.histogram": 0,
     "loopmon.netaddr": 0,
     "loopmon.mailbox": 1,
