@@ -120,6 +120,7 @@ class Publisher:
         self.read_timeout = read_timeout
         self.encoder = SnapshotEncoder()
         self.latest: Encoded | None = None
+        self._primed = True  # the encoder's state is that of ``latest``
         self._consumers: dict[int, _Consumer] = {}
         self._timer: Timer | None = None
         self._closed = False
@@ -192,13 +193,19 @@ class Publisher:
         one: built once, however many). Never blocks, never raises for a consumer's sake."""
         if self._closed:
             return
+        self.published += 1
+        if not any(c.state == "live" for c in self._consumers.values()):
+            # No one to send to: keep the snapshot, encode nothing (its keyframe is built if
+            # someone attaches before the next one).
+            self.latest = Encoded(snapshot, None)
+            self._primed = False
+            return
         try:
             encoded = self.encoder.encode(snapshot)
         except WireError as exc:
             log.error("telemetry: cannot encode snapshot %d: %s", snapshot.seq, exc)
             return
         self.latest = encoded
-        self.published += 1
         for consumer in list(self._consumers.values()):
             if consumer.state != "live":
                 continue
@@ -316,6 +323,15 @@ class Publisher:
         consumer.state = "live"
         log.info("telemetry: consumer %s (%s) attached", consumer.address, hello.client or "?")
         self._queue(consumer, msgs.encode_message(msgs.ProducerHello(self.info)))
+        if self.latest is not None and not self._primed:
+            # The first consumer after none: the encoder starts again from the latest.
+            self.encoder.reset()
+            try:
+                self.latest = self.encoder.encode(self.latest.snapshot)
+            except WireError as exc:
+                log.error("telemetry: cannot encode snapshot: %s", exc)
+                self.latest = None
+            self._primed = True
         if self.latest is not None:
             self._queue(consumer, self.latest.keyframe())
 
