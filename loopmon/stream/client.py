@@ -297,7 +297,10 @@ class Client:
             raise ConnectionAbortedError(text)
         if frame.type != PRODUCER_HELLO:
             raise WireError(f"a {frame.type:#x} frame before the producer's hello")
-        hello = msgs.decode_message(frame)  # a newer version raises WireError, saying so
+        try:
+            hello = msgs.decode_message(frame)
+        except WireError as exc:  # a newer version says so
+            raise _Fatal(f"{self.address}: {exc}") from None
         assert isinstance(hello, msgs.ProducerHello)
         self.producer = hello.info
         self.connections += 1

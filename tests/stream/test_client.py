@@ -191,13 +191,20 @@ def test_a_wrong_token_is_one_clear_failure() -> None:
         publisher.close()
 
 
-def test_a_port_that_is_not_loopmon_is_one_clear_failure() -> None:
+@pytest.mark.parametrize(
+    ("sent", "said"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", "not a loopmon telemetry stream"),
+        (struct.pack(">IB", 10, 0x02) + b"LMON\x02hello", "the producer speaks protocol version 2"),
+    ],
+)
+def test_a_stream_it_cannot_read_is_one_clear_failure(sent: bytes, said: str) -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
 
     def serve() -> None:
         conn, _ = listener.accept()
-        conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        conn.sendall(sent)
         conn.recv(100)
         conn.close()
 
@@ -206,7 +213,7 @@ def test_a_port_that_is_not_loopmon_is_one_clear_failure() -> None:
     client.start()
     try:
         wait_for(lambda: client.status == FAILED)
-        assert "not a loopmon telemetry stream" in client.error
+        assert said in client.error and "\n" not in client.error
     finally:
         client.stop()
         listener.close()
