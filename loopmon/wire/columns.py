@@ -98,17 +98,21 @@ def _unpacked(data: bytes, width: int) -> array[int]:
 # -- integers --------------------------------------------------------------------------------
 
 
-def put_ints(out: bytearray, values: Sequence[int]) -> None:
-    """Code ``values`` (ints, no None); ``WireError`` for anything else."""
+def put_ints(out: bytearray, values: Sequence[int], bounds: tuple[int, int] | None = None) -> None:
+    """Code ``values`` (ints, no None); ``WireError`` for anything else. ``bounds`` is their
+    (min, max) when the caller has it already."""
     n = len(values)
     if n == 0:
         out.append(ZERO)
         return
-    try:
-        lo = min(values)
-        hi = max(values)
-    except TypeError:
-        raise WireError("an integer column holds something else") from None
+    if bounds is not None:
+        lo, hi = bounds
+    else:
+        try:
+            lo = min(values)
+            hi = max(values)
+        except TypeError:
+            raise WireError("an integer column holds something else") from None
     if lo == hi:
         if lo == 0:
             out.append(ZERO)

@@ -186,9 +186,11 @@ def put_changes(
         present |= 1 << i
         if kind == INT or (kind == NINT and None not in new and None not in old):
             diffs = list(map(sub, new, old))
-            if min(diffs) >= I64_MIN and max(diffs) < I64_END:
+            lo = min(diffs)
+            hi = max(diffs)
+            if lo >= I64_MIN and hi < I64_END:
                 body.append(DIFF)
-                put_ints(body, diffs)
+                put_ints(body, diffs, (lo, hi))
                 continue
             # A difference wider than 64 bits (from one extreme to the other): the values.
             body.append(ALL)
