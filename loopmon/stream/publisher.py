@@ -10,6 +10,9 @@ full at the next ``publish`` loses that snapshot (counted); once its socket drai
 how many it lost and gets the latest keyframe. One that accepts nothing for ``read_timeout``
 while data waits, sends garbage, an oversized frame or a hello of another version is dropped,
 with the reason logged.
+
+Past 400 lines and still one job: the consumers' lifecycle on one socket each (hello,
+streaming, commands, dropping), whose parts share the per-consumer state and its bounds.
 """
 
 from __future__ import annotations
