@@ -98,56 +98,51 @@ def _unpacked(data: bytes, width: int) -> array[int]:
 # -- integers --------------------------------------------------------------------------------
 
 
-def put_ints(out: bytearray, values: Sequence[int], bounds: tuple[int, int] | None = None) -> None:
-    """Code ``values`` (ints, no None); ``WireError`` for anything else. ``bounds`` is their
-    (min, max) when the caller has it already."""
+def put_ints(out: bytearray, values: Sequence[int]) -> None:
+    """Code ``values`` (ints, no None); ``WireError`` for a value beyond 64 bits, TypeError
+    for one that is not an integer (the encoders say which record it was)."""
     n = len(values)
-    if n == 0:
+    nonzero = n - values.count(0)
+    if nonzero == 0:
         out.append(ZERO)
         return
-    if bounds is not None:
-        lo, hi = bounds
-    else:
-        try:
-            lo = min(values)
-            hi = max(values)
-        except TypeError:
-            raise WireError("an integer column holds something else") from None
+    # Sparse costs a position and a whole svarint a value, and Python time for each: only
+    # for columns at most a quarter non-zero (the figures of a few rows that changed), which
+    # are found without a min and a max.
+    if nonzero * 4 <= n:
+        positions = list(compress(range(n), values))
+        data = bytearray()
+        put_uvarint(data, nonzero)
+        last = -1
+        for i in positions:
+            put_uvarint(data, i - last - 1)
+            last = i
+        for i in positions:
+            put_svarint(data, values[i])
+        out.append(SPARSE)
+        out += data
+        return
+    lo = min(values)
+    hi = max(values)
     if lo == hi:
-        if lo == 0:
-            out.append(ZERO)
-        else:
-            out.append(CONST)
-            put_svarint(out, lo)
+        if not I64_MIN <= lo < I64_END:
+            raise WireError("an integer beyond 64 bits")
+        out.append(CONST)
+        put_svarint(out, lo)
         return
     if lo < I64_MIN or hi >= I64_END:
         raise WireError("an integer beyond 64 bits")
     width = _width(hi - lo)
     if lo > 0 and _width(hi) == width:
         lo = 0  # as narrow without a base, and no subtraction to make (counters' growth)
-    zeros = values.count(0) if lo <= 0 <= hi else 0
-    nonzero = n - zeros
-    # Sparse costs a position and a whole svarint a value, and Python time for each: only
-    # for columns at most a quarter non-zero (the figures of a few rows that changed).
-    if nonzero * 4 <= n:
-        out.append(SPARSE)
-        put_uvarint(out, nonzero)
-        positions = list(compress(range(n), values))
-        last = -1
-        for i in positions:
-            put_uvarint(out, i - last - 1)
-            last = i
-        for i in positions:
-            put_svarint(out, values[i])
-        return
     try:
-        data = _packed(values, lo, width)
-    except (TypeError, OverflowError):
+        packed = _packed(values, lo, width)
+    except OverflowError:
         raise WireError("an integer column holds something else") from None
     out.append(PACK)
     put_svarint(out, lo)
     out.append(width)
-    out += data
+    out += packed
 
 
 def get_ints(r: Reader, n: int) -> list[int]:

@@ -23,8 +23,6 @@ from typing import Any, Final
 
 from loopmon.snapshot import ConnectionRow
 from loopmon.wire.codec import (
-    I64_END,
-    I64_MIN,
     Reader,
     WireError,
     pack_f64,
@@ -184,18 +182,24 @@ def put_changes(
         if new == old:  # most columns: C compares, by identity mostly
             continue
         present |= 1 << i
-        if kind == INT or (kind == NINT and None not in new and None not in old):
-            diffs = list(map(sub, new, old))
-            lo = min(diffs)
-            hi = max(diffs)
-            if lo >= I64_MIN and hi < I64_END:
-                body.append(DIFF)
-                put_ints(body, diffs, (lo, hi))
+        if kind in (INT, NINT):
+            try:
+                diffs = list(map(sub, new, old))
+                column = bytearray()
+                put_ints(column, diffs)
+            except TypeError:
+                if kind == INT:
+                    raise WireError(f"{FIELDS[i][0]} is not an integer in every row") from None
+                # a null on one side: the values, below
+            except WireError:
+                # A difference wider than 64 bits (from one extreme to the other).
+                body.append(ALL)
+                _put_values(body, kind, new)
                 continue
-            # A difference wider than 64 bits (from one extreme to the other): the values.
-            body.append(ALL)
-            _put_values(body, kind, new)
-            continue
+            else:
+                body.append(DIFF)
+                body += column
+                continue
         changed = list(map(ne, new, old))
         k = changed.count(True)
         if k * 4 < n:
