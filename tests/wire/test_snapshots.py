@@ -1,0 +1,288 @@
+"""The snapshot codec: keyframes and deltas decode to the snapshots encoded, whatever changed
+between them; a delta applies only to its base; garbage is only ever WireError."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from wire_strategies import (
+    canonical,
+    closed,
+    events,
+    ints,
+    listeners,
+    nints,
+    rows,
+    snapshots,
+    unique,
+)
+
+from loopmon.snapshot import ClosedConnection, ConnectionRow, ListenerRow, LoopEvent, Snapshot
+from loopmon.wire import SnapshotDecoder, SnapshotEncoder, WireError
+from loopmon.wire.frames import DELTA, KEYFRAME, TO_CONSUMER_MAX, Frame, FrameReader
+from loopmon.wire.snapshots import CLOSED_PER_FRAME, EVENTS_PER_KIND
+
+
+def frame(data: bytes) -> Frame:
+    [f] = FrameReader(TO_CONSUMER_MAX).feed(data)
+    return f
+
+
+def row(i: int, **changes: object) -> ConnectionRow:
+    base = ConnectionRow(
+        fd=i + 5, peer=f"127.0.0.1:{40000 + i}", listener_id=1, state="open", mask=0x19,
+        read_fraction=1.0, write_fraction=0.0, id=i, local="127.0.0.1:10000",
+    )  # fmt: skip
+    return base._replace(**changes)  # type: ignore[arg-type]
+
+
+def snap(seq: int, connections: tuple[ConnectionRow, ...] = (), **changes: object) -> Snapshot:
+    return dataclasses.replace(
+        Snapshot(seq, seq / 25, "epoll", "direct", session="s", connections=connections),
+        **changes,  # type: ignore[arg-type]
+    )
+
+
+@settings(max_examples=150)
+@given(snapshots())
+def test_keyframe_round_trip(s: Snapshot) -> None:
+    assert SnapshotDecoder().decode(frame(SnapshotEncoder().encode(s).keyframe())) == canonical(s)
+
+
+POOL = 8
+SLOW = {"suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
+
+
+@st.composite
+def sequences(draw: st.DrawFn) -> list[Snapshot]:
+    """Snapshots of one session whose rows come, go, stay (the same object, as telemetry
+    reuses them), change a few figures or are replaced by anything at all."""
+    first = draw(snapshots(unique(rows(st.integers(1, POOL)), POOL), st.just("s")))
+    out = [first]
+    for seq in range(first.seq + 1, first.seq + draw(st.integers(1, 6))):
+        held = {r.id: r for r in out[-1].connections}
+        connections = []
+        for i in draw(st.permutations(range(1, POOL + 1))):
+            choice = draw(st.sampled_from(["gone", "same", "tweak", "new"]))
+            old = held.get(i)
+            if choice == "gone" or (old is None and choice != "new"):
+                continue
+            if choice == "same" and old is not None:
+                connections.append(old)
+            elif choice == "tweak" and old is not None:
+                connections.append(
+                    old._replace(
+                        bytes_in=draw(nints),
+                        ready_read=min(old.ready_read + draw(st.integers(0, 9)), 2**63 - 1),
+                        state=draw(st.sampled_from([old.state, "paused"])),
+                        read_fraction=draw(st.sampled_from([old.read_fraction, 0.25])),
+                    )
+                )
+            else:
+                connections.append(draw(rows(st.just(i))))
+        # The rest of the snapshot changes a little (drawing a whole new one each time makes
+        # the examples too big to generate quickly).
+        prev = out[-1]
+        out.append(
+            dataclasses.replace(
+                prev,
+                seq=seq,
+                connections=tuple(connections),
+                listeners=tuple(
+                    {
+                        r.id: r
+                        for r in draw(unique(listeners, 2))
+                        + draw(st.sampled_from([prev.listeners, ()]))
+                    }.values()
+                ),
+                events=tuple(draw(st.lists(events, max_size=2))),
+                closed=tuple(draw(st.lists(closed, max_size=2))),
+                loops=draw(st.sampled_from([prev.loops, ()])),
+                tasks=draw(st.sampled_from([prev.tasks, None, ()])),
+                bytes_in=draw(ints),
+            )
+        )
+    return out
+
+
+@settings(max_examples=100, **SLOW)  # type: ignore[arg-type]
+@given(sequences())
+def test_decoding_through_deltas_equals_decoding_each_keyframe(seq: list[Snapshot]) -> None:
+    encoder = SnapshotEncoder()
+    through = SnapshotDecoder()
+    for i, s in enumerate(seq):
+        encoded = encoder.encode(s)
+        alone = SnapshotDecoder().decode(frame(encoded.keyframe()))
+        if i == 0:
+            assert encoded.delta is None
+            got = through.decode(frame(encoded.keyframe()))
+        else:
+            assert encoded.delta is not None
+            got = through.decode(frame(encoded.delta))
+        assert got == alone == canonical(s)
+
+
+@settings(max_examples=60, **SLOW)  # type: ignore[arg-type]
+@given(sequences(), st.data())
+def test_damaged_frames_raise_only_wire_error(seq: list[Snapshot], data: st.DataObject) -> None:
+    encoder = SnapshotEncoder()
+    decoder = SnapshotDecoder()
+    for i, s in enumerate(seq):
+        encoded = encoder.encode(s)
+        good = frame(encoded.keyframe() if i == 0 else encoded.delta)  # type: ignore[arg-type]
+        body = good.body
+        cut = data.draw(st.integers(0, len(body)))
+        in_step = True
+        for bad in (body[:cut], body[:cut] + data.draw(st.binary(min_size=1, max_size=6))):
+            before = decoder.last
+            try:
+                decoder.decode(Frame(good.type, bad))
+                in_step = False  # damaged yet readable (the damage rebuilt the frame, say)
+            except WireError:
+                assert decoder.last is before  # a failed frame changes nothing
+        if in_step:
+            decoder.decode(good)
+        else:
+            decoder.decode(frame(encoded.keyframe()))
+
+
+@given(st.sampled_from([KEYFRAME, DELTA]), st.binary(max_size=300))
+def test_garbage_raises_only_wire_error(kind: int, body: bytes) -> None:
+    decoder = SnapshotDecoder()
+    decoder.decode(frame(SnapshotEncoder().encode(snap(1, (row(1),))).keyframe()))
+    try:
+        decoder.decode(Frame(kind, body))
+    except WireError:
+        pass
+
+
+def test_a_delta_applies_only_to_its_base() -> None:
+    encoder = SnapshotEncoder()
+    first = encoder.encode(snap(1, (row(1),)))
+    second = encoder.encode(snap(2, (row(1, bytes_in=5),)))
+    third = encoder.encode(snap(3, (row(1, bytes_in=9),)))
+    decoder = SnapshotDecoder()
+    with pytest.raises(WireError, match="before any keyframe"):
+        decoder.decode(frame(second.delta))  # type: ignore[arg-type]
+    decoder.decode(frame(first.keyframe()))
+    with pytest.raises(WireError, match="against frame 2, but the last frame was 1"):
+        decoder.decode(frame(third.delta))  # type: ignore[arg-type]
+    assert decoder.decode(frame(second.delta)).connections[0].bytes_in == 5  # type: ignore[arg-type]
+
+
+def test_unmeasured_figures_stay_null_through_deltas() -> None:
+    unmeasured = {f: None for f in ("queue_bytes", "queue_chunks", "bytes_in", "bytes_out")}
+    encoder = SnapshotEncoder()
+    decoder = SnapshotDecoder()
+    decoder.decode(frame(encoder.encode(snap(1, (row(1, **unmeasured),))).keyframe()))
+    got = decoder.decode(
+        frame(encoder.encode(snap(2, (row(1, ready_read=3, **unmeasured),))).delta)
+    )  # type: ignore[arg-type]
+    assert got.connections[0].bytes_in is None and got.connections[0].ready_read == 3
+    got = decoder.decode(frame(encoder.encode(snap(3, (row(1, bytes_in=0),))).delta))  # type: ignore[arg-type]
+    assert got.connections[0].bytes_in == 0 and got.connections[0].queue_bytes == 0
+
+
+def test_only_changed_rows_travel() -> None:
+    held = tuple(row(i) for i in range(1, 1001))
+    encoder = SnapshotEncoder()
+    encoder.encode(snap(1, held))
+    quiet = encoder.encode(snap(2, held)).delta
+    busy = list(held)
+    busy[500] = busy[500]._replace(bytes_in=4096, bytes_out=4096, ready_read=3, messages=3)
+    one = encoder.encode(snap(3, tuple(busy))).delta
+    assert quiet is not None and one is not None
+    assert len(one) - len(quiet) <= 24  # even alone, with its block's overhead
+    for i in range(0, 1000, 10):
+        busy[i] = busy[i]._replace(bytes_in=4096 + i, bytes_out=4000 + i, ready_read=3 + i % 3)
+    many = encoder.encode(snap(4, tuple(busy))).delta
+    assert many is not None and (len(many) - len(quiet)) / 100 <= 12
+    # A rebuilt row equal to the last is not a change.
+    rebuilt = [r._replace() for r in busy]
+    assert len(encoder.encode(snap(5, tuple(rebuilt))).delta) == len(quiet)  # type: ignore[arg-type]
+
+
+def test_the_keyframe_is_built_once() -> None:
+    encoded = SnapshotEncoder().encode(snap(1, (row(1),)))
+    assert encoded.keyframe() is encoded.keyframe()
+
+
+def test_a_new_session_starts_over() -> None:
+    encoder = SnapshotEncoder()
+    encoder.encode(snap(1, (row(1),)))
+    assert encoder.encode(snap(1, (row(1),), session="other")).delta is None
+
+
+def test_rows_come_back_in_id_order_even_when_a_lower_id_arrives() -> None:
+    encoder = SnapshotEncoder()
+    decoder = SnapshotDecoder()
+    decoder.decode(frame(encoder.encode(snap(1, (row(5), row(9)))).keyframe()))
+    got = decoder.decode(frame(encoder.encode(snap(2, (row(9), row(5), row(2)))).delta))  # type: ignore[arg-type]
+    assert [r.id for r in got.connections] == [2, 5, 9]
+
+
+def test_closed_connections_are_bounded_and_the_rest_counted() -> None:
+    closed = tuple(
+        ClosedConnection(row(i, state="closed"), 1.0 + i, "peer closed")
+        for i in range(CLOSED_PER_FRAME + 7)
+    )
+    got = SnapshotDecoder().decode(
+        frame(SnapshotEncoder().encode(snap(1, closed=closed, closed_omitted=3)).keyframe())
+    )
+    assert got.closed == closed[:CLOSED_PER_FRAME]
+    assert got.closed_omitted == 3 + 7
+
+
+def test_a_flood_of_one_kind_never_evicts_a_rare_one() -> None:
+    stall = LoopEvent(0.5, "stall", "loop blocked 120 ms", detail="stack")
+    flood = tuple(LoopEvent(float(i), "connect", f"c{i}") for i in range(EVENTS_PER_KIND + 50))
+    events = (stall, *flood)
+    decoder = SnapshotDecoder()
+    got = decoder.decode(frame(SnapshotEncoder().encode(snap(1, events=events)).keyframe()))
+    assert got.events[0] == stall
+    assert got.events[1:] == flood[50:]  # each kind keeps its newest
+    assert decoder.events_omitted == 50
+
+
+def test_long_event_texts_are_cut_and_marked() -> None:
+    event = LoopEvent(0.0, "exception", "x" * 10_000, detail="y" * 100_000)
+    [got] = (
+        SnapshotDecoder()
+        .decode(frame(SnapshotEncoder().encode(snap(1, events=(event,))).keyframe()))
+        .events
+    )
+    assert len(got.text) == 4096 and got.text.endswith("[...]")
+    assert len(got.detail) == 65536
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        row(1, fd=None),
+        row(1, bytes_in=2**64),
+        row(1, peer=b"bytes"),
+        row(1, read_fraction="x"),
+    ],
+)
+def test_a_row_that_cannot_be_encoded_is_wire_error_and_the_encoder_recovers(
+    bad: ConnectionRow,
+) -> None:
+    with pytest.raises(WireError):
+        SnapshotEncoder().encode(snap(1, (bad,))).keyframe()
+    encoder = SnapshotEncoder()
+    encoder.encode(snap(1, (row(1),)))
+    with pytest.raises(WireError):
+        encoder.encode(snap(2, (bad,)))
+    # The failed delta was not committed: the next one starts again from a keyframe.
+    assert encoder.encode(snap(3, (row(1),))).delta is None
+
+
+def test_two_records_of_one_id_are_refused() -> None:
+    with pytest.raises(WireError, match="share an id"):
+        SnapshotEncoder().encode(snap(1, (row(1), row(1, fd=99))))
+    twice = (ListenerRow(1, "::1", 1, "listening"), ListenerRow(1, "::1", 2, "listening"))
+    with pytest.raises(WireError, match="share an id"):
+        SnapshotEncoder().encode(snap(1, listeners=twice)).keyframe()
