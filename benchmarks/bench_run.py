@@ -13,6 +13,9 @@ delivered and its task rows' share of the time.
 
     python benchmarks/bench_run.py                  # the three cases, 6 pairs of 3 s rounds
     python benchmarks/bench_run.py --rounds 2 --duration 1    # a quick look
+    # what --metrics costs beyond building the snapshots, scraped as Prometheus would at 1 Hz:
+    python benchmarks/bench_run.py --only 1k --base-args "--build-snapshots --snapshot-hz 25" \
+        --run-args "--metrics 127.0.0.1:0 --snapshot-hz 25" --scrape-hz 1
 
 Cases: 100 clients x 1 KiB (target <= 1.05), 1,000 clients x 128 B, and 100 x 1 KiB with 1,000
 tasks waiting in the program (the tasks' cost: target <= 1 % of the loop).

@@ -309,13 +309,18 @@ class MetricsEndpoint:
             )
         if target.split(b"?", 1)[0] != PATH.encode():
             raise _BadRequest(404, "not /metrics")
-        accept = headers.get(b"accept", b"").decode("latin-1")
-        try:
-            body, content_type = self.render(accept)
-        except Exception:
-            log.exception("rendering /metrics failed")
-            raise _BadRequest(500, "rendering failed") from None
+        body, content_type = self._render(headers.get(b"accept", b"").decode("latin-1"))
         return 200, body, content_type, method == b"HEAD"
+
+    def _render(self, accept: str) -> tuple[bytes, str]:
+        try:
+            return self.render(accept)
+        except Exception as exc:
+            if self._say is not None:
+                self._say(f"metrics {self.address}: rendering /metrics failed: {exc!r}")
+            else:
+                log.exception("rendering /metrics failed")
+            raise _BadRequest(500, "rendering failed") from None
 
     def _authorized(self, value: bytes) -> bool:
         scheme, _, presented = value.partition(b" ")
