@@ -416,3 +416,43 @@ def test_a_real_prometheus_counts_the_run_programs_connections(
             client.close()
         prometheus.stop()
     assert watched.finish(ports["main"])[0] == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--metrics", "0.0.0.0:0"), "--allow-remote"),
+        (("--metrics", "0.0.0.0:0", "--allow-remote"), "--token-file"),
+        (("--allow-remote",), "go with --metrics"),
+        (("--metrics", "127.0.0.1:{busy}"), "in use"),
+    ],
+)
+def test_what_run_refuses_is_one_line_before_the_program_starts(
+    tmp_path: Path, args: tuple[str, ...], words: str
+) -> None:
+    marker = tmp_path / "started"
+    script = tmp_path / "p.py"
+    script.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "loopmon",
+                "run",
+                *(a.format(busy=port) for a in args),
+                str(script),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            timeout=TIMEOUT,
+        )
+    assert proc.returncode == 2
+    assert proc.stdout == "" and not marker.exists()
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("loopmon: ") and words in lines[0], lines
