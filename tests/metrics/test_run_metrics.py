@@ -456,3 +456,51 @@ def test_what_run_refuses_is_one_line_before_the_program_starts(
     assert proc.stdout == "" and not marker.exists()
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("loopmon: ") and words in lines[0], lines
+
+
+def test_bad_input_on_runs_metrics_port_is_dropped_in_loopmon_lines(
+    tmp_path: Path, programs: list[Program]
+) -> None:
+    # The same endpoint as serve's, on its own thread: garbage and a flood over the connection
+    # limit are refused, the program's echo goes on, and the drops are loopmon: lines (never
+    # a record through the program's logging, which would print them bare).
+    watched = start(tmp_path, metrics=True)
+    programs.append(watched)
+    ports = watched.go()
+    assert watched.metrics_port is not None
+    (echo,) = echo_clients(ports["main"], 1)
+    flood: list[socket.socket] = []
+    try:
+        with socket.create_connection(("127.0.0.1", watched.metrics_port), timeout=5) as bad:
+            bad.sendall(b"\x00\xffnot http\r\n\r\n")
+            assert bad.recv(100).startswith(b"HTTP/1.1 400 ")
+        for _ in range(40):  # past the limit of 32, each sending nothing yet
+            flood.append(socket.create_connection(("127.0.0.1", watched.metrics_port), timeout=5))
+        refused = 0
+        for sock in flood[32:]:
+            if sock.recv(100).startswith(b"HTTP/1.1 503 "):
+                refused += 1
+        assert refused == 8
+        message = payload(200)
+        echo.sendall(message)
+        assert recv_exactly(echo, len(message)) == message
+    finally:
+        for sock in flood:
+            sock.close()
+        echo.close()
+    # The flood gone, scrapes are answered again.
+    assert wait_until(lambda: _status(watched.metrics_port), lambda s: s == 200) == 200
+    status, _, err = watched.finish(ports["main"])
+    assert status == 3
+    lines = err.decode().splitlines()
+    assert all(line.startswith("loopmon: ") for line in lines), lines
+    assert any("not an HTTP request line" in line for line in lines), lines
+    assert any("refused" in line for line in lines), lines
+
+
+def _status(port: int | None) -> int:
+    assert port is not None
+    try:
+        return get(port)[0]
+    except OSError:
+        return 0
