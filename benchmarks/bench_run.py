@@ -13,6 +13,9 @@ delivered and its task rows' share of the time.
 
     python benchmarks/bench_run.py                  # the three cases, 6 pairs of 3 s rounds
     python benchmarks/bench_run.py --rounds 2 --duration 1    # a quick look
+    # what --metrics costs beyond building the snapshots, scraped as Prometheus would at 1 Hz:
+    python benchmarks/bench_run.py --only 1k --base-args "--build-snapshots --snapshot-hz 25" \
+        --run-args "--metrics 127.0.0.1:0 --snapshot-hz 25" --scrape-hz 1
 
 Cases: 100 clients x 1 KiB (target <= 1.05), 1,000 clients x 128 B, and 100 x 1 KiB with 1,000
 tasks waiting in the program (the tasks' cost: target <= 1 % of the loop).
@@ -22,18 +25,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # What the instrumented server runs under; --run-args replaces it (to take the cost apart).
 RUN_ARGS = ["--build-snapshots", "--snapshot-hz", "25"]
+# What the baseline runs under: plainly (None), or loopmon run with --base-args (to price one
+# option against the rest, e.g. --metrics against --build-snapshots).
+BASE_ARGS: list[str] | None = None
+SCRAPE_HZ = [0.0]  # scrapes a second of a server's --metrics while it is up (--scrape-hz)
 
 
 # -- the server (``--serve``): what runs plainly and under loopmon run -----------------------
@@ -102,19 +111,50 @@ def pin(core: int | None) -> list[str]:
     return ["taskset", "-c", str(core)] if core is not None else []
 
 
+def scrape_forever(port: int, hz: float, stop: threading.Event, counts: list[int]) -> None:
+    """GET /metrics ``hz`` times a second until ``stop`` (as Prometheus would: one request a
+    connection, the whole page read)."""
+    while not stop.wait(1.0 / hz):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", "/metrics")
+            response = conn.getresponse()
+            response.read()
+            counts[0 if response.status == 200 else 1] += 1
+        except OSError:
+            counts[1] += 1
+        finally:
+            conn.close()
+
+
 class Server:
     def __init__(self, instrumented: bool, tasks: int, core: int | None) -> None:
         here = str(Path(__file__).resolve())
         argv = [sys.executable]
-        if instrumented and RUN_ARGS != ["plain"]:  # --run-args plain: an A/A check of the bench
-            argv += ["-m", "loopmon.cli.run", *RUN_ARGS]
+        run_args = RUN_ARGS if instrumented else BASE_ARGS
+        if run_args is not None and run_args != ["plain"]:  # plain: an A/A check of the bench
+            argv += ["-m", "loopmon.cli.run", *run_args]
         argv += [here, "--serve", "--tasks", str(tasks)]
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.name = "loopmon run" if instrumented else "plain"
         self.proc = subprocess.Popen(
             pin(core) + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
         )
-        assert self.proc.stdout is not None
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.scrapes = [0, 0]  # answered, failed
+        self._stop_scraping = threading.Event()
+        if run_args is not None and "--metrics" in run_args and SCRAPE_HZ[0] > 0:
+            # loopmon run prints where before the program starts.
+            said = self.proc.stderr.readline().decode()
+            if not said.startswith("loopmon: metrics on "):
+                self.proc.kill()
+                raise SystemExit(f"{self.name}: no metrics line: {said!r}")
+            port = int(said.rsplit(":", 1)[1])
+            threading.Thread(
+                target=scrape_forever,
+                args=(port, SCRAPE_HZ[0], self._stop_scraping, self.scrapes),
+                daemon=True,
+            ).start()
         line = self.proc.stdout.readline()
         if not line.startswith(b"port"):
             self.proc.kill()
@@ -122,10 +162,17 @@ class Server:
         self.port = int(line.split()[1])
 
     def stop(self) -> dict[str, object]:
+        self._stop_scraping.set()
         self.proc.send_signal(signal.SIGTERM)
         out, err = self.proc.communicate(timeout=30)
         lines = out.decode().strip().splitlines()
-        return json.loads(lines[-1]) if lines else {"stderr": err.decode()[-500:]}
+        stats: dict[str, object] = (
+            json.loads(lines[-1]) if lines else {"stderr": err.decode()[-500:]}
+        )
+        if any(self.scrapes):
+            stats["scrapes"] = self.scrapes[0]
+            stats["scrapes_failed"] = self.scrapes[1]
+        return stats
 
 
 def load_round(server: Server, clients: int, size: int, duration: float, core: int | None) -> float:
@@ -168,7 +215,7 @@ def case(
                 flush=True,
             )
     finally:
-        plain.stop()
+        plain_stats = plain.stop()
         stats = watched.stop()
     result = {
         "case": name,
@@ -178,6 +225,7 @@ def case(
         "plain_us_per_rt": round(statistics.median(plain_us), 2),
         "loopmon_us_per_rt": round(statistics.median(watched_us), 2),
         "instrument": stats,
+        "baseline": plain_stats,
     }
     print(json.dumps(result), flush=True)
     return result
@@ -194,6 +242,17 @@ def main() -> int:
     parser.add_argument("--only", choices=("1k", "128", "tasks"), help="one case")
     parser.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
     parser.add_argument(
+        "--base-args",
+        default=None,
+        help="the baseline runs under loopmon run with these options (default: plainly)",
+    )
+    parser.add_argument(
+        "--scrape-hz",
+        type=float,
+        default=0.0,
+        help="scrape each server started with --metrics this often while it is up (0: never)",
+    )
+    parser.add_argument(
         "--run-args",
         default=None,
         help=f"loopmon run's options for the instrumented server (default: {' '.join(RUN_ARGS)})",
@@ -201,6 +260,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.run_args is not None:
         RUN_ARGS[:] = args.run_args.split()
+    if args.base_args is not None:
+        global BASE_ARGS
+        BASE_ARGS = args.base_args.split()
+    SCRAPE_HZ[0] = args.scrape_hz
     if args.serve:
         serve(args.tasks)
         return 0

@@ -20,12 +20,16 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import loopmon.instrument
 from loopmon.instrument import Instrument
 from loopmon.instrument.dump import to_json
+from loopmon.metrics import options as metrics_options
 from loopmon.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from loopmon.metrics.thread import ExporterThread
 
 DEFAULT_TELEMETRY = "127.0.0.1:0"
 
@@ -87,6 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="benchmarks: build snapshots at --snapshot-hz for no consumer (a stream's cost "
         "less its encoding)",
     )
+    metrics_options.add_arguments(parser)
     parser.add_argument(
         "-m",
         dest="module",
@@ -214,27 +219,65 @@ def program_of(args: argparse.Namespace) -> tuple[str | None, str | None, list[s
     raise ValueError("run needs script.py or -m module")
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        script, module, program_args, name = program_of(args)
-    except ValueError as exc:
-        print(f"loopmon: {exc}", file=sys.stderr)
-        return 2
-    instrument = Instrument(stall_threshold=args.stall_threshold, stall_watch=args.stall_watch)
-    loopmon.instrument._installed.append(instrument)
-    sinks: list[Callable[[Snapshot], None]] = []
+def _other_sinks(
+    args: argparse.Namespace,
+    instrument: Instrument,
+    program: str,
+    sinks: list[Callable[[Snapshot], None]],
+) -> IO[str] | None:
+    """Append the stream's, the dump's and the benchmarks' sinks; the dump file, if any."""
     dump_file: IO[str] | None = None
     if args.dump_snapshots:
         sink, dump_file = _dump_sink(args.dump_snapshots, instrument)
         sinks.append(sink)
     if args.telemetry is not None or args.window or args.record:
-        publisher = start_publisher(instrument, args, name)
+        publisher = start_publisher(instrument, args, program)
         if publisher is not None:
             sinks.append(publisher.publish)
         if args.window or args.record:
             instrument.say("loopmon: --window and --record need the telemetry stream")
     if args.build_snapshots:
         sinks.append(lambda snapshot: None)
+    return dump_file
+
+
+def start_metrics(
+    plan: metrics_options.Plan, instrument: Instrument, program: str
+) -> ExporterThread:
+    """/metrics on a thread of loopmon's own (``metrics.thread`` says why, and what crosses
+    between it and the program's loop thread that builds the snapshots it is fed)."""
+    metrics = plan.start_thread(
+        instrument.producer_info(program),
+        note=lambda line: instrument.say(f"loopmon: {line}"),
+        own=instrument.own,
+        disown=instrument.disown,
+        own_loop=instrument.own_loop,
+    )
+    instrument.say(f"loopmon: metrics on {metrics.address}")
+    return metrics
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        script, module, program_args, name = program_of(args)
+    except ValueError as exc:
+        print(f"loopmon: {exc}", file=sys.stderr)
+        return 2
+    try:
+        # Checked and bound before the program starts: a bad address, or no prometheus_client,
+        # is one line and exit 2 with the program not run.
+        metrics_plan = metrics_options.prepare(args)
+    except metrics_options.MetricsError as exc:
+        print(f"loopmon: {exc}", file=sys.stderr)
+        return 2
+    instrument = Instrument(stall_threshold=args.stall_threshold, stall_watch=args.stall_watch)
+    loopmon.instrument._installed.append(instrument)
+    sinks: list[Callable[[Snapshot], None]] = []
+    metrics = None
+    if metrics_plan is not None:
+        metrics = start_metrics(metrics_plan, instrument, name)
+        sinks.append(metrics.update)
+    dump_file = _other_sinks(args, instrument, name, sinks)
     for sink in sinks:
         instrument.start_periodic(sink, args.snapshot_hz)
     instrument.install()
@@ -246,6 +289,8 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:
         instrument.say(f"loopmon: the last snapshot failed: {exc!r}")
     finally:
+        if metrics is not None:
+            metrics.close()
         if dump_file is not None and dump_file is not sys.stderr:
             dump_file.close()
     return status

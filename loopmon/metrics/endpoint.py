@@ -40,6 +40,12 @@ from loopmon.netaddr import describe_error, format_address
 log = logging.getLogger("loopmon")
 
 Render = Callable[[str], tuple[bytes, str]]
+SocketHook = Callable[[socket.socket], None]
+
+
+def no_hook(sock: socket.socket) -> None:
+    pass
+
 
 PATH: Final = "/metrics"
 NOTE_EVERY_S: Final = 10.0
@@ -107,12 +113,22 @@ class MetricsEndpoint:
         *,
         token: bytes | None = None,
         limits: Limits | None = None,
+        note: Callable[[str], None] | None = None,
+        opened: SocketHook = no_hook,
+        closing: SocketHook = no_hook,
     ) -> None:
+        """``note`` writes a drop's line (default: a warning on loopmon's logger; ``run``
+        prints ``loopmon:`` lines instead, so the program's logging never sees them);
+        ``opened`` and ``closing`` are told of each client's socket when it is taken on and
+        just before it is closed (``run`` keeps them from a forked child)."""
         self.loop = loop
         self.sock = sock
         self.render = render
         self.token = token
         self.limits = limits or Limits()
+        self._say = note
+        self._opened = opened
+        self._closing = closing
         host, port = sock.getsockname()[:2]
         self.host: str = host
         self.port: int = port
@@ -148,6 +164,7 @@ class MetricsEndpoint:
                 self._close(client)
         else:
             for client in self._clients.values():
+                self._closing(client.sock)
                 client.sock.close()
             self._clients.clear()
         self._started = False
@@ -188,6 +205,7 @@ class MetricsEndpoint:
                 self._note("cannot watch", f"{peer}: refused: {exc}")
                 continue
             self._clients[client.fd] = client
+            self._opened(sock)
             client.deadline = self.loop.call_later(
                 self.limits.request_timeout_s, self._expire, client
             )
@@ -291,13 +309,18 @@ class MetricsEndpoint:
             )
         if target.split(b"?", 1)[0] != PATH.encode():
             raise _BadRequest(404, "not /metrics")
-        accept = headers.get(b"accept", b"").decode("latin-1")
-        try:
-            body, content_type = self.render(accept)
-        except Exception:
-            log.exception("rendering /metrics failed")
-            raise _BadRequest(500, "rendering failed") from None
+        body, content_type = self._render(headers.get(b"accept", b"").decode("latin-1"))
         return 200, body, content_type, method == b"HEAD"
+
+    def _render(self, accept: str) -> tuple[bytes, str]:
+        try:
+            return self.render(accept)
+        except Exception as exc:
+            if self._say is not None:
+                self._say(f"metrics {self.address}: rendering /metrics failed: {exc!r}")
+            else:
+                log.exception("rendering /metrics failed")
+            raise _BadRequest(500, "rendering failed") from None
 
     def _authorized(self, value: bytes) -> bool:
         scheme, _, presented = value.partition(b" ")
@@ -358,6 +381,7 @@ class MetricsEndpoint:
         if self._clients.get(client.fd) is client:
             del self._clients[client.fd]
             self.loop.remove_handler(client.fd)
+            self._closing(client.sock)
         if client.deadline is not None:
             self.loop.remove_timeout(client.deadline)
             client.deadline = None
@@ -372,7 +396,10 @@ class MetricsEndpoint:
             self._noted[reason] = (last[0], last[1] + 1)
             return
         more = f" ({last[1]:,} more like it since)" if last is not None and last[1] else ""
-        log.warning("metrics %s: %s%s", self.address, text, more)
+        if self._say is not None:
+            self._say(f"metrics {self.address}: {text}{more}")
+        else:
+            log.warning("metrics %s: %s%s", self.address, text, more)
         self._noted[reason] = (now, 0)
 
 

@@ -8,13 +8,14 @@ default, OpenMetrics when asked for) from a registry holding only this producer'
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
 from loopmon.ioloop import IOLoop
 from loopmon.metrics.collector import SnapshotCollector
-from loopmon.metrics.endpoint import Limits, MetricsEndpoint
+from loopmon.metrics.endpoint import Limits, MetricsEndpoint, SocketHook, no_hook
 from loopmon.snapshot import ProducerInfo, Snapshot
 
 
@@ -27,12 +28,22 @@ class Exporter:
         *,
         token: bytes | None = None,
         limits: Limits | None = None,
+        note: Callable[[str], None] | None = None,
+        opened: SocketHook = no_hook,
+        closing: SocketHook = no_hook,
     ) -> None:
         self.collector = SnapshotCollector(producer)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
         self.endpoint = MetricsEndpoint(
-            loop, sock, self.render, token=token, limits=limits or Limits()
+            loop,
+            sock,
+            self.render,
+            token=token,
+            limits=limits or Limits(),
+            note=note,
+            opened=opened,
+            closing=closing,
         )
 
     @property

@@ -8,9 +8,10 @@ import argparse
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from loopmon import __version__
 from loopmon.echo.listener import ListenerError, bind
@@ -25,6 +26,7 @@ from loopmon.snapshot import ProducerInfo
 
 if TYPE_CHECKING:
     from loopmon.metrics.exporter import Exporter
+    from loopmon.metrics.thread import ExporterThread
 
 
 def metrics_address(text: str) -> tuple[str, int]:
@@ -72,6 +74,32 @@ class Plan:
         exporter = Exporter(loop, self.sock, producer, token=self.token, limits=self.limits)
         exporter.start()
         return exporter
+
+    def start_thread(
+        self,
+        producer: ProducerInfo,
+        *,
+        note: Callable[[str], None],
+        own: Callable[[Any], None],
+        disown: Callable[[Any], None],
+        own_loop: Callable[[IOLoop], None],
+    ) -> ExporterThread:
+        """Serve from a loop on a thread of its own (``run``: see ``metrics.thread``); feed
+        its ``update`` every snapshot, from any one thread."""
+        from loopmon.metrics.thread import ExporterThread
+
+        thread = ExporterThread(
+            self.sock,
+            producer,
+            token=self.token,
+            limits=self.limits,
+            note=note,
+            own=own,
+            disown=disown,
+            own_loop=own_loop,
+        )
+        thread.start()
+        return thread
 
     def close(self) -> None:
         """The command ended before ``start``."""

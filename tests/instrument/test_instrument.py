@@ -193,6 +193,49 @@ def test_its_own_sockets_are_no_rows_and_a_forked_child_does_not_keep_them(
         other.close()
 
 
+def test_a_disowned_fd_number_is_the_programs_again(instrument: Instrument) -> None:
+    # loopmon closes a socket it owned; the kernel gives the number to the program's next
+    # socket at once, which must be a row like any other.
+    mine = socket.socket()
+    fd = mine.fileno()
+    instrument.own(mine)
+    instrument.disown(mine)
+    mine.close()
+    theirs, peer = socket.socketpair()
+    try:
+
+        async def main() -> Snapshot:
+            loop = asyncio.get_running_loop()
+            loop.add_reader(theirs.fileno(), lambda: None)
+            await asyncio.sleep(0)
+            snapshot = instrument.snapshot()
+            loop.remove_reader(theirs.fileno())
+            return snapshot
+
+        snapshot = asyncio.run(main())
+        assert theirs.fileno() in {r.fd for r in snapshot.connections}
+        assert fd not in instrument.excluded
+    finally:
+        theirs.close()
+        peer.close()
+
+
+def test_a_loop_of_loopmons_own_is_never_watched(instrument: Instrument) -> None:
+    from loopmon.ioloop import IOLoop
+
+    ours, theirs = IOLoop(make_current=False), IOLoop(make_current=False)
+    instrument.own_loop(ours)
+    try:
+        for loop in (ours, theirs):
+            loop.add_callback(loop.stop)
+            loop.start()
+        watched = [getattr(w, "loop", None) for w in instrument.watches]
+        assert theirs in watched and ours not in watched
+    finally:
+        ours.close()
+        theirs.close()
+
+
 def test_task_rows_are_refreshed_a_chunk_at_a_time() -> None:
     import itertools
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -21,7 +22,13 @@ TOKEN = b"s3cret-token"
 
 
 class Rig:
-    def __init__(self, token: bytes | None = None, body: bytes = BODY, **limits: object) -> None:
+    def __init__(
+        self,
+        token: bytes | None = None,
+        body: bytes = BODY,
+        hooks: dict[str, Any] | None = None,
+        **limits: object,
+    ) -> None:
         self.clock = FakeClock()
         self.loop = IOLoop(make_current=False, time_func=self.clock)
         sock = socket.socket()
@@ -37,6 +44,7 @@ class Rig:
             self.render,
             token=token,
             limits=Limits(**limits),  # type: ignore[arg-type]
+            **(hooks or {}),
         )
         self.endpoint.start()
         self.clients: list[socket.socket] = []
@@ -381,3 +389,26 @@ def test_what_a_client_sends_never_makes_a_new_reason(rig: Rig) -> None:
         rig.exchange(f"GET /metrics HTTP/{n + 2}.0\r\nHost: x\r\n\r\n".encode())
     assert len(rig.endpoint.dropped) <= 3, rig.endpoint.dropped
     assert len(rig.endpoint._noted) <= 3
+
+
+def test_the_caller_hears_of_each_client_socket_and_of_each_drop() -> None:
+    # run keeps client sockets from a forked child (opened/closing) and prints drops as
+    # loopmon: lines rather than through the program's logging (note).
+    opened: list[int] = []
+    closing: list[int] = []
+    notes: list[str] = []
+    rig = Rig(
+        hooks={
+            "opened": lambda sock: opened.append(sock.fileno()),
+            "closing": lambda sock: closing.append(sock.fileno()),
+            "note": notes.append,
+        }
+    )
+    try:
+        assert status_of(rig.exchange(b"GET /metrics HTTP/1.0\r\n\r\n")) == 200
+        assert status_of(rig.exchange(b"garbage\r\n\r\n")) == 400
+        assert len(opened) == 2 and closing == opened  # each told before its close
+        assert len(notes) == 1 and "not an HTTP request line" in notes[0]
+        assert notes[0].startswith(f"metrics {rig.endpoint.address}: ")
+    finally:
+        rig.close()
