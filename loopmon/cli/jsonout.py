@@ -1,8 +1,12 @@
 """The JSON objects ``attach --json`` and ``replay --json`` print, one per snapshot.
 
-One function of a snapshot, so that a live stream and a recording of it print the same objects
-(same ``t``, same figures) whichever way they were decoded. Times are seconds since the
-producer's session began; a figure the producer does not measure is null.
+One function of a snapshot (and the one printed before it), so that a live stream and a
+recording of it print the same objects (same ``t``, same figures) whichever way they were
+decoded. Times are seconds since the producer's session began; a figure the producer does not
+measure is null. ``loop`` covers the interval since the previous object (from the running
+totals, so frames a slow reader lost are inside it); its ``lag_p50_s`` and ``lag_p99_s`` are
+over the probe samples in that interval (null when none fell in it: the probe fires ten times
+a second), ``lag_window`` over the producer's last 10 s.
 """
 
 from __future__ import annotations
@@ -10,7 +14,15 @@ from __future__ import annotations
 from typing import Any
 
 from loopmon.events import READ, WRITE
-from loopmon.snapshot import ClosedConnection, ConnectionRow, LoopEvent, Snapshot, TaskRow
+from loopmon.histogram import quantile
+from loopmon.snapshot import (
+    ClosedConnection,
+    ConnectionRow,
+    LoopEvent,
+    LoopFigures,
+    Snapshot,
+    TaskRow,
+)
 
 _MASKS = {0: "", READ: "R", WRITE: "W", READ | WRITE: "RW"}
 
@@ -20,7 +32,7 @@ def mask_letters(mask: int) -> str:
     return _MASKS[mask & (READ | WRITE)]
 
 
-def _connection(row: ConnectionRow, *, foreign: bool) -> dict[str, Any]:
+def _connection(row: ConnectionRow) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": row.id,
         "fd": row.fd,
@@ -36,16 +48,16 @@ def _connection(row: ConnectionRow, *, foreign: bool) -> dict[str, Any]:
         "write_fraction": round(row.write_fraction, 6),
         "ready": [row.ready_read, row.ready_write, row.ready_error],
         "messages": row.messages,
+        # What run's rows tell apart (a listener, a pipe ...); serve's are all connections.
+        "kind": row.kind,
+        "local": row.local or None,
+        "loop": row.loop,
     }
-    if foreign or row.kind != "connection" or row.local:
-        out["kind"] = row.kind
-        out["local"] = row.local
-        out["loop"] = row.loop
     return out
 
 
-def _closed(closed: ClosedConnection, start: float, *, foreign: bool) -> dict[str, Any]:
-    out = _connection(closed.row, foreign=foreign)
+def _closed(closed: ClosedConnection, start: float) -> dict[str, Any]:
+    out = _connection(closed.row)
     out["closed_at"] = round(closed.closed_at - start, 6)
     out["reason"] = closed.reason
     return out
@@ -74,20 +86,35 @@ def _task(task: TaskRow) -> dict[str, Any]:
     }
 
 
-def snapshot_object(snap: Snapshot, *, dropped_frames: int = 0) -> dict[str, Any]:
+def _interval(snap: Snapshot, previous: Snapshot | None) -> LoopFigures:
+    """What the loop did since ``previous`` (the snapshot of the previous object), or over
+    the snapshot's own interval when there is none of this session before it."""
+    if previous is None or previous.session != snap.session or previous.seq >= snap.seq:
+        return snap.interval
+    return snap.totals.minus(previous.totals)
+
+
+def _lag_quantile(figures: LoopFigures, q: float) -> float | None:
+    value = quantile(figures.lag.counts, q, figures.lag.max_s) if figures.lag.counts else None
+    return None if value is None else round(value, 9)
+
+
+def snapshot_object(
+    snap: Snapshot, *, dropped_frames: int = 0, previous: Snapshot | None = None
+) -> dict[str, Any]:
     """The object printed for ``snap``. ``dropped_frames``: frames the producer dropped for
-    this consumer since the previous object (a slow reader's loss, told by the producer)."""
+    this consumer since the previous object (a slow reader's loss, told by the producer);
+    ``previous``: the snapshot the previous object was printed for."""
     start = snap.taken_at - snap.uptime_s
-    foreign = snap.tasks is not None or bool(snap.loops)
-    interval = snap.interval
+    interval = _interval(snap, previous)
     out: dict[str, Any] = {
         "session": snap.session,
         "seq": snap.seq,
         "t": round(snap.uptime_s, 6),
         "backend": snap.backend,
         "alive": snap.alive,
-        "connections": [_connection(r, foreign=foreign) for r in snap.connections],
-        "closed": [_closed(c, start, foreign=foreign) for c in snap.closed],
+        "connections": [_connection(r) for r in snap.connections],
+        "closed": [_closed(c, start) for c in snap.closed],
         "closed_omitted": snap.closed_omitted,
         "listeners": [
             {
@@ -107,9 +134,14 @@ def snapshot_object(snap: Snapshot, *, dropped_frames: int = 0) -> dict[str, Any
             "events": interval.events,
             "callbacks": interval.callbacks,
             "utilization": round(interval.utilization, 6),
-            "lag_p50_s": snap.lag.p50_s,
-            "lag_p99_s": snap.lag.p99_s,
-            "lag_window_s": round(snap.lag.window_s, 3),
+            "lag_p50_s": _lag_quantile(interval, 0.5),
+            "lag_p99_s": _lag_quantile(interval, 0.99),
+            "lag_window": {
+                "p50_s": snap.lag.p50_s,
+                "p99_s": snap.lag.p99_s,
+                "window_s": round(snap.lag.window_s, 3),
+                "samples": snap.lag.samples,
+            },
             "stalls": interval.stalls,
             "errors": interval.errors,
         },
