@@ -36,7 +36,7 @@ def _connection(row: ConnectionRow) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": row.id,
         "fd": row.fd,
-        "peer": row.peer,
+        "peer": row.peer or None,
         "listener": row.listener_id or None,
         "state": row.state,
         "mask": mask_letters(row.mask),

@@ -48,6 +48,7 @@ KEEP_EVENTS = 1000
 # Figures a row or a loop of ``run`` carries; the row figures not named (bytes, queues,
 # messages, accepts) are None: a selector sees readiness, never bytes.
 MEASURES: tuple[str, ...] = (
+    "connections",  # rows of kind "connection": the selector sees each one's fd
     "mask",
     "read_fraction",
     "write_fraction",
@@ -138,6 +139,7 @@ class Instrument:
         self._current = threading.local()
         self._lock = threading.RLock()
         self._own: list[Any] = []
+        self._own_loops: weakref.WeakSet[IOLoop] = weakref.WeakSet()
         self._undo: list[Callable[[], None]] = []
         self.enabled = True
         # Snapshots
@@ -222,6 +224,21 @@ class Instrument:
         self.excluded.add(fd)
         self._own.append(sock)
 
+    def disown(self, sock: Any) -> None:
+        """Undo ``own`` for a socket loopmon is about to close (call it before the close: the
+        kernel gives the number to the program's next fd at once)."""
+        fd = sock if isinstance(sock, int) else sock.fileno()
+        self.excluded.discard(fd)
+        try:
+            self._own.remove(sock)
+        except ValueError:
+            pass
+
+    def own_loop(self, loop: IOLoop) -> None:
+        """A loopmon IOLoop of loopmon's own (``run``'s metrics thread): never watched, so
+        never a loop of the program's in a snapshot."""
+        self._own_loops.add(loop)
+
     # -- loops -----------------------------------------------------------------------------
 
     def new_event_loop(self) -> asyncio.AbstractEventLoop:
@@ -248,7 +265,7 @@ class Instrument:
             return watch
 
     def adopt_ioloop(self, loop: IOLoop) -> Watch | None:
-        if not self.enabled:
+        if not self.enabled or loop in self._own_loops:
             return None
         with self._lock:
             watch = self._by_loop.get(loop)

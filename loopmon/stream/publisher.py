@@ -182,6 +182,11 @@ class Publisher:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def sending(self) -> bool:
+        """Some consumer has frames queued that its socket has not taken yet."""
+        return any(c.out for c in self._consumers.values())
+
     def close(self, reason: str = "the producer is stopping", *, detach: bool = True) -> None:
         """Say goodbye to every consumer (best effort) and close everything. ``detach=False``:
         the loop is gone (stopped and closed), so leave its handlers alone."""
