@@ -301,3 +301,28 @@ def test_bad_consumers_never_stop_the_echo_nor_grow_serve(serve: Serve) -> None:
     errors = "\n".join(serve.err.rest(5.0))
     assert "dropped consumer" in errors and "refused consumer" in errors
     assert "Traceback" not in errors
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_the_hello_lists_serves_commands_and_a_signal_says_goodbye(sig: int) -> None:
+    from loopmon import telemetry
+    from loopmon.stream.client import Client
+
+    server = Serve()
+    host, port = split_address(server.telemetry)
+    client = Client(host, port, server.token, reconnect=False)
+    client.start()
+    try:
+        assert client.wait_connected(10)
+        info = client.producer
+        assert info is not None and info.kind == "serve"
+        assert info.commands == (
+            "start_listener", "stop_listener", "close_connection", "set_strategy"
+        )  # fmt: skip
+        assert info.measures == telemetry.MEASURES
+        assert server.stop(sig) == 0
+        wait_until(lambda: client.status, lambda s: s != "connected", timeout=10)
+        assert "goodbye" in client.error, client.error
+    finally:
+        client.stop()
+        server.kill()
