@@ -48,3 +48,32 @@ def test_no_display_is_the_windows_advice(
     monkeypatch.setattr(window, "has_display", lambda: False)
     assert attach.open_window(_args(), b"t" * 32) == 2
     assert "no display" in capsys.readouterr().err
+
+
+def test_run_window_starts_attach_in_a_session_of_its_own(
+    displayable: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    from loopmon.cli import run
+    from loopmon.instrument import Instrument
+
+    started: list[tuple[list[str], dict[str, object]]] = []
+
+    class FakePopen:
+        pid = 4321
+
+        def __init__(self, argv: list[str], **kwargs: object) -> None:
+            started.append((argv, kwargs))
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    said: list[str] = []
+    instrument = Instrument(say=said.append)
+    run.open_window(instrument, "127.0.0.1:4242", b"\x01" * 32)
+    [(argv, kwargs)] = started
+    assert argv == [sys.executable, "-m", "loopmon", "attach", "127.0.0.1:4242"]
+    env = kwargs["env"]
+    assert isinstance(env, dict) and env["LOOPMON_TOKEN"] == "01" * 32
+    assert kwargs["start_new_session"] is True
+    assert kwargs["stdout"] is subprocess.DEVNULL  # the program's stdout stays the program's
+    assert said == ["loopmon: the window is pid 4321"]
