@@ -33,6 +33,9 @@ from processes import (
 from loopmon.netaddr import format_address, split_address
 from loopmon.wire import ConsumerHello, encode_message
 
+# RSS and thread counts are read from /proc.
+linux_only = pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc")
+
 
 @pytest.fixture
 def serve() -> Iterator[Serve]:
@@ -245,6 +248,7 @@ def _connect(address: str) -> socket.socket:
     return socket.create_connection((host, port), timeout=10)
 
 
+@linux_only
 def test_bad_consumers_never_stop_the_echo_nor_grow_serve(serve: Serve) -> None:
     checker = EchoChecker(serve.echo_port)
     held: list[socket.socket] = []
@@ -326,3 +330,11 @@ def test_the_hello_lists_serves_commands_and_a_signal_says_goodbye(sig: int) -> 
     finally:
         client.stop()
         server.kill()
+
+
+@linux_only
+def test_serve_publishes_from_its_one_thread(serve: Serve) -> None:
+    result = attach_once(serve.telemetry, "--count", "3")  # a consumer attached and served
+    assert result.returncode == 0, result.stderr
+    threads = os.listdir(f"/proc/{serve.proc.pid}/task")
+    assert len(threads) == 1, threads
