@@ -154,8 +154,13 @@ class _Stream:
         self.thread = thread
         self.plan = plan
         self.publish = thread.publish
+        self._pid = os.getpid()
 
     def close(self) -> None:
+        if os.getpid() != self._pid:
+            # A forked child of the program's that ran to its end: the port and the token
+            # file are its parent's (the instrument closed the sockets in the child).
+            return
         self.thread.close("the program exited")
         tokens.remove_token(self.plan.token_file)
 

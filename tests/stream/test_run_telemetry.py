@@ -84,3 +84,30 @@ def test_run_telemetry_streams_an_asyncio_server() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+FORKS = """
+import glob, os, sys
+mine = glob.glob(os.path.join(sys.argv[1], f"telemetry-*-{os.getpid()}.token"))
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)  # the child ends through loopmon's own exit path
+os.waitpid(pid, 0)
+print("kept" if all(os.path.exists(p) for p in mine) and mine else "lost")
+"""
+
+
+def test_a_forked_child_leaves_its_parents_token_file(tmp_path: Path) -> None:
+    from loopmon.stream.tokens import runtime_dir
+
+    program = tmp_path / "forks.py"
+    program.write_text(FORKS)
+    result = subprocess.run(
+        command("run", "--telemetry", "127.0.0.1:0", str(program), str(runtime_dir())),
+        cwd=ROOT, capture_output=True, text=True, env=env(), timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "kept\n"
+    # The child closes nothing of its parent's (it once tried to close the parent's
+    # running loop, a traceback on the program's stderr).
+    assert [line for line in result.stderr.splitlines() if not line.startswith("loopmon:")] == []
