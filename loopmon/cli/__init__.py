@@ -3,7 +3,7 @@
 Each subcommand is a module of this package that owns its options (``add_arguments``) and its
 work (``run(args)``), composing the layers below it; ``args`` holds what they share. This module
 only routes. The window's module imports the GUI lazily, so the headless commands never load Qt
-and run where the ``gui`` extra is not installed. A new subcommand (attach, run, replay) is a
+and run where the ``gui`` extra is not installed. A new subcommand (replay) is a
 module here and a line in ``COMMANDS``.
 """
 
@@ -23,6 +23,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("serve", "run the echo server headless, with a status line"),
     ("load", "drive an echo server with checked load"),
     ("bench", "benchmark loopmon against asyncio and friends"),
+    ("attach", "watch a producer's telemetry stream (serve --telemetry, run --telemetry)"),
     ("run", "run a Python program (asyncio, Tornado 6, loopmon's loop) with its loops watched"),
     ("gui", "open the monitor window (the default)"),
 )
@@ -30,10 +31,11 @@ COMMANDS: tuple[tuple[str, str], ...] = (
 
 def _module(name: str) -> ModuleType:
     # Explicit imports (not importlib), so the layer contract sees every one of them.
-    from loopmon.cli import bench, load, run, serve, window
+    from loopmon.cli import attach, bench, load, run, serve, window
 
     modules: dict[str, ModuleType] = {
         "serve": serve,
+        "attach": attach,
         "load": load,
         "bench": bench,
         "run": run,

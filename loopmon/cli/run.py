@@ -13,20 +13,23 @@ The ``loopmon`` command routes ``run`` here through ``add_arguments`` and ``run`
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import runpy
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 import loopmon.instrument
 from loopmon.instrument import Instrument
 from loopmon.instrument.dump import to_json
 from loopmon.metrics import options as metrics_options
 from loopmon.snapshot import Snapshot
+from loopmon.stream import options as stream_options
+from loopmon.stream import tokens
+from loopmon.stream.options import TelemetryError
+from loopmon.stream.thread import PublisherThread
 
 if TYPE_CHECKING:
     from loopmon.metrics.thread import ExporterThread
@@ -54,7 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"stream snapshots on this address ({DEFAULT_TELEMETRY} when given bare)",
     )
     parser.add_argument(
-        "--window", action="store_true", help="open the window attached to the stream"
+        "--window",
+        action="store_true",
+        help="open the window attached to the stream (loopmon attach, a process of its own; "
+        "implies --telemetry)",
     )
     parser.add_argument("--record", metavar="FILE", help="record the stream to FILE")
     parser.add_argument(
@@ -91,6 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="benchmarks: build snapshots at --snapshot-hz for no consumer (a stream's cost "
         "less its encoding)",
     )
+    stream_options.add_arguments(parser, with_address=False)
     metrics_options.add_arguments(parser)
     parser.add_argument(
         "-m",
@@ -111,28 +118,87 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# -- the stream (another module's; started here before the program runs) ---------------------
+# -- the stream (opened here before the program runs) ----------------------------------------
 
 
-def start_publisher(instrument: Instrument, args: argparse.Namespace, program: str) -> Any:
-    """HOOK (issue 19 / the telemetry stream): start the publisher before the program runs.
-
-    The stream's API is to be ``Publisher(reactor, host, port, token, producer_info,
-    commands=None)`` with ``publish(snapshot)``; until ``loopmon.stream.publisher`` lands,
-    ``--telemetry`` says so in one ``loopmon:`` line and the program runs unwatched by any
-    consumer. When it lands: open the port here, ``instrument.own()`` its sockets (no row, not
-    inherited by a forked child), print ``loopmon: telemetry on HOST:PORT``, and pass
-    ``publisher.publish`` to ``instrument.start_periodic``."""
-    try:
-        importlib.import_module("loopmon.stream.publisher")
-    except ImportError:
-        instrument.say(
-            "loopmon: --telemetry: this build has no telemetry stream yet "
-            "(loopmon.stream.publisher); the program runs without it"
-        )
+def open_stream(instrument: Instrument, args: argparse.Namespace, program: str) -> _Stream | None:
+    """With ``--telemetry`` (or ``--window``, which needs it): the telemetry port on a thread
+    of loopmon's own (``stream.thread`` says why), bound and announced on stderr before the
+    program starts, and the window opened on it. Raises ``TelemetryError`` (or argparse's
+    error for a malformed address) when the port cannot be used: the program does not run."""
+    if args.telemetry is None and not args.window:
         return None
-    instrument.say("loopmon: --telemetry: the stream's publisher is not wired to run yet")
-    return None
+    plan = stream_options.prepare(
+        stream_options.address(args.telemetry or DEFAULT_TELEMETRY),
+        allow_remote=getattr(args, "allow_remote", False),
+        max_consumers=args.max_consumers,
+    )
+    assert plan is not None
+    thread = PublisherThread(
+        plan.sock,
+        instrument.producer_info(program),
+        plan.token,
+        max_consumers=plan.max_consumers,
+        note=instrument.say,
+        own=instrument.own,
+        disown=instrument.disown,
+        own_loop=instrument.own_loop,
+    )
+    thread.start()
+    instrument.say(f"loopmon: telemetry on {thread.address_text}")
+    instrument.say(f"loopmon: token file {plan.token_file}")
+    if args.window:
+        open_window(instrument, thread.address_text, plan.token)
+    return _Stream(thread, plan)
+
+
+class _Stream:
+    """The publisher's thread and its plan (the token file), closed together at exit."""
+
+    def __init__(self, thread: PublisherThread, plan: stream_options.Plan) -> None:
+        self.thread = thread
+        self.plan = plan
+        self.publish = thread.publish
+        self._pid = os.getpid()
+
+    def close(self) -> None:
+        if os.getpid() != self._pid:
+            # A forked child of the program's that ran to its end: the port and the token
+            # file are its parent's (the instrument closed the sockets in the child).
+            return
+        self.thread.close("the program exited")
+        tokens.remove_token(self.plan.token_file)
+
+
+def open_window(instrument: Instrument, address: str, token: bytes) -> None:
+    """``loopmon attach`` on the stream, in a process of its own (a session of its own, so
+    the terminal's Ctrl-C for the program leaves it open: the window may outlive the program;
+    its output goes nowhere, so the program's stdout and stderr stay the program's)."""
+    import subprocess
+
+    from loopmon.cli import window
+
+    absent = window.missing()
+    if absent:
+        instrument.say(window.NO_GUI.format(missing=", ".join(absent)))
+        return
+    if not window.has_display():
+        instrument.say("loopmon: --window: no display found (DISPLAY and WAYLAND_DISPLAY unset)")
+        return
+    env = dict(os.environ, **{tokens.ENV_VAR: token.hex()})
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "loopmon", "attach", address],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        instrument.say(f"loopmon: --window: cannot start the window: {exc}")
+        return
+    instrument.say(f"loopmon: the window is pid {proc.pid}")
 
 
 # -- running the program ---------------------------------------------------------------------
@@ -219,28 +285,6 @@ def program_of(args: argparse.Namespace) -> tuple[str | None, str | None, list[s
     raise ValueError("run needs script.py or -m module")
 
 
-def _other_sinks(
-    args: argparse.Namespace,
-    instrument: Instrument,
-    program: str,
-    sinks: list[Callable[[Snapshot], None]],
-) -> IO[str] | None:
-    """Append the stream's, the dump's and the benchmarks' sinks; the dump file, if any."""
-    dump_file: IO[str] | None = None
-    if args.dump_snapshots:
-        sink, dump_file = _dump_sink(args.dump_snapshots, instrument)
-        sinks.append(sink)
-    if args.telemetry is not None or args.window or args.record:
-        publisher = start_publisher(instrument, args, program)
-        if publisher is not None:
-            sinks.append(publisher.publish)
-        if args.window or args.record:
-            instrument.say("loopmon: --window and --record need the telemetry stream")
-    if args.build_snapshots:
-        sinks.append(lambda snapshot: None)
-    return dump_file
-
-
 def start_metrics(
     plan: metrics_options.Plan, instrument: Instrument, program: str
 ) -> ExporterThread:
@@ -257,7 +301,32 @@ def start_metrics(
     return metrics
 
 
+def bare_telemetry(args: argparse.Namespace) -> None:
+    """``--telemetry script.py``: argparse gave the script to the optional address; an address
+    always holds a colon, so a value without one is the program, and --telemetry was bare."""
+    value = args.telemetry
+    if value is not None and ":" not in value and not args.module:
+        args.telemetry = DEFAULT_TELEMETRY
+        args.program = [value, *(args.program or [])]
+
+
+def _debug_sinks(
+    args: argparse.Namespace, instrument: Instrument, sinks: list[Callable[[Snapshot], None]]
+) -> IO[str] | None:
+    """Append the dump's and the benchmarks' sinks; the dump file, if any."""
+    dump_file: IO[str] | None = None
+    if args.dump_snapshots:
+        sink, dump_file = _dump_sink(args.dump_snapshots, instrument)
+        sinks.append(sink)
+    if args.record:
+        instrument.say("loopmon: --record is not in this build yet; the program runs without it")
+    if args.build_snapshots:
+        sinks.append(lambda snapshot: None)
+    return dump_file
+
+
 def run(args: argparse.Namespace) -> int:
+    bare_telemetry(args)
     try:
         script, module, program_args, name = program_of(args)
     except ValueError as exc:
@@ -272,12 +341,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     instrument = Instrument(stall_threshold=args.stall_threshold, stall_watch=args.stall_watch)
     loopmon.instrument._installed.append(instrument)
-    sinks: list[Callable[[Snapshot], None]] = []
-    metrics = None
-    if metrics_plan is not None:
-        metrics = start_metrics(metrics_plan, instrument, name)
-        sinks.append(metrics.update)
-    dump_file = _other_sinks(args, instrument, name, sinks)
+    try:
+        stream = open_stream(instrument, args, name)
+    except (argparse.ArgumentTypeError, TelemetryError) as exc:
+        if metrics_plan is not None:
+            metrics_plan.close()
+        print(f"loopmon: {exc}", file=sys.stderr)
+        return 2
+    metrics = None if metrics_plan is None else start_metrics(metrics_plan, instrument, name)
+    fed = (metrics.update if metrics else None, stream.publish if stream else None)
+    sinks: list[Callable[[Snapshot], None]] = [sink for sink in fed if sink is not None]
+    dump_file = _debug_sinks(args, instrument, sinks)
     for sink in sinks:
         instrument.start_periodic(sink, args.snapshot_hz)
     instrument.install()
@@ -291,6 +365,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if metrics is not None:
             metrics.close()
+        if stream is not None:
+            stream.close()
         if dump_file is not None and dump_file is not sys.stderr:
             dump_file.close()
     return status

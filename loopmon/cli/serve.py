@@ -1,32 +1,41 @@
 """``loopmon serve``: the echo server headless, its loop on the main thread.
 
-Once every listener is up it prints ``listening on HOST:PORT (backend NAME)`` for each, then a
-status line a second (unless ``--quiet``). SIGINT or SIGTERM closes listeners and connections
-and exits 0. A listener that cannot start (port in use, permission denied, unknown host) is one
-line on stderr naming the address and the reason, and exit status 2.
+Once every listener is up it prints ``listening on HOST:PORT (backend NAME)`` for each, then
+``metrics on ...`` and ``telemetry on HOST:PORT`` and ``token file PATH`` for the ports asked for,
+then a status line a second (unless ``--quiet``). ``--telemetry`` publishes from the loop itself
+(no thread), at 25 snapshots a second unless ``--telemetry-hz`` says otherwise. SIGINT or
+SIGTERM says goodbye to the stream's consumers, closes listeners and connections and exits 0.
+A listener that cannot start (port in use, permission denied, unknown host) is one line on
+stderr naming the address and the reason, and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import select
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from loopmon import telemetry
+from loopmon import __version__, telemetry
 from loopmon.cli.args import FD_HEADROOM, add_server_arguments, byte_count, count, raise_fd_limit
 from loopmon.echo import Listener, ListenerError
 from loopmon.events import READ
 from loopmon.ioloop import IOLoop
 from loopmon.mailbox import Mailbox
 from loopmon.metrics import options as metrics_options
-from loopmon.netaddr import DEFAULT_PORT
+from loopmon.netaddr import DEFAULT_PORT, is_loopback
 from loopmon.runner import LoopRunner
-from loopmon.snapshot import LagWindow, LoopFigures, Snapshot
+from loopmon.snapshot import LagWindow, LoopFigures, ProducerInfo, Snapshot
+from loopmon.stream import options as stream_options
+from loopmon.stream.publisher import Publisher, echo_commands
+from loopmon.stream.reactor import IOLoopReactor
 from loopmon.units import byte_rate, byte_size
+from loopmon.wire import messages as msgs
 
 __all__ = [
     "StatusPrinter",
@@ -38,6 +47,16 @@ __all__ = [
 STATUS_S = 1.0
 # Snapshots a second behind the status line: two per line, so each line covers a full second.
 STATUS_HZ = 2.0
+# What the stream publishes at unless --telemetry-hz says otherwise: what the window draws.
+STREAM_HZ = 25.0
+# What a consumer of serve may ask: everything but switching backends (a restart would close
+# every connection the consumer is watching).
+STREAM_COMMANDS: tuple[str, ...] = (
+    msgs.START_LISTENER,
+    msgs.STOP_LISTENER,
+    msgs.CLOSE_CONNECTION,
+    msgs.SET_STRATEGY,
+)
 MAX_TELEMETRY_HZ = 1000.0
 
 
@@ -67,10 +86,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help=(
-            f"snapshots per second (default: {STATUS_HZ:g}, what the status line needs; none "
-            "with --quiet; the window takes 25)"
+            f"snapshots per second (default: {STATUS_HZ:g}, what the status line needs; "
+            f"{STREAM_HZ:g} with --telemetry; none with --quiet)"
         ),
     )
+    stream_options.add_arguments(parser)
     metrics_options.add_arguments(parser)
 
 
@@ -205,26 +225,24 @@ def run(
     err = stderr or sys.stderr or sys.__stderr__
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="loopmon serve: %(message)s")
-    metrics_plan: metrics_options.Plan | None = None
     try:
-        hz = telemetry_hz(args)
-        # --metrics is checked and its port bound before the loop starts: a bad address is
-        # one line and exit 2, never a server that half started.
-        metrics_plan = metrics_options.prepare(args)
-        if metrics_plan is not None and hz <= 0:
-            if getattr(args, "telemetry_hz", None) is not None:
-                raise Refused("--metrics needs telemetry (--telemetry-hz > 0)")
-            hz = STATUS_HZ  # --quiet: snapshots for the collector only
-        runner = make_runner(args, hz)
-    except (Refused, metrics_options.MetricsError) as exc:
-        if metrics_plan is not None:
-            metrics_plan.close()
+        runner, metrics_plan, stream_plan = prepare(args)
+    except (Refused, metrics_options.MetricsError, stream_options.TelemetryError) as exc:
         print(f"loopmon serve: {exc}", file=err)
         return 2
+    if stream_plan is not None and not is_loopback(stream_plan.address[0]):
+        warning = stream_options.remote_warning(*stream_plan.address)
+        print(f"loopmon serve: warning: {warning}", file=err)
     failure: list[ListenerError] = []
     status = None if args.quiet or out is None else StatusPrinter(runner.mailbox, out)
     ports: list[int] = list(args.port) if args.port else [DEFAULT_PORT]
     exporters: list[Any] = []
+    publishers: list[Publisher] = []
+
+    def close_stream() -> None:
+        # On the loop thread, before it stops: consumers get a goodbye, not a reset.
+        for publisher in publishers:
+            publisher.close("the producer is stopping")
 
     def on_ready(r: LoopRunner) -> None:
         # On the loop thread, before any connection: all listeners or none.
@@ -245,17 +263,18 @@ def run(
             r.snapshot_observers.append(exporter.update)
             exporters.append(exporter)
         lines = [f"metrics on {exporter.address}" for exporter in exporters]
+        if stream_plan is not None:
+            publisher = start_stream(stream_plan, r)
+            publishers.append(publisher)
+            lines.append(f"telemetry on {publisher.address_text}")
+            lines.append(f"token file {stream_plan.token_file}")
         if out is not None and announce(listeners, loop.backend, out, err, lines) and status:
             status.attach(loop)
 
     try:
-        run_until_signalled(runner, on_ready)
+        run_until_signalled(runner, on_ready, before_stop=close_stream)
     finally:
-        # The loop is closed: close the metrics port and its connections.
-        for exporter in exporters:
-            exporter.close(detach=False)
-        if metrics_plan is not None and not exporters:
-            metrics_plan.close()
+        close_ports(exporters, metrics_plan, publishers, stream_plan)
     if failure:
         print(f"loopmon serve: {failure[0]}", file=err, flush=True)
         return 2
@@ -263,6 +282,82 @@ def run(
         print(f"loopmon serve: the loop died: {runner.error.splitlines()[-1]}", file=err)
         return 1
     return 0
+
+
+def close_ports(
+    exporters: list[Any],
+    metrics_plan: metrics_options.Plan | None,
+    publishers: list[Publisher],
+    stream_plan: stream_options.Plan | None,
+) -> None:
+    """The loop is closed: close the metrics and telemetry ports and their connections, and
+    remove the token file."""
+    for exporter in exporters:
+        exporter.close(detach=False)
+    if metrics_plan is not None and not exporters:
+        metrics_plan.close()
+    for publisher in publishers:
+        # Still open when the loop stopped by itself (it died): close the sockets only.
+        publisher.close("the producer's loop stopped", detach=False)
+    if stream_plan is not None:
+        stream_plan.close()
+
+
+def prepare(
+    args: argparse.Namespace,
+) -> tuple[LoopRunner, metrics_options.Plan | None, stream_options.Plan | None]:
+    """The runner, and the metrics and telemetry ports bound before the loop starts: a bad
+    address is one line and exit 2, never a server that half started. Raises ``Refused``,
+    ``MetricsError`` or ``TelemetryError`` with nothing left open."""
+    metrics_plan: metrics_options.Plan | None = None
+    stream_plan: stream_options.Plan | None = None
+    try:
+        hz = telemetry_hz(args)
+        metrics_plan = metrics_options.prepare(args)
+        if metrics_plan is not None and hz <= 0:
+            if getattr(args, "telemetry_hz", None) is not None:
+                raise Refused("--metrics needs telemetry (--telemetry-hz > 0)")
+            hz = STATUS_HZ  # --quiet: snapshots for the collector only
+        stream_plan = stream_options.prepare(
+            getattr(args, "telemetry", None),
+            allow_remote=getattr(args, "allow_remote", False),
+            max_consumers=getattr(args, "max_consumers", stream_options.MAX_CONSUMERS),
+        )
+        return make_runner(args, hz), metrics_plan, stream_plan
+    except BaseException:
+        if metrics_plan is not None:
+            metrics_plan.close()
+        if stream_plan is not None:
+            stream_plan.close()
+        raise
+
+
+def start_stream(plan: stream_options.Plan, r: LoopRunner) -> Publisher:
+    """The publisher on the runner's loop (its thread), fed every snapshot."""
+    loop, server = r.loop, r.server
+    assert loop is not None and server is not None
+    info = ProducerInfo(
+        kind="serve",
+        program="loopmon serve",
+        pid=os.getpid(),
+        backend=loop.backend,
+        session=r.session,
+        started_at=time.time(),
+        commands=STREAM_COMMANDS,
+        measures=telemetry.MEASURES,
+        version=__version__,
+    )
+    publisher = Publisher(
+        IOLoopReactor(loop),
+        info,
+        plan.token,
+        sock=plan.sock,
+        commands=echo_commands(server),
+        max_consumers=plan.max_consumers,
+    )
+    publisher.start()
+    r.snapshot_observers.append(publisher.publish)
+    return publisher
 
 
 def telemetry_hz(args: argparse.Namespace) -> float:
@@ -276,7 +371,12 @@ def telemetry_hz(args: argparse.Namespace) -> float:
     hz: float | None = getattr(args, "telemetry_hz", None)
     if hz is None:
         # A snapshot nobody reads is pure cost to the echo: build only what the line needs.
-        hz = 0.0 if args.quiet else STATUS_HZ
+        if getattr(args, "telemetry", None) is not None:
+            hz = STREAM_HZ
+        else:
+            hz = 0.0 if args.quiet else STATUS_HZ
+    elif hz <= 0 and getattr(args, "telemetry", None) is not None:
+        raise Refused("--telemetry needs snapshots (--telemetry-hz > 0)")
     if not 0 <= hz <= MAX_TELEMETRY_HZ:
         raise Refused(f"--telemetry-hz must be 0 to {MAX_TELEMETRY_HZ:g}")
     if hz <= 0 and not args.quiet:
@@ -323,11 +423,26 @@ def announce(
     return True
 
 
-def run_until_signalled(runner: LoopRunner, on_ready: Callable[[LoopRunner], None]) -> None:
-    """Run the loop on this thread until SIGINT or SIGTERM (or the loop stops itself)."""
+def run_until_signalled(
+    runner: LoopRunner,
+    on_ready: Callable[[LoopRunner], None],
+    before_stop: Callable[[], None] | None = None,
+) -> None:
+    """Run the loop on this thread until SIGINT or SIGTERM (or the loop stops itself);
+    ``before_stop`` runs on the loop thread when a signal stops it, before it stops."""
+
+    def stop() -> None:
+        if before_stop is not None:
+            try:
+                before_stop()
+            except Exception:
+                logging.getLogger("loopmon.serve").exception("closing before the stop failed")
+        runner.stop_from_loop()
 
     def on_signal(signum: int, frame: Any) -> None:
-        runner.stop_from_signal()
+        loop = runner.loop
+        if loop is not None:
+            loop.add_callback_from_signal(stop)
 
     old = {}
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -48,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--allow-remote",
         action="store_true",
-        help="let --metrics bind an address other machines can reach (needs --token-file)",
+        help="let --metrics and --telemetry bind an address other machines can reach: neither "
+        "port is encrypted (an SSH tunnel to loopback is safer); --metrics then needs "
+        "--token-file",
     )
     group.add_argument(
         "--token-file",
@@ -112,8 +114,10 @@ def prepare(args: argparse.Namespace) -> Plan | None:
     token_file: Path | None = getattr(args, "token_file", None)
     allow_remote: bool = getattr(args, "allow_remote", False)
     if address is None:
-        if allow_remote or token_file is not None:
-            raise MetricsError("--allow-remote and --token-file go with --metrics HOST:PORT")
+        if token_file is not None:
+            raise MetricsError("--token-file goes with --metrics HOST:PORT")
+        if allow_remote and getattr(args, "telemetry", None) is None:
+            raise MetricsError("--allow-remote goes with --metrics or --telemetry HOST:PORT")
         return None
     require()
     host, port = address

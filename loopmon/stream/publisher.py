@@ -106,9 +106,13 @@ class Publisher:
         max_consumers: int = MAX_CONSUMERS,
         hello_timeout: float = HELLO_TIMEOUT_S,
         read_timeout: float = READ_TIMEOUT_S,
+        opened: Callable[[socket.socket], None] | None = None,
+        closing: Callable[[socket.socket], None] | None = None,
     ) -> None:
         """``sock`` is a bound listening socket to use instead of binding ``host:port``.
-        ``info.commands`` says which commands ``commands`` takes; the rest are refused."""
+        ``info.commands`` says which commands ``commands`` takes; the rest are refused.
+        ``opened`` and ``closing`` are told of each consumer's socket as it is accepted and
+        before it is closed (``loopmon run``: the instrument leaves loopmon's sockets out)."""
         if max_consumers < 0:
             raise ValueError("max_consumers must be >= 0")
         self.reactor = reactor
@@ -121,6 +125,8 @@ class Publisher:
         self.max_consumers = max_consumers
         self.hello_timeout = hello_timeout
         self.read_timeout = read_timeout
+        self._opened = opened
+        self._closing = closing
         self.encoder = SnapshotEncoder()
         self.latest: Encoded | None = None
         self._primed = True  # the encoder's state is that of ``latest``
@@ -172,21 +178,32 @@ class Publisher:
     def lost_by_consumer(self) -> dict[str, int]:
         return {c.address: c.lost_total for c in self._consumers.values()}
 
-    def close(self, reason: str = "the producer is stopping") -> None:
-        """Say goodbye to every consumer (best effort) and close everything."""
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def sending(self) -> bool:
+        """Some consumer has frames queued that its socket has not taken yet."""
+        return any(c.out for c in self._consumers.values())
+
+    def close(self, reason: str = "the producer is stopping", *, detach: bool = True) -> None:
+        """Say goodbye to every consumer (best effort) and close everything. ``detach=False``:
+        the loop is gone (stopped and closed), so leave its handlers alone."""
         if self._closed:
             return
         self._closed = True
-        if self._timer is not None:
+        if self._timer is not None and detach:
             self._timer.cancel()
-            self._timer = None
+        self._timer = None
         goodbye = msgs.encode_message(msgs.Goodbye(reason))
         for consumer in list(self._consumers.values()):
             if consumer.state == "live":
                 self._send_now(consumer, goodbye)
-            self._drop(consumer, "", log_it=False)
+            self._drop(consumer, "", log_it=False, detach=detach)
         if self._sock is not None:
-            self.reactor.remove_reader(self._sock.fileno())
+            if detach:
+                self.reactor.remove_reader(self._sock.fileno())
             self._sock.close()
 
     # -- publishing -----------------------------------------------------------------------
@@ -271,6 +288,8 @@ class Publisher:
                     pass
                 sock.close()
                 continue
+            if self._opened is not None:
+                self._opened(sock)
             consumer = _Consumer(sock, address, self.reactor.time())
             self._consumers[consumer.fd] = consumer
             self.accepted += 1
@@ -422,17 +441,26 @@ class Publisher:
         self._drop(consumer, f"{kind}: {message}")
 
     def _drop(
-        self, consumer: _Consumer, reason: str, *, level: int = logging.WARNING, log_it: bool = True
+        self,
+        consumer: _Consumer,
+        reason: str,
+        *,
+        level: int = logging.WARNING,
+        log_it: bool = True,
+        detach: bool = True,
     ) -> None:
         if self._consumers.pop(consumer.fd, None) is None:
             return
         if log_it:
             log.log(level, "telemetry: dropped consumer %s: %s", consumer.address, reason)
             self.dropped[reason.partition(":")[0]] += 1
-        self.reactor.remove_reader(consumer.fd)
-        if consumer.writing:
-            self.reactor.remove_writer(consumer.fd)
+        if detach:
+            self.reactor.remove_reader(consumer.fd)
+            if consumer.writing:
+                self.reactor.remove_writer(consumer.fd)
         consumer.out.clear()
+        if self._closing is not None:
+            self._closing(consumer.sock)
         try:
             consumer.sock.close()
         except OSError:

@@ -19,6 +19,7 @@ Both have one layout; a keyframe is a delta against nothing, with no base sequen
     events                 count, records; events_omitted (uvarint)
     loops                  upserted, removed
     tasks                  bool (present), then upserted, removed
+    closed_ready           bool (present), then 3 svarint (read, write, error)
 
 A consumer applies a delta only to the frame whose seq is its base (``WireError`` otherwise)
 and must then ask for, or wait for, a keyframe.
@@ -199,6 +200,12 @@ def _put_tail(out: bytearray, snap: Snapshot, state: _State) -> None:
     else:
         put_bool(out, True)
         state.tasks = _put_records(out, snap.tasks, state.tasks or {}, records.put_task)
+    if snap.closed_ready is None:
+        put_bool(out, False)
+    else:
+        put_bool(out, True)
+        for count in snap.closed_ready:
+            put_svarint(out, count)
 
 
 def _encoding(what: str) -> Callable[[Callable[..., bytes]], Callable[..., bytes]]:
@@ -421,6 +428,7 @@ class SnapshotDecoder:
         events_omitted = r.uvarint()
         loops = _get_records(r, held.loops, records.get_loop, "loop")
         tasks = _get_records(r, held.tasks or {}, records.get_task, "task") if r.bool() else None
+        closed_ready = (r.svarint(), r.svarint(), r.svarint()) if r.bool() else None
         r.done()
 
         if len(rows) + len(added) - len(removed) > MAX_ROWS:
@@ -472,6 +480,7 @@ class SnapshotDecoder:
             closed_omitted=closed_omitted,
             loops=tuple(loops.values()),
             tasks=None if tasks is None else tuple(tasks.values()),
+            closed_ready=closed_ready,
         )
         self._state = state
         self.last = snap

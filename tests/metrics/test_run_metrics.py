@@ -423,7 +423,7 @@ def test_a_real_prometheus_counts_the_run_programs_connections(
     [
         (("--metrics", "0.0.0.0:0"), "--allow-remote"),
         (("--metrics", "0.0.0.0:0", "--allow-remote"), "--token-file"),
-        (("--allow-remote",), "go with --metrics"),
+        (("--allow-remote",), "goes with --metrics"),
         (("--metrics", "127.0.0.1:{busy}"), "in use"),
     ],
 )

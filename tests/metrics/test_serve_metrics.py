@@ -108,7 +108,7 @@ def test_without_prometheus_client_one_line_and_exit_2() -> None:
     [
         (("--metrics", "0.0.0.0:0"), "--allow-remote"),
         (("--metrics", "0.0.0.0:0", "--allow-remote"), "--token-file"),
-        (("--allow-remote",), "go with --metrics"),
+        (("--allow-remote",), "goes with --metrics"),
         (("--metrics", "127.0.0.1:0", "--quiet", "--telemetry-hz", "0"), "needs telemetry"),
     ],
 )

@@ -160,6 +160,7 @@ def snapshots(
         closed_omitted=uints,
         loops=unique(loop_rows, 3),
         tasks=st.one_of(st.none(), unique(tasks, 4)),
+        closed_ready=st.one_of(st.none(), st.tuples(ints, ints, ints)),
     )
 
 
