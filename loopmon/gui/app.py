@@ -49,12 +49,9 @@ def build(args: argparse.Namespace, source: Source | None = None) -> MainWindow:
     requested for ``args.host`` on each of ``args.port``; results show in the window)."""
     listen = source is None
     if source is None:
-        from loopmon.runner import LoopRunner
         from loopmon.sources.inprocess import InProcessSource
 
-        source = InProcessSource(
-            LoopRunner(backend=getattr(args, "backend", None), strategy=args.strategy)
-        )
+        source = InProcessSource.new(getattr(args, "backend", None), args.strategy)
     source.start()
     window = MainWindow(source, history_mb=getattr(args, "history_mb", None) or DEFAULT_HISTORY_MB)
     if listen:

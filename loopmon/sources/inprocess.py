@@ -23,6 +23,11 @@ class InProcessSource:
         self.runner = runner
         self._started_at = time.time()
 
+    @classmethod
+    def new(cls, backend: str | None = None, strategy: str = "direct") -> InProcessSource:
+        """On a new LoopRunner (not started): the window never imports the runner itself."""
+        return cls(LoopRunner(backend=backend, strategy=strategy))
+
     # -- what the window names ---------------------------------------------------------------
     @property
     def mailbox(self) -> MailboxDoor:
