@@ -25,6 +25,7 @@ from loopmon.snapshot import ListenerRow
 
 ERROR_STYLE = "color: #d03030;"
 OK_STYLE = "color: #2e9d4f;"
+NOTE_STYLE = "color: #808080;"
 
 
 def say(label: QLabel, text: str, error: bool = False) -> None:
@@ -216,7 +217,15 @@ class ListenerPanel(QGroupBox):
         control's tooltip."""
         if (start_why, stop_why) == (self._start_why, self._stop_why):
             return
+        was = self._start_why
         self._start_why, self._stop_why = start_why, stop_why
+        # Said beside Start too: a disabled button's tooltip is easy to miss.
+        if start_why:
+            self._fix_first, self._failed_at = False, None
+            say(self.start_message, start_why)
+            self.start_message.setStyleSheet(NOTE_STYLE)  # neither success nor failure
+        elif was:
+            self._clear_start_message()
         for widget in (self.start_button, self.host_edit, self.port_edit):
             widget.setEnabled(not start_why)
         self.start_button.setToolTip(start_why or "Open a listener on this address")

@@ -98,6 +98,7 @@ def test_a_producer_that_takes_no_commands_gets_no_controls(qtbot: Any, tmp_path
         panel = win.listener_panel
         qtbot.waitUntil(lambda: not panel.start_button.isEnabled(), timeout=2000)
         assert "app.py (run) takes no commands" in panel.start_button.toolTip()
+        assert "takes no commands" in panel.start_message.text()  # said, not only hovered
         assert not win.loop_panel.strategy_combo.isEnabled()
         assert "takes no commands" in win.loop_panel.strategy_combo.toolTip()
         assert not win.table.close_button.isEnabled()
@@ -125,6 +126,7 @@ def test_a_restart_shows_reconnecting_then_a_new_session(qtbot: Any, tmp_path: P
             qtbot.waitUntil(lambda: link.text() == "connected", timeout=2000)
             assert [m.session for m in win.timeline.sessions] == ["s1", "s2"]
             assert win.listener_panel.start_button.isEnabled()
+            assert win.listener_panel.start_message.text() == ""  # the old session's went
         finally:
             second.stop()
     finally:
