@@ -302,6 +302,7 @@ class MainWindow(QMainWindow):
         backend_changed = self.latest is None or self.latest.backend != snapshot.backend
         if self.latest is None or self.latest.session != snapshot.session:
             self.show_source()  # a restarted producer: name the new one at once
+            backend_changed = True  # and in the title
         self.latest = snapshot
         rates = self.health.record(snapshot)
         self.status.show_snapshot(snapshot, rates)
@@ -413,9 +414,7 @@ class MainWindow(QMainWindow):
         source = self.source
         if source is None:
             return
-        self.status.show_source(
-            source.producer, source.link, source.link_error, getattr(source, "address", "")
-        )
+        self.status.show_source(source.producer, source.link, source.link_error, source.where)
         allowed = (
             self._why_not(START_LISTENER),
             self._why_not(STOP_LISTENER),
@@ -463,8 +462,11 @@ class MainWindow(QMainWindow):
         rows = self.listener_panel.model.rows
         backend = self.latest.backend if self.latest is not None else ""
         addresses = ", ".join(r.address for r in rows if r.state == "listening")
+        producer = self.source.producer if self.source is not None else None
+        where = self.source.where if self.source is not None else ""
+        attached = f"{producer.program} at {where}" if producer and where else where
         self.setWindowTitle(
-            window_title([backend, addresses], QApplication.applicationDisplayName())
+            window_title([attached, backend, addresses], QApplication.applicationDisplayName())
         )
 
     # -- export ------------------------------------------------------------------------------

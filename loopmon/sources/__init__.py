@@ -86,6 +86,11 @@ class Source(Protocol):
         """Who makes the snapshots (a stream's hello); None until known."""
 
     @property
+    def where(self) -> str:
+        """Where the snapshots come from, for the title and the strip: "" for this process,
+        "HOST:PORT" for a stream, a path for a recording."""
+
+    @property
     def link(self) -> str:
         """One of ``LINKS``."""
 

@@ -46,6 +46,10 @@ class InProcessSource:
         )
 
     @property
+    def where(self) -> str:
+        return ""
+
+    @property
     def link(self) -> str:
         return IN_PROCESS
 

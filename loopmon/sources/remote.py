@@ -73,6 +73,10 @@ class RemoteSource:
     def address(self) -> str:
         return self.client.address
 
+    @property
+    def where(self) -> str:
+        return self.client.address
+
     # -- what the window names ---------------------------------------------------------------
     @property
     def mailbox(self) -> MailboxDoor:

@@ -76,6 +76,7 @@ class FakeRunner:
     # -- the Source surface ----------------------------------------------------------------
     producer: ProducerInfo | None = None
     link = "in-process"
+    where = ""
     link_error = ""
     commands = frozenset(COMMANDS)
     can_switch_backend = True

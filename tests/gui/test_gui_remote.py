@@ -48,13 +48,16 @@ def window(qtbot: Any, producer: Producer, tmp_path: Path) -> Iterator[MainWindo
     win.source.mailbox.close()
 
 
-def test_the_strip_names_the_producer_and_the_link(qtbot: Any, window: MainWindow) -> None:
+def test_the_strip_names_the_producer_and_the_link(
+    qtbot: Any, window: MainWindow, producer: Producer
+) -> None:
     labels = window.status.labels
     qtbot.waitUntil(lambda: labels["link"].text() == "connected", timeout=2000)
     assert labels["producer"].isVisible() and labels["link"].isVisible()
     assert labels["producer"].text().startswith("loopmon serve · pid ")
     assert labels["producer"].text().endswith(" · serve")
     assert "session s1" in labels["producer"].toolTip()
+    assert f"loopmon serve at 127.0.0.1:{producer.port} — " in window.windowTitle()
 
 
 def test_the_backend_switch_is_greyed_out_and_says_why(qtbot: Any, window: MainWindow) -> None:
