@@ -58,6 +58,7 @@ from loopmon.sources import (
     CLOSE_CONNECTION,
     CONNECTED,
     IN_PROCESS,
+    RECORDING,
     SET_STRATEGY,
     START_LISTENER,
     STOP_LISTENER,
@@ -435,6 +436,8 @@ class MainWindow(QMainWindow):
         """Why the source does not take ``command`` now ("" if it does)."""
         source = self.source
         assert source is not None
+        if source.link == RECORDING:
+            return "a recording takes no commands: it replays what the producer did"
         if source.link not in (IN_PROCESS, CONNECTED):
             return f"not connected to the producer ({source.link})"
         if command in source.commands:
@@ -450,6 +453,8 @@ class MainWindow(QMainWindow):
         assert source is not None
         if source.can_switch_backend:
             return ""
+        if source.link == RECORDING:
+            return "a recording takes no commands: it replays what the producer did"
         producer = source.producer
         who = f"{producer.program} ({producer.kind})" if producer is not None else "this source"
         return f"{who} does not switch backends: its loop runs in another process"

@@ -17,7 +17,7 @@ from loopmon.gui.model import units
 from loopmon.gui.model.rates import Rates
 from loopmon.gui.model.wording import plural
 from loopmon.snapshot import ProducerInfo, Snapshot
-from loopmon.sources import CONNECTED, CONNECTING, IN_PROCESS, LOST, RECONNECTING
+from loopmon.sources import CONNECTED, CONNECTING, IN_PROCESS, LOST, RECONNECTING, RECORDING
 
 STALE_AFTER_S = 1.0
 CHECK_MS = 250
@@ -28,6 +28,7 @@ _LINK_WORDS = {
     CONNECTED: ("connected", "color: #2e9d4f;"),
     RECONNECTING: ("reconnecting…", AMBER),
     LOST: ("link lost", RED),
+    RECORDING: ("recording", ""),
 }
 
 

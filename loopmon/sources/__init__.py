@@ -13,14 +13,16 @@ pokes its mailbox when one completes, so a reader that waits only on the mailbox
 A command the source does not take (not in ``commands``) fails its future with
 ``Unsupported`` rather than raising. ``link`` says how the source reaches its producer:
 
-- ``"in-process"``: the loop is in this process (and a recording file says so too: there is no
-  link to lose);
+- ``"in-process"``: the loop is in this process (the strip names no producer or link);
 - ``"connecting"``, ``"connected"``, ``"reconnecting"``: a stream's link, as it goes;
-- ``"lost"``: given up (a wrong token, a newer protocol, stopped); ``link_error`` says why.
+- ``"lost"``: given up (a wrong token, a newer protocol, stopped); ``link_error`` says why;
+- ``"recording"``: snapshots read from a file (``where`` is its path): no link to lose.
 
-A recording source would say ``"in-process"`` or its own word for ``link``, take no commands
-(``commands`` empty, ``can_switch_backend`` False), post its snapshots into its mailbox as it
-plays them, and treat ``start``/``stop`` as opening and closing the file.
+A recording source says ``"recording"``, names the recorded producer in ``producer`` (the hello
+it recorded), takes no commands (``commands`` empty, ``can_switch_backend`` False: the window
+greys every control and says a recording replays), posts its snapshots with their events into
+its mailbox in order as it plays them (``Mailbox.post``; a reader that falls behind still gets
+every close), and treats ``start``/``stop`` as opening and closing the file.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ CONNECTING: Final = "connecting"
 CONNECTED: Final = "connected"
 RECONNECTING: Final = "reconnecting"
 LOST: Final = "lost"
-LINKS: Final = (IN_PROCESS, CONNECTING, CONNECTED, RECONNECTING, LOST)
+RECORDING: Final = "recording"
+LINKS: Final = (IN_PROCESS, CONNECTING, CONNECTED, RECONNECTING, LOST, RECORDING)
 
 __all__ = [
     "CLOSE_CONNECTION",
@@ -53,6 +56,7 @@ __all__ = [
     "LINKS",
     "LOST",
     "RECONNECTING",
+    "RECORDING",
     "SET_STRATEGY",
     "START_LISTENER",
     "STOP_LISTENER",

@@ -174,3 +174,34 @@ def test_closing_the_window_never_stops_the_producer(
     finally:
         again.stop()
         again.mailbox.close()
+
+
+def test_a_recording_source_gets_no_controls_and_says_so(qtbot: Any, tmp_path: Path) -> None:
+    """What sources/recording.py will give the window: link "recording", no commands."""
+    from fakes import FakeRunner, connection
+
+    from loopmon.snapshot import ProducerInfo
+
+    fake = FakeRunner()
+    fake.link = "recording"
+    fake.where = "/tmp/run.lmrec"
+    fake.commands = frozenset()
+    fake.can_switch_backend = False
+    fake.producer = ProducerInfo("serve", "loopmon serve", 42, "epoll", fake.session, 0.0)
+    fake.start()
+    win = MainWindow(fake, settings=open_settings(tmp_path / "s.ini"), view_interval_s=0.0)
+    qtbot.addWidget(win)
+    try:
+        fake.connections = [connection(7)]
+        fake.publish()
+        qtbot.waitUntil(lambda: win.latest is not None, timeout=2000)
+        assert win.status.labels["link"].text() == "recording"
+        assert win.status.labels["producer"].text() == "loopmon serve · pid 42 · serve"
+        why = "a recording takes no commands"
+        assert why in win.listener_panel.start_button.toolTip()
+        assert why in win.loop_panel.backend_combo.toolTip()
+        assert why in win.table.close_button.toolTip()
+        assert "loopmon serve at /tmp/run.lmrec" in win.windowTitle()
+    finally:
+        win.close()
+        fake.mailbox.close()
