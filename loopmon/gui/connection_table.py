@@ -64,6 +64,9 @@ class ConnectionTable(QWidget):
         self._current: Key | None = None
         self._can_close = True
         self._close_why = ""
+        # The producer's session now: a row of an earlier one (the cursor scrubbed back past a
+        # restart) is never closed by its id, which in the new session names another.
+        self.live_session: str | None = None
         self._restoring = False
         self._scroll = 0
 
@@ -190,8 +193,13 @@ class ConnectionTable(QWidget):
         self.close_button.setToolTip("Close the selected connections on the loop" if can else why)
         self._enable_close()
 
+    def _closable(self, key: Key) -> bool:
+        if self.live_session is not None and key[0] != self.live_session:
+            return False
+        return not self.model.is_ghost(key)
+
     def _enable_close(self) -> None:
-        live = any(not self.model.is_ghost(key) for key in self._selected)
+        live = any(self._closable(key) for key in self._selected)
         self.close_button.setEnabled(live and self._commands is not None and self._can_close)
 
     def _on_selection(self, *_: object) -> None:
@@ -245,7 +253,7 @@ class ConnectionTable(QWidget):
         targets: list[tuple[int, int]] = []  # (id, fd shown)
         for key in self._selected:
             row = model.row_of(key)
-            if row is not None and model.ghost_at(row) is None:
+            if row is not None and self._closable(key):
                 targets.append((key[1], model.fd_at(row)))
         if not targets or self._commands is None or not self._can_close:
             return

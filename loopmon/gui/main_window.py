@@ -338,6 +338,7 @@ class MainWindow(QMainWindow):
         shown = state
         if len(state.ghosts) > TABLE_GHOSTS:  # a churn's thousands: the newest, and a count
             shown = dataclasses.replace(state, ghosts=state.ghosts[-TABLE_GHOSTS:])
+        self.table.live_session = self.timeline.session
         self.table.set_state(shown, latest.listeners if latest is not None else ())
         self.table.set_ghosts_not_shown(len(state.ghosts) - len(shown.ghosts))
         for panel in self.plots.values():

@@ -294,6 +294,28 @@ def test_a_ghost_and_a_live_row_sharing_an_fd_are_never_selected_together(
     assert not window.table.close_button.isEnabled()
 
 
+def test_a_row_of_an_earlier_session_is_never_closed_by_its_id(
+    qtbot, window: MainWindow, runner: FakeRunner
+) -> None:
+    """Scrubbed back past a producer's restart, the table shows the old session's open rows;
+    their ids name other connections in the new session: nothing is sent."""
+    runner.connections = [connection(7, id=5)]
+    for t in (1000.0, 1000.2, 1000.4):
+        feed(window, runner.snapshot(taken_at=t))
+    old_session = runner.session
+    runner.replace_producer()
+    runner.connections = [connection(9, id=5)]  # the same id, another connection
+    feed(window, runner.snapshot(taken_at=5.0))
+    old = window.timeline.state_at(1000.25)
+    assert old.session == old_session and [r.id for r in old.rows] == [5]
+    window.table.set_state(old, ())  # what a scrub back there shows
+    window.table.select_fds([7])
+    assert window.table.selected_keys() == [(old_session, 5)]
+    assert not window.table.close_button.isEnabled()
+    window.table.close_selected()
+    assert not [c for c in runner.calls if c[0] == "close_connection"]
+
+
 def test_filter_narrows_the_table(qtbot, window: MainWindow) -> None:
     rows = (
         connection(5, peer="10.0.0.5:1"),
