@@ -13,6 +13,10 @@ once, in one snapshot) and its interval's loop figures go into the snapshot that
 (``carry_over``), so a reader that keeps history (the window's Timeline) is exact for closes and
 counts even when it falls behind; the rows' per-interval mask fractions are the replacing
 snapshot's own. Cumulative figures (totals, row counters) need nothing: the newer ones cover all.
+A snapshot of another session (a restarted producer, seen through a remote source that lives
+across reconnects) cannot absorb the old one (ids mean other things there): the old session's
+last unread snapshot is held and taken first, with the events posted before the switch; the
+mailbox stays readable until the newer one is taken too.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ _Logged = tuple[int, LoopEvent]
 # Closed connections carried into a replacing snapshot at most; the rest are counted (the
 # producer's own bound is 1,000 a snapshot: ten skipped snapshots' worth).
 MAX_CARRIED_CLOSES = 10_000
+# Sessions' last unread snapshots held at most (producers restarting faster than the reader
+# takes); past it the oldest goes, counted in ``replaced``.
+MAX_HELD_SESSIONS = 4
 
 
 def _sum_lag(a: LagHistogram, b: LagHistogram) -> LagHistogram:
@@ -87,6 +94,8 @@ class Mailbox:
         self._log_size = log_size
         self._dropped: collections.Counter[str] = collections.Counter()
         self._waker = Waker()
+        # (an older session's last unread snapshot, the event seq it was replaced at)
+        self._held: collections.deque[tuple[Snapshot, int]] = collections.deque()
         self.replaced = 0  # snapshots replaced unread (their closes carried over)
 
     @property
@@ -103,7 +112,12 @@ class Mailbox:
         with self._lock:
             if snapshot is not None:
                 unread = self._snapshot
-                if unread is not None:
+                if unread is not None and unread.session != snapshot.session:
+                    if len(self._held) >= MAX_HELD_SESSIONS:
+                        self._held.popleft()
+                        self.replaced += 1
+                    self._held.append((unread, next(self._seq)))
+                elif unread is not None:
                     # Only when the reader is behind: a tuple concatenation on the loop thread.
                     snapshot = carry_over(unread, snapshot)
                     self.replaced += 1
@@ -135,6 +149,8 @@ class Mailbox:
         """``take()``, with what was dropped counted per kind."""
         self._waker.consume()
         with self._lock:
+            if self._held:  # an older session's last: it, and the events posted before it
+                return self._take_held()
             snapshot, self._snapshot = self._snapshot, None
             logs = [log for log in self._logs.values() if log]
             merged = (
@@ -149,6 +165,23 @@ class Mailbox:
             dropped = dict(self._dropped)
             self._dropped.clear()
         return snapshot, merged, dropped
+
+    def _take_held(self) -> tuple[Snapshot, list[LoopEvent], dict[str, int]]:
+        """(lock held) The oldest held snapshot with the events logged before the switch;
+        the reader is woken again for what follows."""
+        snapshot, until = self._held.popleft()
+        parts: list[list[_Logged]] = []
+        for log in self._logs.values():
+            part = []
+            while log and log[0][0] < until:
+                part.append(log.popleft())
+            if part:
+                parts.append(part)
+        events = [event for _, event in heapq.merge(*parts)]
+        dropped = dict(self._dropped)
+        self._dropped.clear()
+        self._waker.wake()
+        return snapshot, events, dropped
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until there is something to take (or ``timeout``); for reader threads."""

@@ -303,7 +303,12 @@ class LoopRunner:
         return self._with_server("stop_listener", listener_id, close_connections)
 
     def close_connection(self, fd: int) -> Future[None]:
+        """By fd, for code on this process's own loop; a command from a window names the
+        connection's id (``close_connection_id``): by the time it runs the fd may be another's."""
         return self._with_server("close_connection", fd)
+
+    def close_connection_id(self, connection_id: int) -> Future[None]:
+        return self._with_server("close_connection_id", connection_id)
 
     def set_strategy(self, name: str) -> Future[None]:
         def change() -> None:

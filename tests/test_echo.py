@@ -484,9 +484,17 @@ def test_max_connections_refuses_the_rest() -> None:
         harness.close()
 
 
-def next_fd() -> int:
-    fd = os.dup(0)
-    os.close(fd)
+def fd_past_free(count: int) -> int:
+    """The fd just past the lowest ``count`` free ones. The kernel hands out the lowest free
+    fd, and earlier tests in the process (the GUI's) can leave holes below fds still open: a
+    limit of "the next free fd + count" would then lie under fds already taken."""
+    fd = free = 0
+    while free < count:
+        try:
+            os.fstat(fd)
+        except OSError:
+            free += 1
+        fd += 1
     return fd
 
 
@@ -500,7 +508,7 @@ def test_under_an_fd_limit_the_listener_pauses_full_instead_of_dropping(
     from loopmon.pollers.select import SelectPoller
 
     room = 12  # fds below the accept limit, for the loop, the listener and the clients
-    below = next_fd() + room
+    below = fd_past_free(room)
     monkeypatch.setattr(SelectPoller, "fd_limit", below + echo_module.FD_RESERVE)
     harness = Harness("select")
     socks: list[socket.socket] = []

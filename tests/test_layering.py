@@ -115,6 +115,8 @@ def plant(root: Path, module: str, line: str) -> None:
         ("loopmon.netaddr", "import PySide6.QtCore", "Qt, pyqtgraph and numpy only in gui/"),
         ("loopmon.bench.stats", "import numpy", "Qt, pyqtgraph and numpy only in gui/"),
         ("loopmon.gui.model.rates", "import pyqtgraph", "gui/model is Qt-free"),
+        # The window on the runner itself, past its Source.
+        ("loopmon.gui.status_strip", "import loopmon.runner", "gui reaches the runner"),
     ],
 )
 def test_a_planted_import_breaks_its_contract(

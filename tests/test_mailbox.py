@@ -138,6 +138,37 @@ def test_a_replaced_snapshot_hands_on_its_closes_and_its_interval() -> None:
     assert snapshot is not None and [c.row.id for c in snapshot.closed] == [10]
     box.post(closed_snap(5, 11, session="old"))
     box.post(closed_snap(6, 12, session="new"))  # another session's ids mean other things
+    snapshot, _, _ = box.take()  # the old session's last first, unmixed
+    assert snapshot is not None and [c.row.id for c in snapshot.closed] == [11]
     snapshot, _, _ = box.take()
     assert snapshot is not None and [c.row.id for c in snapshot.closed] == [12]
+    box.close()
+
+
+def test_a_restarted_producers_snapshot_never_swallows_the_old_sessions_last() -> None:
+    """A remote source's mailbox lives across reconnects: the old session's last unread
+    snapshot (its closes) is taken first, with the events posted before the switch."""
+    from loopmon.snapshot import ClosedConnection, ConnectionRow
+
+    def closed_snap(seq: int, cid: int, session: str) -> Snapshot:
+        row = ConnectionRow(fd=5, peer="", listener_id=1, state="open", mask=1,
+                            read_fraction=1.0, write_fraction=0.0, id=cid)  # fmt: skip
+        gone = (ClosedConnection(row, 1.0, "peer closed"),)
+        return Snapshot(seq=seq, taken_at=float(seq), backend="epoll", strategy="direct",
+                        session=session, closed=gone)  # fmt: skip
+
+    box = Mailbox()
+    box.post(closed_snap(1, 7, "old"), [LoopEvent(1.0, "close", "old close")])
+    box.post(closed_snap(2, 8, "old"))
+    box.post(closed_snap(1, 1, "new"), [LoopEvent(0.5, "loop", "new loop")])
+    first, events, _ = box.take()
+    assert first is not None and first.session == "old"
+    assert [c.row.id for c in first.closed] == [7, 8]
+    assert [e.text for e in events] == ["old close"]
+    assert readable(box)  # woken again for the new session's
+    second, events, _ = box.take()
+    assert second is not None and second.session == "new"
+    assert [c.row.id for c in second.closed] == [1]
+    assert [e.text for e in events] == ["new loop"]
+    assert box.take() == (None, [], 0)
     box.close()

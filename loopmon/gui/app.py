@@ -1,9 +1,13 @@
-"""``loopmon`` with no subcommand: the window on an embedded loop.
+"""The window's entry points: ``loopmon`` with no subcommand (``main``: the window on an
+embedded loop) and ``loopmon attach HOST:PORT`` (``run_attached``: the window on a producer's
+telemetry stream).
 
-Builds the QApplication, a LoopRunner on the chosen backend and strategy, listeners for
-``args.host`` on each of ``args.port``, shows the window and runs Qt's loop. Closing the window
-(or Ctrl+Q, or Ctrl+C in the terminal) ends the load subprocess, the runner and its thread, and
-returns.
+``main`` builds the QApplication, a LoopRunner on the chosen backend and strategy behind an
+``InProcessSource``, listeners for ``args.host`` on each of ``args.port``, shows the window
+and runs Qt's loop. Closing the window (or Ctrl+Q, or Ctrl+C in the terminal) ends the load
+subprocess, the runner and its thread, and returns. ``run_attached`` does the same on a
+``RemoteSource``, which reconnects with backoff; closing the window detaches and never stops
+the producer.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from loopmon.gui import resources, settings
-from loopmon.gui.commands import RunnerLike
 from loopmon.gui.main_window import MainWindow
 from loopmon.netaddr import DEFAULT_HOST, DEFAULT_PORT
+from loopmon.sources import Source
+
+DEFAULT_HISTORY_MB = 300
 
 
 def application() -> QApplication:
@@ -38,27 +44,80 @@ def application() -> QApplication:
     return app
 
 
-def build(args: argparse.Namespace, runner: RunnerLike | None = None) -> MainWindow:
-    """The window on a started runner, with listeners requested (results show in the window)."""
-    if runner is None:
-        from loopmon.runner import LoopRunner
+def build(args: argparse.Namespace, source: Source | None = None) -> MainWindow:
+    """The window on a started source (by default an in-process runner, with listeners
+    requested for ``args.host`` on each of ``args.port``; results show in the window)."""
+    listen = source is None
+    if source is None:
+        from loopmon.sources.inprocess import InProcessSource
 
-        runner = LoopRunner(backend=getattr(args, "backend", None), strategy=args.strategy)
-    runner.start()
-    window = MainWindow(runner, history_mb=getattr(args, "history_mb", None) or 300)
-    host = getattr(args, "host", None) or DEFAULT_HOST
-    for port in getattr(args, "port", None) or [DEFAULT_PORT]:
-        window.listener_panel.start_listener(host, port)
+        source = InProcessSource.new(getattr(args, "backend", None), args.strategy)
+    source.start()
+    window = MainWindow(source, history_mb=getattr(args, "history_mb", None) or DEFAULT_HISTORY_MB)
+    if listen:
+        host = getattr(args, "host", None) or DEFAULT_HOST
+        for port in getattr(args, "port", None) or [DEFAULT_PORT]:
+            window.listener_panel.start_listener(host, port)
     return window
 
 
-def main(args: argparse.Namespace, runner_factory: Callable[[], RunnerLike] | None = None) -> int:
+def main(args: argparse.Namespace, source_factory: Callable[[], Source] | None = None) -> int:
     app = application()
     try:
-        window = build(args, runner_factory() if runner_factory is not None else None)
+        window = build(args, source_factory() if source_factory is not None else None)
     except (ValueError, OSError, RuntimeError) as exc:  # e.g. a backend this OS lacks
         print(f"loopmon: {exc}", file=sys.stderr)
         return 2
+    return _run(app, window, "the loop thread did not stop within 2 s")
+
+
+def attach_address(args: argparse.Namespace) -> tuple[str, int]:
+    """``args.address`` (host, port) as ``loopmon attach`` resolved it, else ``args.host``
+    and ``args.port``, else ``args.target`` "HOST:PORT" ("[::1]:PORT" for IPv6)."""
+    address = getattr(args, "address", None)
+    if address is not None:
+        host, port = address
+        return str(host), int(port)
+    host, port = getattr(args, "host", None), getattr(args, "port", None)
+    if host is not None and isinstance(port, int):
+        return host, port
+    target = str(getattr(args, "target", ""))
+    head, sep, tail = target.rpartition(":")
+    if not sep or not tail.isdigit():
+        raise ValueError(f"not HOST:PORT: {target!r}")
+    return head.strip("[]") or DEFAULT_HOST, int(tail)
+
+
+def run_attached(args: argparse.Namespace) -> int:
+    """``loopmon attach HOST:PORT``: the window on a producer's stream until it is closed.
+
+    ``args``: ``address`` (host, port) or ``target``; ``token`` (bytes, already found by the
+    caller: a local producer's file, ``--token-file`` or ``LOOPMON_TOKEN``); optionally
+    ``history_mb`` and ``backoff`` (first, longest wait between attempts, seconds). The window
+    opens at once and says "connecting…" until the producer answers; it reconnects with
+    backoff when the link drops, and a restarted producer is a new session on its timeline.
+    Closing it detaches; the producer runs on.
+    """
+    from loopmon.sources.remote import RemoteSource
+
+    try:
+        host, port = attach_address(args)
+    except ValueError as exc:
+        print(f"loopmon attach: {exc}", file=sys.stderr)
+        return 2
+    token = getattr(args, "token", None)
+    if not isinstance(token, bytes):
+        print("loopmon attach: no token for the producer", file=sys.stderr)
+        return 2
+    backoff = getattr(args, "backoff", None) or (0.1, 5.0)
+    app = application()
+    source = RemoteSource(host, port, token, backoff=backoff)
+    window = build(args, source)
+    return _run(app, window, "the telemetry client did not stop within 2 s")
+
+
+def _run(app: QApplication, window: MainWindow, stuck: str) -> int:
+    """Show the window and run Qt's loop until it closes; then stop its source (once)."""
     window.show()
 
     # Ctrl+C in the terminal closes the window like Ctrl+Q. Python runs signal handlers only
@@ -79,10 +138,10 @@ def main(args: argparse.Namespace, runner_factory: Callable[[], RunnerLike] | No
         stopped = window.shutdown()
         window.deleteLater()
         app.processEvents()
-        mailbox = getattr(window.runner, "mailbox", None)
-        if stopped and mailbox is not None and hasattr(mailbox, "close"):
-            mailbox.close()  # the runner's stop() leaves its mailbox open: ours to close
+        source = window.source
+        if stopped and source is not None:
+            source.mailbox.close()  # a source's stop() leaves its mailbox open: ours to close
     if not stopped:
-        print("loopmon: the loop thread did not stop within 2 s", file=sys.stderr)
+        print(f"loopmon: {stuck}", file=sys.stderr)
         return code or 1
     return code

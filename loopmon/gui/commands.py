@@ -1,4 +1,4 @@
-"""The window's only way to change the loop: runner commands, answered in the GUI thread.
+"""The window's only way to change the loop: its source's commands, answered in the GUI thread.
 
 Each method sends one command and arranges for ``then(result, error)`` to run in the GUI thread
 when it completes. A runner that refuses at once (stopped, or the call itself raised) is
@@ -9,30 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import Any
 
 from loopmon.gui.bridge import Done, MailboxBridge
-from loopmon.snapshot import ListenerRow
+from loopmon.sources import Source
 
-
-class RunnerLike(Protocol):
-    """The part of ``loopmon.runner.LoopRunner`` the window uses."""
-
-    mailbox: Any
-
-    @property
-    def backend(self) -> str: ...
-    @property
-    def strategy(self) -> str: ...
-    @property
-    def available_backends(self) -> list[str]: ...
-    def start(self) -> None: ...
-    def stop(self, timeout: float = 2.0) -> bool: ...
-    def start_listener(self, host: str, port: int) -> Future[ListenerRow]: ...
-    def stop_listener(self, listener_id: int, close_connections: bool = False) -> Future[None]: ...
-    def close_connection(self, fd: int) -> Future[None]: ...
-    def set_strategy(self, name: str) -> Future[None]: ...
-    def restart(self, backend: str) -> Future[None]: ...
+# The window reads a Source (in-process runner, remote stream, recording): the name it had when
+# the runner was the only one stays for readers of older code.
+RunnerLike = Source
 
 
 def _ignore(_result: Any, _error: BaseException | None) -> None:
@@ -40,8 +24,8 @@ def _ignore(_result: Any, _error: BaseException | None) -> None:
 
 
 class Commands:
-    def __init__(self, runner: RunnerLike, bridge: MailboxBridge) -> None:
-        self.runner = runner
+    def __init__(self, source: Source, bridge: MailboxBridge) -> None:
+        self.source = source
         self.bridge = bridge
 
     def _send(self, call: Callable[[], Future[Any]], then: Done) -> None:
@@ -53,22 +37,23 @@ class Commands:
         self.bridge.track(future, then)
 
     def start_listener(self, host: str, port: int, then: Done = _ignore) -> None:
-        self._send(lambda: self.runner.start_listener(host, port), then)
+        self._send(lambda: self.source.start_listener(host, port), then)
 
     def stop_listener(
         self, listener_id: int, close_connections: bool, then: Done = _ignore
     ) -> None:
-        self._send(lambda: self.runner.stop_listener(listener_id, close_connections), then)
+        self._send(lambda: self.source.stop_listener(listener_id, close_connections), then)
 
-    def close_connection(self, fd: int, then: Done = _ignore) -> None:
-        self._send(lambda: self.runner.close_connection(fd), then)
+    def close_connection(self, connection_id: int, then: Done = _ignore) -> None:
+        """By the connection's id (the fd may be another's by the time it arrives)."""
+        self._send(lambda: self.source.close_connection(connection_id), then)
 
     def set_strategy(self, name: str, then: Done = _ignore) -> None:
-        self._send(lambda: self.runner.set_strategy(name), then)
+        self._send(lambda: self.source.set_strategy(name), then)
 
     def restart(self, backend: str, then: Done = _ignore) -> None:
-        # The runner keeps its mailbox across a restart: the bridge goes on watching it.
-        self._send(lambda: self.runner.restart(backend), then)
+        # A source keeps its mailbox across a restart: the bridge goes on watching it.
+        self._send(lambda: self.source.restart(backend), then)
 
 
 def describe(error: BaseException) -> str:

@@ -6,8 +6,10 @@ every snapshot. Here a sort is one ``sorted()`` with an ``itemgetter`` key (C sp
 text filter one pass over the rows, and only cells a view actually paints are formatted, once
 per snapshot.
 
-When a snapshot keeps the same fds in the same order the model emits one ``dataChanged`` over
-the whole table; otherwise it resets, and the view re-selects by fd (``ConnectionTable``).
+A row is known by its key, ``(session, id)``: fds are reused at once, and an open connection
+and a ghost may show the same fd. When a snapshot keeps the same keys in the same order the
+model emits one ``dataChanged`` over the whole table; otherwise it resets, and the view
+re-selects by key (``ConnectionTable``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from loopmon.gui.model.timeline import Ghost
 from loopmon.snapshot import ConnectionRow, ListenerRow, Snapshot
 
 Index = QModelIndex | QPersistentModelIndex
+Key = tuple[str, int]  # (session, connection id): a row's identity
 _ROOT = QModelIndex()
 
 MASK_ROLE = Qt.ItemDataRole.UserRole + 1  # the raw mask int, for the chip delegate
@@ -62,8 +65,9 @@ class ConnectionModel(QAbstractTableModel):
         super().__init__(parent)
         self._all: tuple[ConnectionRow, ...] = ()
         self._rows: list[ConnectionRow] = []
-        self._fds: list[int] = []
-        self._row_of: dict[int, int] | None = None
+        self._keys: list[Key] = []
+        self._row_of: dict[Key, int] | None = None
+        self._session = ""  # the open rows' session (a ghost carries its own)
         self._taken_at = 0.0
         self._listeners: dict[int, str] = {}
         self._listener_rows: tuple[ListenerRow, ...] = ()
@@ -133,10 +137,10 @@ class ConnectionModel(QAbstractTableModel):
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
         self._sort_column = column
         self._sort_order = order
-        old_fds = self._fds
+        old_keys = self._keys
         self.layoutAboutToBeChanged.emit()
         self._rows = self._arrange(self._all)
-        self._fds = [r.fd for r in self._rows]
+        self._keys = self._keys_of(self._rows)
         self._row_of = None
         self._cache.clear()
         persistent = self.persistentIndexList()
@@ -145,8 +149,8 @@ class ConnectionModel(QAbstractTableModel):
             new = []
             for idx in persistent:
                 old_row = idx.row()
-                fd = old_fds[old_row] if 0 <= old_row < len(old_fds) else None
-                r = row_of.get(fd) if fd is not None else None
+                key = old_keys[old_row] if 0 <= old_row < len(old_keys) else None
+                r = row_of.get(key) if key is not None else None
                 new.append(self.index(r, idx.column()) if r is not None else QModelIndex())
             self.changePersistentIndexList(persistent, new)
         self.layoutChanged.emit()
@@ -158,6 +162,7 @@ class ConnectionModel(QAbstractTableModel):
             self._listener_rows = snapshot.listeners
             self._listeners = {lr.id: lr.address for lr in snapshot.listeners}
         self._all = snapshot.connections
+        self._session = snapshot.session
         self._ghosts = {}
         self._refresh()
 
@@ -167,10 +172,12 @@ class ConnectionModel(QAbstractTableModel):
         rows: tuple[ConnectionRow, ...],
         ghosts: tuple[Ghost, ...],
         listeners: tuple[ListenerRow, ...],
+        session: str = "",
     ) -> None:
-        """The connections open at ``taken_at`` and, dimmed after them, the closed ones still
-        in history (ghosts) with their final figures."""
+        """The connections open at ``taken_at`` (of ``session``) and, dimmed after them, the
+        closed ones still in history (ghosts) with their final figures."""
         self._taken_at = taken_at
+        self._session = session
         if listeners is not self._listener_rows:
             self._listener_rows = listeners
             self._listeners = {lr.id: lr.address for lr in listeners}
@@ -191,8 +198,8 @@ class ConnectionModel(QAbstractTableModel):
 
     def _refresh(self) -> None:
         rows = self._arrange(self._all)
-        fds = [r.fd for r in rows]
-        if fds == self._fds:
+        keys = self._keys_of(rows)
+        if keys == self._keys:
             self._rows = rows
             self._cache.clear()
             if rows:
@@ -200,7 +207,7 @@ class ConnectionModel(QAbstractTableModel):
             return
         self.beginResetModel()
         self._rows = rows
-        self._fds = fds
+        self._keys = keys
         self._row_of = None
         self._cache.clear()
         self.endResetModel()
@@ -256,15 +263,38 @@ class ConnectionModel(QAbstractTableModel):
         return self._taken_at
 
     def fd_at(self, row: int) -> int:
-        return self._fds[row]
+        return self._rows[row].fd
 
-    def row_of_map(self) -> dict[int, int]:
+    def key_at(self, row: int) -> Key:
+        return self._keys[row]
+
+    def is_ghost(self, key: Key) -> bool:
+        row = self.row_of(key)
+        return row is not None and self.ghost_at(row) is not None
+
+    def _keys_of(self, rows: list[ConnectionRow]) -> list[Key]:
+        ghosts = self._ghosts
+        session = self._session
+        if not ghosts:
+            return [(session, r.id) for r in rows]
+        keys = []
+        for r in rows:
+            ghost = ghosts.get(id(r))
+            keys.append((ghost.session if ghost is not None else session, r.id))
+        return keys
+
+    def row_of_map(self) -> dict[Key, int]:
         if self._row_of is None:
-            self._row_of = {fd: i for i, fd in enumerate(self._fds)}
+            self._row_of = {key: i for i, key in enumerate(self._keys)}
         return self._row_of
 
-    def row_of(self, fd: int) -> int | None:
-        return self.row_of_map().get(fd)
+    def row_of(self, key: Key) -> int | None:
+        return self.row_of_map().get(key)
+
+    def rows_with_fd(self, fd: int) -> list[int]:
+        """The rows shown with ``fd``: an open connection's first, then ghosts'."""
+        rows = [i for i, r in enumerate(self._rows) if r.fd == fd]
+        return sorted(rows, key=lambda i: self.ghost_at(i) is not None)
 
     def listener_address(self, listener_id: int) -> str:
         return self._listeners.get(listener_id, f"#{listener_id}")

@@ -1,4 +1,5 @@
-"""The connections table widget: filter field, table, close button, selection kept by fd."""
+"""The connections table widget: filter field, table, close button; the selection is kept by
+connection key (session, id), and closing names the connection's id, never its fd."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from loopmon.gui.connection_model import (
     QUEUE,
     STATE,
     ConnectionModel,
+    Key,
 )
 from loopmon.gui.mask_delegate import MaskChipDelegate
 from loopmon.gui.model.timeline import State
@@ -51,15 +53,20 @@ COLUMN_WIDTHS = {
 
 
 class ConnectionTable(QWidget):
-    selection_changed = Signal(list)  # the selected fds, when the set of them changes
+    selection_changed = Signal(list)  # the selected keys (session, id), when they change
 
     def __init__(self, commands: Commands | None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._commands = commands
         self._ghosts_not_shown = 0  # closed connections beyond what the table lists
         self.model = ConnectionModel(self)
-        self._selected: list[int] = []
-        self._current_fd: int | None = None
+        self._selected: list[Key] = []
+        self._current: Key | None = None
+        self._can_close = True
+        self._close_why = ""
+        # The producer's session now: a row of an earlier one (the cursor scrubbed back past a
+        # restart) is never closed by its id, which in the new session names another.
+        self.live_session: str | None = None
         self._restoring = False
         self._scroll = 0
 
@@ -123,7 +130,7 @@ class ConnectionTable(QWidget):
 
     def set_state(self, state: State, listeners: tuple[ListenerRow, ...]) -> None:
         """The connections at the time cursor, and the ghosts of those closed by then."""
-        self.model.set_state(state.at, state.rows, state.ghosts, listeners)
+        self.model.set_state(state.at, state.rows, state.ghosts, listeners, state.session)
         self._count()
 
     def set_ghosts_not_shown(self, count: int) -> None:
@@ -151,51 +158,87 @@ class ConnectionTable(QWidget):
             text = f"{text} · {closed:,} closed"
         self.count_label.setText(text)
 
-    # -- selection, kept by fd across resets ----------------------------------------------
-    def selected_fds(self) -> list[int]:
+    # -- selection, kept by key (session, id) across resets --------------------------------
+    # Never by fd: the kernel reuses one at once, and an open connection and a ghost may show
+    # the same fd; selecting one of them must not select the other.
+    def selected_keys(self) -> list[Key]:
         return list(self._selected)
 
-    def select_fds(self, fds: list[int]) -> None:
-        current = fds[0] if fds else None
-        self._apply_selection(fds, self._current_fd if self._current_fd in fds else current)
+    def selected_fds(self) -> list[int]:
+        """The fds the selected rows show (for reading; selection is by key)."""
+        model = self.model
+        rows = (model.row_of(key) for key in self._selected)
+        return [model.fd_at(r) for r in rows if r is not None]
+
+    def select_keys(self, keys: list[Key]) -> None:
+        current = keys[0] if keys else None
+        self._apply_selection(keys, self._current if self._current in keys else current)
         self._on_selection()
+
+    def select_fds(self, fds: list[int]) -> None:
+        """Select the row shown with each fd: the open connection's if there is one, else
+        the newest ghost's (one row per fd, never both)."""
+        model = self.model
+        keys = []
+        for fd in fds:
+            rows = model.rows_with_fd(fd)
+            if rows:
+                keys.append(model.key_at(rows[0]))
+        self.select_keys(keys)
+
+    def set_can_close(self, can: bool, why: str = "") -> None:
+        """Whether the source takes close_connection (``why`` not, for the tooltip)."""
+        self._can_close = can
+        self._close_why = why
+        self.close_button.setToolTip("Close the selected connections on the loop" if can else why)
+        self._enable_close()
+
+    def _closable(self, key: Key) -> bool:
+        if self.live_session is not None and key[0] != self.live_session:
+            return False
+        return not self.model.is_ghost(key)
+
+    def _enable_close(self) -> None:
+        live = any(self._closable(key) for key in self._selected)
+        self.close_button.setEnabled(live and self._commands is not None and self._can_close)
 
     def _on_selection(self, *_: object) -> None:
         if self._restoring:
             return
         rows = sorted({i.row() for i in self.view.selectionModel().selectedRows()})
-        fds = [self.model.fd_at(r) for r in rows]
+        keys = [self.model.key_at(r) for r in rows]
         current = self.view.selectionModel().currentIndex()
-        self._current_fd = self.model.fd_at(current.row()) if current.isValid() else None
-        self.close_button.setEnabled(bool(fds) and self._commands is not None)
-        if fds != self._selected:
-            self._selected = fds
-            self.selection_changed.emit(list(fds))
+        self._current = self.model.key_at(current.row()) if current.isValid() else None
+        changed = keys != self._selected
+        self._selected = keys
+        self._enable_close()
+        if changed:
+            self.selection_changed.emit(list(keys))
 
     def _before_reset(self) -> None:
         self._scroll = self.view.verticalScrollBar().value()
 
     def _after_reset(self) -> None:
         wanted = self._selected
-        present = [fd for fd in wanted if self.model.row_of(fd) is not None]
-        self._apply_selection(present, self._current_fd)
+        present = [key for key in wanted if self.model.row_of(key) is not None]
+        self._apply_selection(present, self._current)
         self._selected = present
         self.view.verticalScrollBar().setValue(self._scroll)
+        self._enable_close()  # a selected connection may have become a ghost
         if present != wanted:  # some selected connections are gone (or filtered out)
-            self.close_button.setEnabled(bool(present) and self._commands is not None)
             self.selection_changed.emit(list(present))
 
-    def _apply_selection(self, fds: list[int], current_fd: int | None) -> None:
+    def _apply_selection(self, keys: list[Key], current_key: Key | None) -> None:
         selection_model = self.view.selectionModel()
         selection = QItemSelection()
         last = self.model.columnCount() - 1
-        for row in sorted(r for r in (self.model.row_of(fd) for fd in fds) if r is not None):
+        for row in sorted(r for r in (self.model.row_of(k) for k in keys) if r is not None):
             selection.select(self.model.index(row, 0), self.model.index(row, last))
         self._restoring = True
         try:
             flags = QItemSelectionModel.SelectionFlag.ClearAndSelect
             selection_model.select(selection, flags)
-            current = self.model.row_of(current_fd) if current_fd is not None else None
+            current = self.model.row_of(current_key) if current_key is not None else None
             if current is not None:
                 selection_model.setCurrentIndex(
                     self.model.index(current, 0), QItemSelectionModel.SelectionFlag.NoUpdate
@@ -203,25 +246,31 @@ class ConnectionTable(QWidget):
         finally:
             self._restoring = False
 
-    # -- closing connections -------------------------------------------------------------
+    # -- closing connections, by id -----------------------------------------------------
     def close_selected(self) -> None:
-        fds = self.selected_fds()
-        if not fds or self._commands is None:
+        """Close the selected open connections by their ids (ghosts are closed already)."""
+        model = self.model
+        targets: list[tuple[int, int]] = []  # (id, fd shown)
+        for key in self._selected:
+            row = model.row_of(key)
+            if row is not None and self._closable(key):
+                targets.append((key[1], model.fd_at(row)))
+        if not targets or self._commands is None or not self._can_close:
             return
         self.message.setStyleSheet("")
-        self.message.setText(f"closing {plural(len(fds), 'connection')}…")
-        outcome: dict[int, str] = {}
+        self.message.setText(f"closing {plural(len(targets), 'connection')}…")
+        outcome: dict[int, str] = {}  # by fd shown, for the message
 
         def closed(fd: int) -> Callable[[object, BaseException | None], None]:
             def then(_result: object, error: BaseException | None) -> None:
                 outcome[fd] = describe(error) if error is not None else ""
-                if len(outcome) == len(fds):
+                if len(outcome) == len(targets):
                     self._report_close(outcome)
 
             return then
 
-        for fd in fds:
-            self._commands.close_connection(fd, closed(fd))
+        for conn_id, fd in targets:
+            self._commands.close_connection(conn_id, closed(fd))
 
     def _report_close(self, outcome: dict[int, str]) -> None:
         failed = {fd: why for fd, why in outcome.items() if why}
@@ -242,12 +291,14 @@ class ConnectionTable(QWidget):
         index = self.view.indexAt(pos)
         if not index.isValid():
             return
-        fd = self.model.fd_at(index.row())
-        if fd not in self._selected:
-            self.select_fds([fd])
+        key = self.model.key_at(index.row())
+        if key not in self._selected:
+            self.select_keys([key])
         menu = QMenu(self)
         action = QAction(f"Close connection{'s' if len(self._selected) > 1 else ''}", menu)
-        action.setEnabled(self._commands is not None)
+        action.setEnabled(self.close_button.isEnabled())
+        if not self._can_close:
+            action.setToolTip(self._close_why)
         action.triggered.connect(self.close_selected)
         menu.addAction(action)
         menu.popup(self.view.viewport().mapToGlobal(pos))

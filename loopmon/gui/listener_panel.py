@@ -25,6 +25,7 @@ from loopmon.snapshot import ListenerRow
 
 ERROR_STYLE = "color: #d03030;"
 OK_STYLE = "color: #2e9d4f;"
+NOTE_STYLE = "color: #808080;"
 
 
 def say(label: QLabel, text: str, error: bool = False) -> None:
@@ -58,6 +59,8 @@ class ListenerPanel(QGroupBox):
         self._commands = commands
         self.model = ListenerModel(self)
         self.buttons: dict[int, QPushButton] = {}
+        self._start_why = ""  # why the source does not take start_listener ("" if it does)
+        self._stop_why = ""
 
         self.host_edit = QLineEdit("127.0.0.1")
         self.host_edit.setPlaceholderText("127.0.0.1, ::1, 0.0.0.0, localhost")
@@ -176,8 +179,8 @@ class ListenerPanel(QGroupBox):
         for r in range(self.model.rowCount()):
             row = self.model.listener_at(r)
             button = QPushButton("Stop")
-            button.setToolTip(f"Stop listening on {row.address}")
-            button.setEnabled(self._commands is not None)
+            button.setToolTip(self._stop_why or f"Stop listening on {row.address}")
+            button.setEnabled(self._commands is not None and not self._stop_why)
             button.clicked.connect(lambda _=False, lid=row.id: self.stop(lid))
             self.table.setIndexWidget(self.model.index(r, ACTION), button)
             self.buttons[row.id] = button
@@ -208,6 +211,30 @@ class ListenerPanel(QGroupBox):
             say(self.stop_message, f"stopped {address}{extra}")
 
         self._commands.stop_listener(listener_id, close, then)
+
+    def set_allowed(self, start_why: str = "", stop_why: str = "") -> None:
+        """Grey out what the source does not take; each reason ("" for allowed) is the
+        control's tooltip."""
+        if (start_why, stop_why) == (self._start_why, self._stop_why):
+            return
+        was = self._start_why
+        self._start_why, self._stop_why = start_why, stop_why
+        # Said beside Start too: a disabled button's tooltip is easy to miss.
+        if start_why:
+            self._fix_first, self._failed_at = False, None
+            say(self.start_message, start_why)
+            self.start_message.setStyleSheet(NOTE_STYLE)  # neither success nor failure
+        elif was:
+            self._clear_start_message()
+        for widget in (self.start_button, self.host_edit, self.port_edit):
+            widget.setEnabled(not start_why)
+        self.start_button.setToolTip(start_why or "Open a listener on this address")
+        self.close_check.setEnabled(not stop_why)
+        for lid, button in self.buttons.items():
+            rows = {r.id: r for r in self.model.rows}
+            address = rows[lid].address if lid in rows else f"#{lid}"
+            button.setEnabled(self._commands is not None and not stop_why)
+            button.setToolTip(stop_why or f"Stop listening on {address}")
 
     def set_host_port(self, host: str, port: str) -> None:
         self.host_edit.setText(host)

@@ -44,6 +44,8 @@ class LoopPanel(QGroupBox):
         self._backend = backend
         self._strategy = strategy
         self._busy = False
+        self._backend_why = ""
+        self._strategy_why = ""
 
         self.backend_combo = QComboBox()
         self.backend_combo.addItems(backends)
@@ -68,12 +70,32 @@ class LoopPanel(QGroupBox):
         grid.addWidget(self.strategy_message, 3, 0, 1, 3)
         grid.setColumnStretch(2, 1)
 
+    def set_allowed(self, backend_why: str = "", strategy_why: str = "") -> None:
+        """Grey out what the source does not take; the reason ("" for allowed) becomes the
+        control's tooltip."""
+        self._backend_why, self._strategy_why = backend_why, strategy_why
+        if not self._busy:
+            self.backend_combo.setEnabled(not backend_why)
+        self.backend_combo.setToolTip(backend_why or "Poller backends that work here, best first")
+        self.strategy_combo.setEnabled(not strategy_why)
+        self.strategy_combo.setToolTip(strategy_why or "How the echo server answers")
+
+    def set_backends(self, backends: list[str]) -> None:
+        """The backends to offer (a remote producer: only its own)."""
+        current = [self.backend_combo.itemText(i) for i in range(self.backend_combo.count())]
+        if current != backends:
+            self.backend_combo.clear()
+            self.backend_combo.addItems(backends)
+            self.backend_combo.setCurrentText(self._backend)
+
     def show_snapshot(self, snapshot: Snapshot) -> None:
         """Follow what the loop reports (unless a change is on its way)."""
         if self._busy:
             return
         self._backend, self._strategy = snapshot.backend, snapshot.strategy
         if self.backend_combo.currentText() != snapshot.backend:
+            if self.backend_combo.findText(snapshot.backend) < 0:
+                self.backend_combo.addItem(snapshot.backend)
             self.backend_combo.setCurrentText(snapshot.backend)
         if self.strategy_combo.currentText() != snapshot.strategy:
             self.strategy_combo.setCurrentText(snapshot.strategy)
@@ -88,7 +110,7 @@ class LoopPanel(QGroupBox):
 
     def _backend_chosen(self, *_: object) -> None:
         name = self.backend_combo.currentText()
-        if name == self._backend or self._commands is None:
+        if name == self._backend or self._commands is None or self._backend_why:
             return
         question = (
             f"Restart the loop on {name}?\n\nThe loop on {self._backend} stops: every "
@@ -104,7 +126,7 @@ class LoopPanel(QGroupBox):
 
         def then(_result: object, error: BaseException | None) -> None:
             self._busy = False
-            self.backend_combo.setEnabled(True)
+            self.backend_combo.setEnabled(not self._backend_why)
             if error is not None:
                 self.backend_combo.setCurrentText(self._backend)
                 say(self.backend_message, f"restart on {name} failed: {describe(error)}", True)
@@ -116,7 +138,7 @@ class LoopPanel(QGroupBox):
 
     def _strategy_chosen(self, *_: object) -> None:
         name = self.strategy_combo.currentText()
-        if name == self._strategy or self._commands is None:
+        if name == self._strategy or self._commands is None or self._strategy_why:
             return
         self._busy = True
         say(self.strategy_message, f"switching to {name}…")

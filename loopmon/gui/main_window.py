@@ -1,7 +1,10 @@
 """The monitor window: controls on the left, connections above, plots and the event log below,
 the status strip at the bottom.
 
-It reads nothing but the batches the bridge emits and changes nothing but through ``Commands``.
+It reads nothing but the batches the bridge emits and changes nothing but through ``Commands``,
+on a ``Source`` (the in-process runner, a producer's stream, a recording): it never knows which.
+It offers only the commands the source takes (a stream: what the producer's hello lists) and
+greys out the rest, saying why.
 Each snapshot is recorded into the histories (numpy, cheap) whether or not the views are paused,
 then applied to the views: the table, and whichever plot is visible (hidden ones catch up when
 shown).
@@ -31,7 +34,7 @@ from PySide6.QtWidgets import (
 
 from loopmon.gui import resources
 from loopmon.gui.bridge import Batch, MailboxBridge
-from loopmon.gui.commands import Commands, RunnerLike
+from loopmon.gui.commands import Commands
 from loopmon.gui.connection_table import ConnectionTable
 from loopmon.gui.event_log import EventLog
 from loopmon.gui.health_plots import HealthPlots
@@ -51,6 +54,16 @@ from loopmon.gui.raster import MaskRaster
 from loopmon.gui.settings import open_settings, read_int, read_str
 from loopmon.gui.status_strip import StatusStrip
 from loopmon.snapshot import KINDS, LoopEvent, Snapshot
+from loopmon.sources import (
+    CLOSE_CONNECTION,
+    CONNECTED,
+    IN_PROCESS,
+    RECORDING,
+    SET_STRATEGY,
+    START_LISTENER,
+    STOP_LISTENER,
+    Source,
+)
 
 EVENT_LOG_SIZE = 5000
 # The table lists at most this many closed connections (the newest; the raster and the
@@ -73,7 +86,7 @@ class MainWindow(QMainWindow):
 
     def __init__(
         self,
-        runner: RunnerLike | None,
+        source: Source | None,
         settings: QSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
         load_program: Sequence[str] | None = None,
@@ -86,14 +99,15 @@ class MainWindow(QMainWindow):
         self.timeline = Timeline(history_mb * MiB)
         self.axis = TimeAxis()
         self.state: State | None = None
-        self.runner = runner
+        self.source = source
         self.settings = settings if settings is not None else open_settings()
         self.bridge: MailboxBridge | None = None
         self.commands: Commands | None = None
-        if runner is not None:
-            self.bridge = MailboxBridge(runner.mailbox, self)
-            self.commands = Commands(runner, self.bridge)
+        if source is not None:
+            self.bridge = MailboxBridge(source.mailbox, self)
+            self.commands = Commands(source, self.bridge)
             self.bridge.batch.connect(self.on_batch)
+        self._allowed: tuple[str, ...] | None = None  # the reasons last applied
         self.health = HealthHistory()
         self.latest: Snapshot | None = None
         self.paused = False
@@ -148,13 +162,13 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.splitter)
 
         # -- controls -----------------------------------------------------------------------
-        backends = runner.available_backends if runner is not None else []
+        backends = source.available_backends if source is not None else []
         self.listener_panel = ListenerPanel(self.commands)
         self.loop_panel = LoopPanel(
             self.commands,
             backends,
-            runner.backend if runner is not None else "",
-            runner.strategy if runner is not None else "direct",
+            source.backend if source is not None else "",
+            source.strategy if source is not None else "direct",
         )
         self.load_panel = LoadPanel(load_program)
         controls = QWidget()
@@ -186,6 +200,9 @@ class MainWindow(QMainWindow):
 
         self.status = StatusStrip(clock)
         self.statusBar().addPermanentWidget(self.status, 1)
+        # The link changes with no snapshot to say so: checked with the snapshot age.
+        self.status.timer.timeout.connect(self.show_source)
+        self.show_source()
         self._build_actions()
         self.restore_settings()
 
@@ -284,6 +301,9 @@ class MainWindow(QMainWindow):
     def record(self, snapshot: Snapshot) -> None:
         """What happens to every snapshot, paused or not: histories, status, controls."""
         backend_changed = self.latest is None or self.latest.backend != snapshot.backend
+        if self.latest is None or self.latest.session != snapshot.session:
+            self.show_source()  # a restarted producer: name the new one at once
+            backend_changed = True  # and in the title
         self.latest = snapshot
         rates = self.health.record(snapshot)
         self.status.show_snapshot(snapshot, rates)
@@ -318,6 +338,7 @@ class MainWindow(QMainWindow):
         shown = state
         if len(state.ghosts) > TABLE_GHOSTS:  # a churn's thousands: the newest, and a count
             shown = dataclasses.replace(state, ghosts=state.ghosts[-TABLE_GHOSTS:])
+        self.table.live_session = self.timeline.session
         self.table.set_state(shown, latest.listeners if latest is not None else ())
         self.table.set_ghosts_not_shown(len(state.ghosts) - len(shown.ghosts))
         for panel in self.plots.values():
@@ -380,19 +401,64 @@ class MainWindow(QMainWindow):
             self._frame()
         self.show_cursor()
 
-    def _selection_changed(self, fds: list[int]) -> None:
-        """The table selects by fd: the plots take the connections (session, id) shown with
-        those fds (an open one and a ghost may share a number; both are picked)."""
-        model = self.table.model
-        session = self.state.session if self.state is not None else ""
-        wanted = set(fds)
-        keys = []
-        for i, row in enumerate(model.rows):
-            if row.fd in wanted:
-                ghost = model.ghost_at(i)
-                keys.append((ghost.session, row.id) if ghost is not None else (session, row.id))
-        self.raster.set_selected(keys)
-        self.queue_plot.set_selected(keys)
+    @property
+    def runner(self) -> Source | None:
+        """The source (its name from when the in-process runner was the only one)."""
+        return self.source
+
+    def _selection_changed(self, keys: list[tuple[str, int]]) -> None:
+        """The table selects connections by (session, id); the plots take the same keys."""
+        self.raster.set_selected(list(keys))
+        self.queue_plot.set_selected(list(keys))
+
+    # -- the source: who the producer is, the link, what it takes --------------------------
+    def show_source(self) -> None:
+        source = self.source
+        if source is None:
+            return
+        self.status.show_source(source.producer, source.link, source.link_error, source.where)
+        allowed = (
+            self._why_not(START_LISTENER),
+            self._why_not(STOP_LISTENER),
+            self._why_not(CLOSE_CONNECTION),
+            self._why_not(SET_STRATEGY),
+            self._why_not_backend(),
+        )
+        if allowed == self._allowed:
+            return
+        self._allowed = allowed
+        start, stop, close, strategy, backend = allowed
+        self.listener_panel.set_allowed(start, stop)
+        self.table.set_can_close(not close, close)
+        self.loop_panel.set_backends(source.available_backends)
+        self.loop_panel.set_allowed(backend, strategy)
+
+    def _why_not(self, command: str) -> str:
+        """Why the source does not take ``command`` now ("" if it does)."""
+        source = self.source
+        assert source is not None
+        if source.link == RECORDING:
+            return "a recording takes no commands: it replays what the producer did"
+        if source.link not in (IN_PROCESS, CONNECTED):
+            return f"not connected to the producer ({source.link})"
+        if command in source.commands:
+            return ""
+        producer = source.producer
+        who = f"{producer.program} ({producer.kind})" if producer is not None else "this source"
+        if producer is not None and not producer.commands:
+            return f"{who} takes no commands: it watches a loop that is not loopmon's echo server"
+        return f"{who} does not take {command.replace('_', ' ')}"
+
+    def _why_not_backend(self) -> str:
+        source = self.source
+        assert source is not None
+        if source.can_switch_backend:
+            return ""
+        if source.link == RECORDING:
+            return "a recording takes no commands: it replays what the producer did"
+        producer = source.producer
+        who = f"{producer.program} ({producer.kind})" if producer is not None else "this source"
+        return f"{who} does not switch backends: its loop runs in another process"
 
     def _listeners_changed(self, *_: object) -> None:
         self.load_panel.set_targets(self.listener_panel.model.rows)
@@ -402,8 +468,11 @@ class MainWindow(QMainWindow):
         rows = self.listener_panel.model.rows
         backend = self.latest.backend if self.latest is not None else ""
         addresses = ", ".join(r.address for r in rows if r.state == "listening")
+        producer = self.source.producer if self.source is not None else None
+        where = self.source.where if self.source is not None else ""
+        attached = f"{producer.program} at {where}" if producer and where else where
         self.setWindowTitle(
-            window_title([backend, addresses], QApplication.applicationDisplayName())
+            window_title([attached, backend, addresses], QApplication.applicationDisplayName())
         )
 
     # -- export ------------------------------------------------------------------------------
@@ -496,7 +565,8 @@ class MainWindow(QMainWindow):
 
     # -- closing -----------------------------------------------------------------------------
     def shutdown(self) -> bool:
-        """End the load process, stop watching the mailbox, stop the runner (once).
+        """End the load process, stop watching the mailbox, stop the source (once): a
+        stream's source detaches, the producer runs on.
         True if the loop thread exited in time."""
         if self._shut_down:
             return True
@@ -507,8 +577,8 @@ class MainWindow(QMainWindow):
         if self.bridge is not None:
             self.bridge.close()
         stopped = True
-        if self.runner is not None:
-            stopped = self.runner.stop(timeout=2.0)
+        if self.source is not None:
+            stopped = self.source.stop(timeout=2.0)
         return stopped
 
     def showEvent(self, event: QShowEvent) -> None:

@@ -1,4 +1,5 @@
-"""The status strip: backend, uptime, connections, events/s, utilization, lag, snapshot age.
+"""The status strip: backend, uptime, connections, events/s, utilization, lag, and beside the
+snapshot age the producer (program, pid, kind) and the link to it, when it is another process's.
 
 The age is checked by a timer, not on arrival: a hung loop sends nothing, and the strip has to
 say so by itself. It turns red once the last snapshot is older than ``STALE_AFTER_S``.
@@ -15,11 +16,20 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QWidget
 from loopmon.gui.model import units
 from loopmon.gui.model.rates import Rates
 from loopmon.gui.model.wording import plural
-from loopmon.snapshot import Snapshot
+from loopmon.snapshot import ProducerInfo, Snapshot
+from loopmon.sources import CONNECTED, CONNECTING, IN_PROCESS, LOST, RECONNECTING, RECORDING
 
 STALE_AFTER_S = 1.0
 CHECK_MS = 250
 RED = "color: white; background: #c62828; border-radius: 3px; padding: 0 4px;"
+AMBER = "color: black; background: #ffb74d; border-radius: 3px; padding: 0 4px;"
+_LINK_WORDS = {
+    CONNECTING: ("connecting…", AMBER),
+    CONNECTED: ("connected", "color: #2e9d4f;"),
+    RECONNECTING: ("reconnecting…", AMBER),
+    LOST: ("link lost", RED),
+    RECORDING: ("recording", ""),
+}
 
 
 class StatusStrip(QWidget):
@@ -52,6 +62,8 @@ class StatusStrip(QWidget):
                 "lateness of the loop's probe timer (ten samples a second), median and 99th "
                 "percentile over the window shown",
             ),
+            ("producer", "the process whose loop this is: program, pid, kind"),
+            ("link", "the link to the producer's telemetry stream"),
             ("age", "how old the last snapshot from the loop is"),
             ("history", "memory the window's history uses, of what --history-mb allows"),
             (
@@ -67,6 +79,9 @@ class StatusStrip(QWidget):
             layout.addWidget(label)
         layout.addStretch(1)
         self.labels["paused"].setText("")
+        self.link = IN_PROCESS
+        for name in ("producer", "link"):  # the loop in this process: nothing to name
+            self.labels[name].setVisible(False)
         self.timer = QTimer(self)
         self.timer.setInterval(CHECK_MS)
         self.timer.timeout.connect(self.check_age)
@@ -115,6 +130,34 @@ class StatusStrip(QWidget):
             f"history {units.byte_size(used)} of {units.byte_size(budget)}"
         )
 
+    def show_source(
+        self, producer: ProducerInfo | None, link: str, error: str = "", address: str = ""
+    ) -> None:
+        """Name the producer and the link (hidden for a loop in this process)."""
+        self.link = link
+        remote = link != IN_PROCESS
+        producer_label, link_label = self.labels["producer"], self.labels["link"]
+        producer_label.setVisible(remote)
+        link_label.setVisible(remote)
+        if not remote:
+            return
+        if producer is not None:
+            producer_label.setText(f"{producer.program} · pid {producer.pid} · {producer.kind}")
+            producer_label.setToolTip(
+                f"{producer.program}, pid {producer.pid} ({producer.kind}), on "
+                f"{producer.backend}; session {producer.session}"
+                + (f" at {address}" if address else "")
+            )
+        else:
+            producer_label.setText(address or "no producer yet")
+        text, style = _LINK_WORDS.get(link, (link, RED))
+        link_label.setText(text)
+        link_label.setStyleSheet(style)
+        where = f" ({address})" if address else ""
+        link_label.setToolTip(
+            f"{text}{where}: {error}" if error and link != CONNECTED else f"{text}{where}"
+        )
+
     def age(self) -> float | None:
         if self._received_at is None:
             return None
@@ -131,9 +174,10 @@ class StatusStrip(QWidget):
             stale = age > STALE_AFTER_S
         if stale != self.stale:
             label.setStyleSheet(RED if stale else "")
+            who = "the loop" if self.link == IN_PROCESS else "the producer"
             label.setToolTip(
-                "the loop has sent nothing for a while: it may be blocked or dead"
+                f"{who} has sent nothing for a while: it may be blocked or dead"
                 if stale
-                else "how old the last snapshot from the loop is"
+                else f"how old the last snapshot from {who} is"
             )
         self.stale = stale

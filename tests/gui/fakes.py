@@ -1,4 +1,4 @@
-"""A stand-in for ``loopmon.runner.LoopRunner`` with the same surface, and snapshot builders.
+"""A stand-in for a window's Source (``loopmon.sources``) over a fake loop, and snapshot builders.
 
 The fake runs commands on its own "loop" thread (one worker), completes their futures there,
 then posts a snapshot and wakes the mailbox, as the real runner does: the window must collect
@@ -22,8 +22,10 @@ from loopmon.snapshot import (
     ListenerRow,
     LoopEvent,
     LoopFigures,
+    ProducerInfo,
     Snapshot,
 )
+from loopmon.wire.messages import COMMANDS
 
 
 class FakeListenerError(OSError):
@@ -71,7 +73,14 @@ class FakeRunner:
         self.started = False
         self.stopped = False
 
-    # -- the LoopRunner surface ------------------------------------------------------------
+    # -- the Source surface ----------------------------------------------------------------
+    producer: ProducerInfo | None = None
+    link = "in-process"
+    where = ""
+    link_error = ""
+    commands = frozenset(COMMANDS)
+    can_switch_backend = True
+
     @property
     def backend(self) -> str:
         return self._backend
@@ -121,9 +130,9 @@ class FakeRunner:
         self.calls.append(("stop_listener", listener_id, close_connections))
         return self.submit(self._stop_listener, listener_id, close_connections)
 
-    def close_connection(self, fd: int) -> Future[None]:
-        self.calls.append(("close_connection", fd))
-        return self.submit(self._close_connection, fd)
+    def close_connection(self, connection_id: int) -> Future[None]:
+        self.calls.append(("close_connection", connection_id))
+        return self.submit(self._close_connection, connection_id)
 
     def set_strategy(self, name: str) -> Future[None]:
         self.calls.append(("set_strategy", name))
@@ -153,14 +162,14 @@ class FakeRunner:
         if close_connections:
             self.connections = [c for c in self.connections if c.listener_id != listener_id]
 
-    def _close_connection(self, fd: int) -> None:
-        reason = self.fail_closes.get(fd)
+    def _close_connection(self, connection_id: int) -> None:
+        reason = self.fail_closes.get(connection_id)  # by id (the fixtures' ids are their fds)
         if reason is not None:
             raise OSError(reason)
         before = len(self.connections)
-        self.connections = [c for c in self.connections if c.fd != fd]
+        self.connections = [c for c in self.connections if c.id != connection_id]
         if len(self.connections) == before:
-            raise KeyError(f"no connection on fd {fd}")
+            raise KeyError(f"no open connection with id {connection_id}")
 
     def _set_strategy(self, name: str) -> None:
         if name not in ("seed", "direct"):

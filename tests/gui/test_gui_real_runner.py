@@ -24,6 +24,7 @@ from PySide6.QtCore import Qt  # noqa: E402
 
 from loopmon.gui.main_window import MainWindow  # noqa: E402
 from loopmon.gui.settings import open_settings  # noqa: E402
+from loopmon.sources.inprocess import InProcessSource  # noqa: E402
 
 pytestmark = pytest.mark.gui
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,8 +33,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def window(qtbot, tmp_path: Path) -> Iterator[MainWindow]:
     runner = runner_module.LoopRunner()
-    runner.start()
-    win = MainWindow(runner, settings=open_settings(tmp_path / "s.ini"), view_interval_s=0.0)
+    source = InProcessSource(runner)
+    source.start()
+    win = MainWindow(source, settings=open_settings(tmp_path / "s.ini"), view_interval_s=0.0)
     qtbot.addWidget(win)
     win.show()
     yield win
@@ -217,8 +219,8 @@ CHILD = textwrap.dedent(
     held = {}
     build = gui_app.build
 
-    def spy(args, runner=None):
-        held["w"] = w = build(args, runner)
+    def spy(args, source=None):
+        held["w"] = w = build(args, source)
         return w
 
     gui_app.build = spy

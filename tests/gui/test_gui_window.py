@@ -18,7 +18,7 @@ from loopmon.gui.listener_panel import say
 from loopmon.gui.main_window import MainWindow
 from loopmon.gui.model.export import CSV_COLUMNS
 from loopmon.gui.settings import open_settings
-from loopmon.snapshot import KINDS, ListenerRow
+from loopmon.snapshot import KINDS, ClosedConnection, ListenerRow
 
 pytestmark = pytest.mark.gui
 HERE = Path(__file__).resolve().parent
@@ -261,6 +261,59 @@ def test_selection_is_kept_across_updates_by_fd(window: MainWindow) -> None:
     assert table_fds(window) == [31, 30, 19, 18, 17, 16, 14, 13, 12]
     assert window.table.selected_fds() == [15, 17]  # 15 stays, a ghost, selected
     assert sorted(conn_id for _, conn_id in window.raster._selected) == [15, 17]  # (session, id)
+
+
+def test_a_ghost_and_a_live_row_sharing_an_fd_are_never_selected_together(
+    qtbot, window: MainWindow, runner: FakeRunner
+) -> None:
+    """fd 15 closed (a ghost, id 1) and was reused at once (id 2): selecting the open row
+    selects it alone, and closing it names id 2."""
+    old = connection(15, id=1, peer="127.0.0.1:1")
+    new = connection(15, id=2, peer="127.0.0.1:2")
+    runner.connections = [old]
+    first = runner.snapshot()
+    gone = (ClosedConnection(old, first.taken_at + 0.01, "peer closed"),)
+    runner.connections = [new]
+    feed(window, first)
+    feed(window, runner.snapshot(taken_at=first.taken_at + 0.04, closed=gone))
+    model = window.table.model
+    assert model.rowCount() == 2
+    live = next(r for r in range(2) if model.ghost_at(r) is None)
+    ghost = 1 - live
+    window.table.view.selectRow(live)
+    assert len(window.table.view.selectionModel().selectedRows()) == 1
+    assert window.table.selected_keys() == [(runner.session, 2)]
+    assert window.raster._selected == [(runner.session, 2)]
+    window.table.select_fds([15])  # by fd: the open row, not both
+    assert window.table.selected_keys() == [(runner.session, 2)]
+    qtbot.mouseClick(window.table.close_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.table.message.text() == "closed fd 15", timeout=2000)
+    assert ("close_connection", 2) in runner.calls
+    window.table.view.selectRow(ghost)  # a ghost is closed already: nothing to close
+    assert window.table.selected_keys() == [(model.ghost_at(ghost).session, 1)]  # type: ignore[union-attr]
+    assert not window.table.close_button.isEnabled()
+
+
+def test_a_row_of_an_earlier_session_is_never_closed_by_its_id(
+    qtbot, window: MainWindow, runner: FakeRunner
+) -> None:
+    """Scrubbed back past a producer's restart, the table shows the old session's open rows;
+    their ids name other connections in the new session: nothing is sent."""
+    runner.connections = [connection(7, id=5)]
+    for t in (1000.0, 1000.2, 1000.4):
+        feed(window, runner.snapshot(taken_at=t))
+    old_session = runner.session
+    runner.replace_producer()
+    runner.connections = [connection(9, id=5)]  # the same id, another connection
+    feed(window, runner.snapshot(taken_at=5.0))
+    old = window.timeline.state_at(1000.25)
+    assert old.session == old_session and [r.id for r in old.rows] == [5]
+    window.table.set_state(old, ())  # what a scrub back there shows
+    window.table.select_fds([7])
+    assert window.table.selected_keys() == [(old_session, 5)]
+    assert not window.table.close_button.isEnabled()
+    window.table.close_selected()
+    assert not [c for c in runner.calls if c[0] == "close_connection"]
 
 
 def test_filter_narrows_the_table(qtbot, window: MainWindow) -> None:
