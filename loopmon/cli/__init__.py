@@ -24,19 +24,21 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("load", "drive an echo server with checked load"),
     ("bench", "benchmark loopmon against asyncio and friends"),
     ("run", "run a Python program (asyncio, Tornado 6, loopmon's loop) with its loops watched"),
+    ("replay", "replay a recording in the window, or print it with --json"),
     ("gui", "open the monitor window (the default)"),
 )
 
 
 def _module(name: str) -> ModuleType:
     # Explicit imports (not importlib), so the layer contract sees every one of them.
-    from loopmon.cli import bench, load, run, serve, window
+    from loopmon.cli import bench, load, replay, run, serve, window
 
     modules: dict[str, ModuleType] = {
         "serve": serve,
         "load": load,
         "bench": bench,
         "run": run,
+        "replay": replay,
         "gui": window,
     }
     return modules[name]
