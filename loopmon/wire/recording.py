@@ -129,7 +129,12 @@ class Recorder:
         try:
             self._record(snapshot)
         except Exception as exc:  # the producer goes on whatever happens here
-            self._stop(f"recording stopped: {type(exc).__name__}: {exc}")
+            message = f"recording stopped: {type(exc).__name__}: {exc}"
+            try:
+                self.flush()  # what was recorded before it is kept
+            except Exception:  # the message below says what went wrong
+                pass
+            self._stop(message)
 
     def hello(self, producer_info: ProducerInfo) -> None:
         """A new producer from here on (``attach`` saw the producer restart)."""
