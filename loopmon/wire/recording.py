@@ -10,8 +10,8 @@ recording, sets ``stopped`` and ``message`` and calls ``on_stop(message)`` once;
 holds everything up to the last block written, and ``close`` still writes the index if it can.
 
 Keyframes: the first snapshot of a session, then whenever the deltas written since the last
-keyframe add up to more than its size (decoding from a keyframe then never reads more than
-twice a keyframe), or ``KEYFRAME_EVERY_S`` has passed.
+keyframe add up to more than its size on disk, compressed (reading from a keyframe then never
+reads much more than twice a keyframe), or ``KEYFRAME_EVERY_S`` has passed.
 
 ``RecordingReader`` (``loopmon.wire.playback``) reads the files back; both are exported here.
 """
@@ -114,8 +114,13 @@ class Recorder:
         self._start = clock()
         self._blocks: list[BlockInfo] = []
         self._hellos: list[tuple[float, ProducerInfo]] = []
-        self._since_key = 0  # delta bytes since the last keyframe
+        # The keyframe rule compares bytes on disk: the keyframe's compressed size (known
+        # exactly: the compressor is sync-flushed after it) against the deltas' since, each
+        # estimated from its raw size at the last block's ratio (measured: comparing raw
+        # sizes makes 55 % more keyframes at 25 Hz, 7.5 rather than 6.0 B a changed row).
+        self._since_key = 0.0
         self._key_size = 0
+        self._ratio = 0.6
         self._key_at = 0.0
         self._session: str | None = None
         self._reset_block()
@@ -188,6 +193,8 @@ class Recorder:
         self._last_at = getattr(self, "_last_at", 0.0)
         self._block_started = 0.0
         self._block_session = ""
+        self._key_raw = 0  # the block's keyframe, raw and compressed
+        self._key_packed = 0
         self._moments: list[Moment] = []
         self._kinds: dict[str, int] = {}
 
@@ -198,7 +205,7 @@ class Recorder:
         key = (
             encoded.delta is None
             or snap.session != self._session
-            or self._since_key + len(encoded.delta) > self._key_size
+            or self._since_key + len(encoded.delta) * self._ratio > self._key_size
             or at - self._key_at >= KEYFRAME_EVERY_S
         )
         if key:
@@ -208,14 +215,13 @@ class Recorder:
                 if self.stopped:
                     return
             self._flags = KEY
-            self._key_size = len(frame)
-            self._since_key = 0
+            self._since_key = 0.0
             self._key_at = at
             self.keyframes += 1
         else:
             assert encoded.delta is not None
             frame = encoded.delta
-            self._since_key += len(frame)
+            self._since_key += len(frame) * self._ratio
         self._session = snap.session
         if not self._count:
             self._first_at = at
@@ -225,7 +231,12 @@ class Recorder:
         self._count += 1
         self._raw += len(frame) + 8
         self._note_moments(snap, at)
-        self._chunks.append(self._compressor.compress(_AT.pack(at) + frame))
+        chunk = self._compressor.compress(_AT.pack(at) + frame)
+        if key:
+            chunk += self._compressor.flush(zlib.Z_SYNC_FLUSH)
+            self._key_size = self._key_packed = len(chunk)
+            self._key_raw = len(frame) + 8
+        self._chunks.append(chunk)
         self.frames += 1
         if now - self._block_started >= BLOCK_S or self._raw >= BLOCK_BYTES:
             self._finish_block()
@@ -250,6 +261,9 @@ class Recorder:
 
     def _finish_block(self) -> None:
         body = b"".join(self._chunks) + self._compressor.flush()
+        raw_deltas = self._raw - self._key_raw
+        if raw_deltas >= 1024:
+            self._ratio = min(max((len(body) - self._key_packed) / raw_deltas, 0.05), 1.5)
         moments = sorted(self._moments, key=lambda m: m.at)
         payload = (
             block_prefix(
