@@ -6,7 +6,7 @@ time to open, index and seek an hour-long file.
 Sizes: ``--seconds`` of recording (an injected clock, so no waiting) of 1,000 busy connections
 at 25 Hz and at 5 Hz (rows change as bench_wire's echo connections do), and of 10,000 idle ones
 at 25 Hz (no row changes; the loop's own figures do, as a real idle loop's do), extrapolated to
-an hour. Then a file of ``--hour-seconds`` of 1,000 busy connections at 5 Hz is opened with
+an hour. Then a file of ``--hour-seconds`` of 1,000 busy connections at 25 Hz is opened with
 its index and without it (a scan), and sought to ten moments.
 """
 
@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_wire import busy, new_row, snapshot  # noqa: E402
+from bench_wire import busy, new_row, snapshot
 
-from loopmon.snapshot import ConnectionRow, LoopFigures, ProducerInfo, Snapshot  # noqa: E402
-from loopmon.wire.recording import Recorder, RecordingReader  # noqa: E402
+from loopmon.snapshot import ConnectionRow, LoopFigures, ProducerInfo, Snapshot
+from loopmon.wire.recording import Recorder, RecordingReader
 
 INFO = ProducerInfo("serve", "loopmon serve", 1, "epoll", "0123456789abcdef", time.time())
 
@@ -109,6 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--hour-seconds", type=float, default=3600.0)
+    parser.add_argument("--hour-hz", type=float, default=25.0)
     parser.add_argument("--dir", default=None, help="where to write (a temporary directory)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -130,10 +131,26 @@ def main() -> None:
         for size, p99 in write_times(d / "writes", (4 << 10, 64 << 10, 512 << 10), 200).items():
             print(f"write(2) of {size >> 10:4d} KiB   p99 {p99 * 1e3:6.3f} ms")
 
-        # An hour of 1,000 busy connections at 5 Hz (the smaller of the busy files: the
-        # index's size and the scan's work grow with the blocks, not the bytes).
+        # An hour of 1,000 busy connections at --hour-hz: a minute of frames made once and
+        # recorded over and over under new seqs and times (making every frame costs ~10x
+        # the recording of it), so the file has an hour's blocks, keyframes and bytes.
         hour = d / "hour"
-        _mb, _cpu, rec = size_per_hour(hour, 1000, 5.0, args.hour_seconds, True)
+        hz = args.hour_hz
+        minute = list(frames(1000, hz, 60.0, True, random.Random(11)))
+        clock = Clock()
+        rec = Recorder(hour, INFO, clock=clock, force=True)
+        seq = 0
+        for lap in range(int(args.hour_seconds // 60)):
+            for s in minute:
+                seq += 1
+                lap_s = lap * 60.0
+                rec.record(
+                    dataclasses.replace(
+                        s, seq=seq, taken_at=s.taken_at + lap_s, uptime_s=s.uptime_s + lap_s
+                    )
+                )
+                clock.now += 1 / hz
+        rec.close()
         size = hour.stat().st_size
         start = time.perf_counter()
         reader = RecordingReader(hour)
