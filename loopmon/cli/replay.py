@@ -1,4 +1,4 @@
-"""``loopmon replay FILE``: a recording in the window (to come: play, pause, speed, jumps), or with
+"""``loopmon replay FILE``: a recording in the window (play, pause, speed, jumps), or with
 ``--json``, its snapshots printed as fast as they decode: the objects ``attach --json`` prints
 live (``cli/jsonout``), one a line, with the same ``t``.
 
@@ -58,14 +58,22 @@ def _tell(path: str, reader: RecordingReader) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not args.json:
-        # The window's replay (a RecordingSource on the window's Timeline, with play, pause,
-        # speed and jumps) is not built yet: say so rather than open something half done.
-        print(
-            f"loopmon replay: the window cannot replay yet; `loopmon replay --json {args.file}` "
-            "prints the recording",
-            file=sys.stderr,
-        )
-        return 2
+        from loopmon.cli import window
+
+        absent = window.missing()
+        if absent:
+            print(window.NO_GUI.format(missing=", ".join(absent)), file=sys.stderr)
+            return 2
+        if not window.has_display():
+            print(
+                f"loopmon replay: no display found; `loopmon replay --json {args.file}` "
+                "prints the recording instead",
+                file=sys.stderr,
+            )
+            return 2
+        from loopmon.gui import app
+
+        return app.run_replay(args)
     try:
         reader = RecordingReader(args.file)
     except RecordingError as exc:
