@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "wire"))
-from test_recording import live, record, session
+from test_recording import _close_readers, live, open_reader, record, session
 
 from loopmon.cli import main
 from loopmon.cli.jsonout import snapshot_object
-from loopmon.wire.recording import RecordingReader
+
+__all__ = ["_close_readers"]  # the fixture, imported to close the readers opened here
 
 
 def test_replay_json_prints_every_snapshot(
@@ -43,7 +44,7 @@ def test_a_damaged_file_prints_what_it_can(
 ) -> None:
     record(tmp_path / "r", session(200))
     data = bytearray((tmp_path / "r").read_bytes())
-    reader = RecordingReader(tmp_path / "r")
+    reader = open_reader(tmp_path / "r")
     middle = reader.blocks[len(reader.blocks) // 2]
     data[middle.offset + 40] ^= 0x55
     last = reader.blocks[-1]
@@ -56,10 +57,10 @@ def test_a_damaged_file_prints_what_it_can(
 
 def test_an_unindexed_file_is_scanned_with_progress(tmp_path: Path) -> None:
     record(tmp_path / "r", session(100))
-    reader = RecordingReader(tmp_path / "r")
+    reader = open_reader(tmp_path / "r")
     last = reader.blocks[-1]
     cut = tmp_path / "cut"
     cut.write_bytes((tmp_path / "r").read_bytes()[: last.offset + last.size])
     calls: list[tuple[int, int]] = []
-    scanned = RecordingReader(cut, progress=lambda done, total: calls.append((done, total)))
+    scanned = open_reader(cut, progress=lambda done, total: calls.append((done, total)))
     assert not scanned.indexed and calls[-1] == (cut.stat().st_size,) * 2

@@ -42,3 +42,4 @@ def test_the_replay_bar_plays_and_jumps(qtbot: Any, tmp_path: Path) -> None:
         assert "no listener event" in bar.position.text()
     finally:
         win.shutdown()
+        source.mailbox.close()

@@ -5,6 +5,7 @@ no commands. Driven by ``pump`` with a fake clock: no thread, no sleeps."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,9 +30,12 @@ def taken(source: RecordingSource) -> int | None:
 
 
 @pytest.fixture
-def source(tmp_path: Path) -> RecordingSource:
+def source(tmp_path: Path) -> Iterator[RecordingSource]:
     record(tmp_path / "r", session(100))  # 100 snapshots 40 ms apart
-    return RecordingSource(tmp_path / "r", clock=Clock())
+    source = RecordingSource(tmp_path / "r", clock=Clock())
+    yield source
+    source.stop()
+    source.mailbox.close()
 
 
 def test_play_posts_at_the_recorded_pace_times_the_speed(source: RecordingSource) -> None:

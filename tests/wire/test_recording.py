@@ -10,6 +10,7 @@ import io
 import json
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -100,9 +101,28 @@ def record(path: Path, snaps: list[Snapshot], step: float = 0.04, **kw: object) 
     return rec
 
 
+OPEN: list[RecordingReader] = []
+
+
+def open_reader(path: Path, **kw: object) -> RecordingReader:
+    """A reader closed at the end of the test (the fd table is left as it was found: a
+    later test counts on its holes)."""
+    reader = RecordingReader(path, **kw)  # type: ignore[arg-type]
+    OPEN.append(reader)
+    return reader
+
+
+@pytest.fixture(autouse=True)
+def _close_readers() -> Iterator[None]:
+    yield
+    while OPEN:
+        OPEN.pop().close()
+
+
 def read_all(path: Path, start: float = 0.0) -> tuple[RecordingReader, list[Snapshot]]:
-    reader = RecordingReader(path)
-    return reader, [item.snapshot for item in reader.snapshots(start)]
+    """Every snapshot from ``start``, and the reader (closed: its findings stay readable)."""
+    with RecordingReader(path) as reader:
+        return reader, [item.snapshot for item in reader.snapshots(start)]
 
 
 def test_a_recording_reads_back_as_the_stream_decodes_it(tmp_path: Path) -> None:
@@ -117,7 +137,7 @@ def test_a_recording_reads_back_as_the_stream_decodes_it(tmp_path: Path) -> None
     assert reader.producer == INFO
     # What replay --json prints is what attach --json printed live.
     out = io.StringIO()
-    print_json(reader, out)
+    print_json(open_reader(tmp_path / "r"), out)
     printed = [json.loads(line) for line in out.getvalue().splitlines()]
     assert printed == [json.loads(json.dumps(snapshot_object(s))) for s in live(snaps)]
 
@@ -127,8 +147,8 @@ def test_seeking_reaches_the_same_values_through_a_keyframe_as_through_deltas(
 ) -> None:
     snaps = session(400)
     record(tmp_path / "r", snaps)
-    reader, everything = read_all(tmp_path / "r")
-    stamps = [item.at for item in reader.snapshots()]
+    _, everything = read_all(tmp_path / "r")
+    stamps = [item.at for item in open_reader(tmp_path / "r").snapshots()]
     for start in (0.0, 3.3, 7.77, 11.0, 15.9):
         _, got = read_all(tmp_path / "r", start)
         first = next(i for i, at in enumerate(stamps) if at >= start)
@@ -150,7 +170,7 @@ def test_keyframes_come_when_the_deltas_outgrow_the_last_one_or_every_minute(
 
 def test_notable_moments_are_listed_for_jumps(tmp_path: Path) -> None:
     record(tmp_path / "r", session(100))
-    reader = RecordingReader(tmp_path / "r")
+    reader = open_reader(tmp_path / "r")
     kinds = {m.kind for m in reader.moments}
     assert kinds == {"stall", "close"}
     stall = reader.next_moment(0.0, frozenset({"stall"}))
@@ -170,7 +190,7 @@ def test_a_restarted_producer_is_a_new_session(tmp_path: Path) -> None:
         rec.record(s)
         clock.now += 0.04
     rec.close()
-    for reader in (RecordingReader(tmp_path / "r"), _unindexed(tmp_path / "r")):
+    for reader in (open_reader(tmp_path / "r"), _unindexed(tmp_path / "r")):
         sessions = reader.sessions
         assert [s.session for s in sessions] == ["one", "two"]
         assert sessions[1].producer is not None and sessions[1].producer.pid == 43
@@ -181,10 +201,10 @@ def _unindexed(path: Path) -> RecordingReader:
     """The file as a killed producer leaves it: no index."""
     data = path.read_bytes()
     cut = path.with_suffix(".cut")
-    reader = RecordingReader(path)
+    reader = open_reader(path)
     end = reader.blocks[-1].offset + reader.blocks[-1].size
     cut.write_bytes(data[:end])
-    out = RecordingReader(cut)
+    out = open_reader(cut)
     assert not out.indexed
     return out
 
@@ -194,7 +214,7 @@ def test_without_an_index_a_scan_finds_the_same(tmp_path: Path) -> None:
     record(tmp_path / "r", snaps)
     reader = _unindexed(tmp_path / "r")
     assert [i.snapshot for i in reader.snapshots()] == live(snaps)
-    assert reader.blocks == RecordingReader(tmp_path / "r").blocks
+    assert reader.blocks == open_reader(tmp_path / "r").blocks
     assert "no index" in reader.end
 
 
@@ -225,7 +245,7 @@ def test_corrupt_bytes_skip_to_the_next_keyframe(tmp_path: Path, data: st.DataOb
     if not path.exists():
         record(path, snaps)
     raw = bytearray(path.read_bytes())
-    reader = RecordingReader(path)
+    reader = open_reader(path)
     header = reader.header.size
     where = data.draw(st.integers(header, len(raw) - 1))
     raw[where] ^= data.draw(st.integers(1, 255))
@@ -248,12 +268,12 @@ def test_not_a_recording_or_a_newer_one_is_one_error(tmp_path: Path) -> None:
     path = tmp_path / "r"
     path.write_bytes(b"hello, world\n")
     with pytest.raises(RecordingError, match="not a loopmon recording"):
-        RecordingReader(path)
+        open_reader(path)
     path.write_bytes(FILE_MAGIC + b"\x02" + bytes(40))
     with pytest.raises(RecordingError, match="version 2, newer than"):
-        RecordingReader(path)
+        open_reader(path)
     with pytest.raises(RecordingError, match="cannot open"):
-        RecordingReader(tmp_path / "absent")
+        open_reader(tmp_path / "absent")
 
 
 def test_the_file_is_private_and_never_replaced_without_force(tmp_path: Path) -> None:
