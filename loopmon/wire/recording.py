@@ -47,7 +47,7 @@ from loopmon.wire.recformat import (
     encode_index,
     encode_record,
 )
-from loopmon.wire.snapshots import SnapshotEncoder
+from loopmon.wire.snapshots import Encoded, SnapshotEncoder
 
 __all__ = ["Moment", "Recorder", "RecordingError", "RecordingReader", "SnapshotAt"]
 
@@ -129,10 +129,20 @@ class Recorder:
     # -- the producer's calls ---------------------------------------------------------------
     def record(self, snapshot: Snapshot) -> None:
         """Add one snapshot (every one, in order). Never raises."""
+        self._take(snapshot, None)
+
+    def record_encoded(self, encoded: Encoded) -> None:
+        """Add a snapshot another encoder already encoded (the publisher's, say: encoding is
+        most of a recording's cost; measured, 1.9 ms of 2.0 a frame at 1,000 busy rows). Only
+        if the recorder gets every ``Encoded`` that encoder makes, in order, so each delta
+        applies to the frame before it; then never mix with ``record``. Never raises."""
+        self._take(encoded.snapshot, encoded)
+
+    def _take(self, snapshot: Snapshot, encoded: Encoded | None) -> None:
         if self.stopped or self.closed:
             return
         try:
-            self._record(snapshot)
+            self._record(snapshot, encoded)
         except Exception as exc:  # the producer goes on whatever happens here
             message = f"recording stopped: {type(exc).__name__}: {exc}"
             try:
@@ -198,10 +208,11 @@ class Recorder:
         self._moments: list[Moment] = []
         self._kinds: dict[str, int] = {}
 
-    def _record(self, snap: Snapshot) -> None:
+    def _record(self, snap: Snapshot, encoded: Encoded | None) -> None:
         now = self._clock()
         at = now - self._start
-        encoded = self._encoder.encode(snap)
+        if encoded is None:
+            encoded = self._encoder.encode(snap)
         key = (
             encoded.delta is None
             or snap.session != self._session

@@ -376,3 +376,18 @@ def test_a_snapshot_that_cannot_be_encoded_stops_the_recording(tmp_path: Path) -
     assert rec.stopped and "recording stopped" in rec.message
     rec.close()
     assert len(read_all(tmp_path / "r")[1]) == 1
+
+
+def test_snapshots_encoded_elsewhere_record_the_same(tmp_path: Path) -> None:
+    # The publisher's encoder, shared: what it makes goes to the recorder as it is.
+    snaps = session(200)
+    encoder = SnapshotEncoder()
+    clock = Clock()
+    rec = Recorder(tmp_path / "r", INFO, clock=clock)
+    for i, s in enumerate(snaps):
+        if i == 120:
+            encoder.reset()  # a consumer attached: the publisher restarted its encoder
+        rec.record_encoded(encoder.encode(s))
+        clock.now += 0.04
+    rec.close()
+    assert read_all(tmp_path / "r")[1] == live(snaps)
