@@ -25,13 +25,14 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("bench", "benchmark loopmon against asyncio and friends"),
     ("attach", "watch a producer's telemetry stream (serve --telemetry, run --telemetry)"),
     ("run", "run a Python program (asyncio, Tornado 6, loopmon's loop) with its loops watched"),
+    ("replay", "replay a recording in the window, or print it with --json"),
     ("gui", "open the monitor window (the default)"),
 )
 
 
 def _module(name: str) -> ModuleType:
     # Explicit imports (not importlib), so the layer contract sees every one of them.
-    from loopmon.cli import attach, bench, load, run, serve, window
+    from loopmon.cli import attach, bench, load, replay, run, serve, window
 
     modules: dict[str, ModuleType] = {
         "serve": serve,
@@ -39,6 +40,7 @@ def _module(name: str) -> ModuleType:
         "load": load,
         "bench": bench,
         "run": run,
+        "replay": replay,
         "gui": window,
     }
     return modules[name]

@@ -145,3 +145,46 @@ def _run(app: QApplication, window: MainWindow, stuck: str) -> int:
         print(f"loopmon: {stuck}", file=sys.stderr)
         return code or 1
     return code
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    """``loopmon replay FILE``: the window on a recording, with the replay's toolbar."""
+    from PySide6.QtCore import Qt
+
+    from loopmon.gui.replay_bar import ReplayBar
+    from loopmon.sources.recording import RecordingSource
+    from loopmon.wire.recording import RecordingError
+
+    app = application()
+    try:
+        source = RecordingSource(args.file)
+    except RecordingError as exc:
+        print(f"loopmon replay: {args.file}: {exc}", file=sys.stderr)
+        return 1
+    window = MainWindow(source, history_mb=getattr(args, "history_mb", None) or 300)
+    window.setWindowTitle(f"loopmon replay: {args.file}")
+    bar = ReplayBar(source, window.timeline, window)
+    window.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
+    window.replay_bar = bar  # type: ignore[attr-defined]
+    source.start()
+    start = getattr(args, "start", 0.0) or 0.0
+    if start:
+        bar.seek(start)
+    bar.play_action.setChecked(True)
+    window.show()
+    previous = signal.signal(signal.SIGINT, lambda _s, _f: QTimer.singleShot(0, window.close))
+    heartbeat = QTimer()
+    heartbeat.timeout.connect(lambda: None)
+    heartbeat.start(250)
+    try:
+        code = app.exec()
+    finally:
+        heartbeat.stop()
+        signal.signal(signal.SIGINT, previous)
+        window.shutdown()
+        window.deleteLater()
+        app.processEvents()
+        source.mailbox.close()
+    for problem in source.reader.problems:
+        print(f"loopmon replay: {args.file}: {problem}", file=sys.stderr)
+    return code

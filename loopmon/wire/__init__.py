@@ -3,8 +3,10 @@
 ``frames`` cuts a byte stream into length-prefixed frames; ``messages`` codes the hellos,
 errors, commands and replies; ``snapshots`` turns a sequence of snapshots into a keyframe and
 deltas and back (``rows`` and ``columns`` code connection rows column by column, ``records``
-the small records). The standard library only (struct, array, varints): no pickle, no
-marshal. docs/protocol.md is the specification a third party writes a client from.
+the small records). ``recording`` writes the frames to a file and ``playback`` reads them
+back (``recformat``: the file's layout, docs/recording.md). The standard library only (struct,
+array, varints): no pickle, no marshal. docs/protocol.md is the specification a third party
+writes a client from.
 """
 
 from loopmon.wire.codec import WireError
