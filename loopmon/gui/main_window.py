@@ -336,6 +336,12 @@ class MainWindow(QMainWindow):
         geometry = s.value("window/geometry")
         if isinstance(geometry, QByteArray) and not geometry.isEmpty():
             self.restoreGeometry(geometry)
+            # Qt shrinks a geometry saved on another screen to two thirds of this one (553 x 400
+            # on 800 x 600), and the next run saves that: take the size the user left, and let
+            # _fit_screen bound it to this screen.
+            size = s.value("window/size")
+            if isinstance(size, QSize) and size.isValid() and not self.isMaximized():
+                self.resize(size)
         else:
             self.resize(DEFAULT_SIZE)
         self._fit_screen()
@@ -371,6 +377,7 @@ class MainWindow(QMainWindow):
     def save_settings(self) -> None:
         s = self.settings
         s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/size", self.size())
         s.setValue("window/state", self.saveState())
         s.setValue("window/splitter", self.splitter.saveState())
         s.setValue("window/tab", self.tabs.currentIndex())

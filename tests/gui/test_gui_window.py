@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import struct
 import sys
 import threading
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeRunner, busy_connections, connection, event, figures, listeners, snapshot
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QByteArray, Qt
 
 from loopmon.gui.bridge import Batch
 from loopmon.gui.event_log import EventLog
@@ -586,6 +587,38 @@ def test_settings_are_remembered(qtbot, runner: FakeRunner, tmp_path: Path) -> N
     assert second.load_panel.clients_spin.value() == 77
     assert second.load_panel.mode_combo.currentText() == "flood"
     assert second.event_log.model.kinds == {"stall", "exception"}
+
+
+def test_a_window_saved_on_a_bigger_screen_reopens_as_large_as_fits(
+    qtbot, runner: FakeRunner, tmp_path: Path
+) -> None:
+    # Qt's restoreGeometry shrinks a geometry saved on a wider screen to two thirds of this one:
+    # a window last used at 1,600 x 1,000 came back at 553 x 400 on an 800 x 600 screen, and
+    # stayed that small, saved so, on the next run at 1,600 x 1,000 (1,066 x 666).
+    path = tmp_path / "bigger.ini"
+    first = MainWindow(runner, settings=open_settings(path))
+    qtbot.addWidget(first)
+    first.show()
+    qtbot.waitExposed(first)
+    free = first.screen().availableGeometry().size()
+    first.resize(free.width() * 7 // 4, free.height() * 3 // 2)
+    first.close()
+    settings = open_settings(path)
+    saved = bytes(settings.value("window/geometry").data())
+    # saveGeometry's format 3 keeps the screen's width at bytes 46-49: say it was twice this one.
+    assert struct.unpack(">i", saved[46:50]) == (free.width(),)
+    settings.setValue(
+        "window/geometry", QByteArray(saved[:46] + struct.pack(">i", 2 * free.width()) + saved[50:])
+    )
+    settings.sync()
+    second = MainWindow(FakeRunner(), settings=open_settings(path))
+    qtbot.addWidget(second)
+    second.show()
+    qtbot.waitExposed(second)
+    frame = second.frameGeometry()
+    assert frame.width() <= free.width() and frame.height() <= free.height()
+    assert frame.width() >= free.width() * 0.9, (frame, free)
+    assert frame.height() >= free.height() * 0.9, (frame, free)
 
 
 def test_listeners_from_snapshots_appear(window: MainWindow) -> None:
