@@ -5,6 +5,9 @@ It reads nothing but the batches the bridge emits and changes nothing but throug
 Each snapshot is recorded into the histories (numpy, cheap) whether or not the views are paused,
 then applied to the views: the table, and whichever plot is visible (hidden ones catch up when
 shown).
+
+Past 400 lines and still one job: it composes the panels, plots and log into one window and
+routes batches, commands, exports and settings between them; each view is a module of its own.
 """
 
 from __future__ import annotations
