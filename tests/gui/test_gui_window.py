@@ -157,6 +157,21 @@ def test_address_in_use_goes_when_its_listener_here_stops(
     assert panel.start_message.text() == ""
 
 
+def test_listening_on_goes_when_that_listener_stops(
+    qtbot, window: MainWindow, runner: FakeRunner
+) -> None:
+    # "listening on 127.0.0.1:45003" stayed beside Start, above an empty table, once it stopped.
+    panel = window.listener_panel
+    panel.set_host_port("127.0.0.1", "0")
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(panel.model.rows) == 1, timeout=2000)
+    assert panel.start_message.text() == "listening on 127.0.0.1:41000"
+    qtbot.mouseClick(panel.buttons[panel.model.rows[0].id], Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.model.rows == [], timeout=2000)
+    assert panel.start_message.text() == ""
+    assert panel.stop_message.text().startswith("stopped 127.0.0.1:41000")
+
+
 def test_nothing_to_load_goes_once_there_is_a_target(qtbot, window: MainWindow) -> None:
     load = window.load_panel
     load.start()
