@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from loopmon.gui.commands import Commands, describe
-from loopmon.gui.listener_model import ACTION, ListenerModel
+from loopmon.gui.listener_model import ACTION, STATE, ListenerModel
 from loopmon.gui.model.validation import parse_host, parse_port
 from loopmon.gui.model.wording import wrappable
 from loopmon.snapshot import ListenerRow
@@ -87,7 +87,9 @@ class ListenerPanel(QGroupBox):
         table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         header = table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        # The state takes what is left, elided ("full: select's FD_SETSIZE" is in its tooltip):
+        # sized to its contents it squeezed the address to "12...".
+        header.setSectionResizeMode(STATE, QHeaderView.ResizeMode.Stretch)
         header.setMinimumSectionSize(40)
         table.setMinimumHeight(90)
         self.table = table

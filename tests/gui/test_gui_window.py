@@ -172,6 +172,24 @@ def test_listening_on_goes_when_that_listener_stops(
     assert panel.stop_message.text().startswith("stopped 127.0.0.1:41000")
 
 
+def test_a_full_listener_keeps_its_address_readable(qtbot, window: MainWindow) -> None:
+    # "full: select's FD_SETSIZE" took the table's width and left the address "12...".
+    import dataclasses
+
+    from loopmon.echo.listener import FULL_STATE
+
+    row = dataclasses.replace(listeners(34277)[0], state=FULL_STATE, accepted=993)
+    feed(window, snapshot(listeners=(row,)))
+    window.resize(800, 600)
+    settle(qtbot, window)
+    table = window.listener_panel.table
+    wanted = table.fontMetrics().horizontalAdvance("127.0.0.1:34277")
+    assert table.columnWidth(0) > wanted
+    assert not table.horizontalScrollBar().isVisible()
+    index = window.listener_panel.model.index(0, 1)
+    assert FULL_STATE in window.listener_panel.model.data(index, Qt.ItemDataRole.ToolTipRole)
+
+
 def test_nothing_to_load_goes_once_there_is_a_target(qtbot, window: MainWindow) -> None:
     load = window.load_panel
     load.start()
