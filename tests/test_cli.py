@@ -14,6 +14,8 @@ import pytest
 from loopmon import __version__
 from loopmon.cli import build_parser
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -105,8 +107,13 @@ def test_the_window_without_the_gui_extra_says_how_to_install_it(tmp_path: Path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    assert "pip install 'loopmon[gui]'" in lines[0]
     assert "PySide6, pyqtgraph, numpy" in lines[0]
+    # What it suggests works as written in a venv that is not activated: this interpreter's
+    # pip (a bare `pip` was another Python's), and the checkout loopmon was installed from
+    # (pip's direct_url.json; `loopmon[gui]` would be looked for in the package index).
+    suggested = shlex.split(lines[0].split("`")[1])
+    assert suggested[:4] == [sys.executable, "-m", "pip", "install"]
+    assert suggested[4] == f"{ROOT}[gui]"
     # The headless commands do not need it.
     assert run("serve", "--help", env=env).returncode == 0
 

@@ -8,11 +8,14 @@ headless machine or a core install gets advice, not a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
+import json
 import os
 import shlex
 import shutil
 import sys
+import urllib.parse
 from pathlib import Path
 
 from loopmon.cli.args import add_server_arguments
@@ -23,6 +26,7 @@ __all__ = [
     "NO_GUI",
     "add_arguments",
     "has_display",
+    "install_command",
     "missing",
     "run",
     "this_command",
@@ -31,8 +35,7 @@ __all__ = [
 # What the gui extra installs (pyproject.toml): the window imports all three.
 GUI_PACKAGES = ("PySide6", "pyqtgraph", "numpy")
 NO_GUI = (
-    "loopmon: the window needs the gui extra ({missing} not installed): "
-    "pip install 'loopmon[gui]' (from a checkout: pip install '.[gui]'); "
+    "loopmon: the window needs the gui extra ({missing} not installed): `{install}`; "
     "serve, load and bench run without it."
 )
 
@@ -65,6 +68,24 @@ def this_command() -> str:
     return shlex.quote(text if "/" in text else f"./{text}")
 
 
+def install_command() -> str:
+    """How to add the gui extra to this very install, as a shell would take it: this
+    interpreter's pip (a venv need not be activated, and a bare ``pip`` may be another
+    Python's), and the checkout or folder loopmon was installed from when pip recorded one
+    (``direct_url.json``), else the package's name."""
+    source = "loopmon"
+    try:
+        recorded = importlib.metadata.distribution("loopmon").read_text("direct_url.json")
+        url = json.loads(recorded or "{}").get("url", "")
+    except (importlib.metadata.PackageNotFoundError, ValueError, AttributeError):
+        url = ""
+    if url.startswith("file://"):
+        folder = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+        if (folder / "pyproject.toml").is_file():
+            source = str(folder)
+    return f"{shlex.quote(sys.executable)} -m pip install {shlex.quote(source + '[gui]')}"
+
+
 def has_display() -> bool:
     if os.environ.get("QT_QPA_PLATFORM", "").split(":")[0] in ("offscreen", "minimal", "vnc"):
         return True
@@ -89,7 +110,7 @@ def missing(packages: tuple[str, ...] = GUI_PACKAGES) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     absent = missing()
     if absent:
-        print(NO_GUI.format(missing=", ".join(absent)), file=sys.stderr)
+        print(NO_GUI.format(missing=", ".join(absent), install=install_command()), file=sys.stderr)
         return 2
     if not has_display():
         print(NO_DISPLAY.format(command=this_command()), file=sys.stderr)
