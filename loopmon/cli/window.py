@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import sys
 import urllib.parse
 from pathlib import Path
@@ -24,12 +25,15 @@ __all__ = [
     "GUI_PACKAGES",
     "NO_DISPLAY",
     "NO_GUI",
+    "NO_X_SERVER",
     "add_arguments",
     "has_display",
     "install_command",
     "missing",
     "run",
     "this_command",
+    "unreachable_display",
+    "x_server_answers",
 ]
 
 # What the gui extra installs (pyproject.toml): the window imports all three.
@@ -43,6 +47,12 @@ NO_DISPLAY = (
     "loopmon: no display found (DISPLAY and WAYLAND_DISPLAY are unset). Run the window under a "
     "virtual display with `xvfb-run -a {command}` (apt-get install xvfb), or run headless with "
     "`{command} serve`."
+)
+
+NO_X_SERVER = (
+    "loopmon: no X server answers at DISPLAY={display} (it may have stopped). Run the window "
+    "under a virtual display with `xvfb-run -a {command}` (apt-get install xvfb), or run "
+    "headless with `{command} serve`."
 )
 
 
@@ -94,6 +104,46 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+def x_server_answers(display: str, timeout_s: float = 1.0) -> bool:
+    """Whether an X server takes a connection at ``display`` (``[host]:N[.screen]``) where Qt's
+    xcb plugin would look: a local display's Unix socket (the file, or the abstract one Xorg
+    and Xvfb also open), a remote one's TCP port 6000 + N. A form it does not know: True (Qt
+    tries). Without this, a DISPLAY left from a stopped server made Qt abort with a misleading
+    message about libxcb-cursor0."""
+    host, sep, rest = display.rpartition(":")
+    number = rest.split(".")[0]
+    if not sep or not number.isdigit() or "/" in host:
+        return True
+    if host in ("", "unix"):
+        path = f"/tmp/.X11-unix/X{number}"
+        for address in (path, "\0" + path):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout_s)
+                try:
+                    sock.connect(address)
+                except OSError:
+                    continue
+                return True
+        return False
+    try:
+        with socket.create_connection((host.strip("[]"), 6000 + int(number)), timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def unreachable_display() -> str | None:
+    """DISPLAY, when Qt would use it (X11, no Wayland, no other platform chosen) and no X server
+    answers there; else None."""
+    display = os.environ.get("DISPLAY", "")
+    platform = os.environ.get("QT_QPA_PLATFORM", "").split(":")[0]
+    if not sys.platform.startswith("linux") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    if not display or platform not in ("", "xcb"):
+        return None
+    return None if x_server_answers(display) else display
+
+
 def missing(packages: tuple[str, ...] = GUI_PACKAGES) -> list[str]:
     """Those of ``packages`` that cannot be imported here (looked up, not imported)."""
     absent = []
@@ -114,6 +164,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not has_display():
         print(NO_DISPLAY.format(command=this_command()), file=sys.stderr)
+        return 2
+    display = unreachable_display()
+    if display is not None:
+        print(NO_X_SERVER.format(display=display, command=this_command()), file=sys.stderr)
         return 2
     from loopmon.gui import app
 
