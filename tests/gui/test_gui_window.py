@@ -748,6 +748,15 @@ def test_load_throughput_is_in_mib_per_s() -> None:
     assert "MB/s" not in LoadPanel.describe_summary(summary)
 
 
+def test_the_load_summary_counts_one_in_the_singular() -> None:
+    from loopmon.gui.load_panel import LoadPanel
+
+    summary = {"mode": "rr", "clients": 1, "size": 1, "round_trips": 1, "errors": 1}
+    text = LoadPanel.describe_summary(dict(summary, mismatches=1))
+    assert "rr · 1 client x" in text and "1 round trip " in text
+    assert "1 error, 1 mismatch" in text
+
+
 def test_a_strategy_change_from_the_loop_is_in_the_event_log(window: MainWindow) -> None:
     feed(window, None, [event("loop", "echo strategy: direct -> seed")])
     log = window.event_log.model
