@@ -69,6 +69,9 @@ done
 # A free port, so a server already on 10000 does not get in the way.
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 unset QT_QPA_PLATFORM
+# A throwaway profile: the user's saved window size and choices would change the shot, and the
+# window saves its own state when it closes, which would overwrite theirs.
+export LOOPMON_SETTINGS="$work/settings.ini"
 "$loopmon" --port "$port" --strategy seed >"$work/window.log" 2>&1 &
 window_pid=$!
 tries=0

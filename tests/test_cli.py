@@ -14,6 +14,8 @@ import pytest
 from loopmon import __version__
 from loopmon.cli import build_parser
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -105,10 +107,34 @@ def test_the_window_without_the_gui_extra_says_how_to_install_it(tmp_path: Path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    assert "pip install 'loopmon[gui]'" in lines[0]
     assert "PySide6, pyqtgraph, numpy" in lines[0]
+    # What it suggests works as written in a venv that is not activated: this interpreter's
+    # pip (a bare `pip` was another Python's), and the checkout loopmon was installed from
+    # (pip's direct_url.json; `loopmon[gui]` would be looked for in the package index).
+    suggested = shlex.split(lines[0].split("`")[1])
+    assert suggested[:4] == [sys.executable, "-m", "pip", "install"]
+    assert suggested[4] == f"{ROOT}[gui]"
     # The headless commands do not need it.
     assert run("serve", "--help", env=env).returncode == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X11 sockets as on Linux")
+def test_a_display_no_x_server_answers_is_one_clear_line_and_exit_2() -> None:
+    # DISPLAY left over from an X server that is gone: Qt aborted (exit 134) blaming a missing
+    # libxcb-cursor0 that was installed.
+    pytest.importorskip("PySide6")
+    n = next(
+        n
+        for n in range(300, 1000)
+        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists()
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    env["DISPLAY"] = f":{n}"
+    proc = run(env=env)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert f"DISPLAY=:{n}" in lines[0] and "xvfb-run -a" in lines[0] and "serve" in lines[0]
 
 
 def test_the_no_display_advice_names_the_script_that_ran(tmp_path: Path) -> None:

@@ -167,3 +167,21 @@ def test_the_check_catches_a_qt_import(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "PySide6" in out.stdout
+
+
+# -- module sizes ------------------------------------------------------------------------------
+MAX_LINES = 410  # DESIGN.md: "past ~400 lines, its docstring says why it is still one job"
+
+
+def test_a_module_past_about_400_lines_says_in_its_docstring_why_it_is_still_one_job() -> None:
+    import ast
+
+    unexplained = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") <= MAX_LINES:
+            continue
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        if "one job" not in " ".join(doc.split()):
+            unexplained.append(f"{path.relative_to(ROOT)} ({text.count(chr(10))} lines)")
+    assert unexplained == []

@@ -510,3 +510,22 @@ def test_port_0_is_no_target() -> None:
     code, _, err = run_load("--port", "0")
     assert code == 2
     assert "--port 0 names no server" in err
+
+
+def test_the_summary_counts_one_in_the_singular() -> None:
+    # "rr: 1 clients x 1,024 B", "1 errors": a new user's run with --clients 1.
+    from loopmon.cli.load import format_summary
+
+    summary = dict(
+        mode="rr", clients=1, size=1024, duration_s=1.0, backend="epoll", round_trips=1,
+        round_trips_per_s=1.0, mb_per_s=0.001, latency_p50_ms=None, latency_p99_ms=None,
+        latency_max_ms=None, connections_held=1, bytes_sent=1024, bytes_received=1024,
+        errors=1, mismatches=1, connect_failures=1,
+    )  # fmt: skip
+    text = format_summary(summary)
+    assert "rr: 1 client x 1,024 B" in text
+    assert "1 round trip," in text
+    assert "1 error, 1 mismatch, 1 connect failure" in text
+    assert "1 of 1 connection open" in text
+    text = format_summary(dict(summary, clients=2, errors=0, mismatches=2, connect_failures=0))
+    assert "2 clients x" in text and "0 errors, 2 mismatches, 0 connect failures" in text

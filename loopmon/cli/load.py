@@ -126,17 +126,24 @@ def format_summary(s: dict[str, Any]) -> str:
             f"latency p50 {s['latency_p50_ms']:.3f} ms, p99 {s['latency_p99_ms']:.3f} ms, "
             f"max {s['latency_max_ms']:.3f} ms"
         )
+    held = f"{s['connections_held']:,} of {_count(s['clients'], 'connection')}"
     return (
-        f"{s['mode']}: {s['clients']:,} clients x {s['size']:,} B for {s['duration_s']:.1f} s "
-        f"({s['backend']})\n"
-        f"  {s['round_trips']:,} round trips, {s['round_trips_per_s']:,.0f}/s, "
+        f"{s['mode']}: {_count(s['clients'], 'client')} x {s['size']:,} B for "
+        f"{s['duration_s']:.1f} s ({s['backend']})\n"
+        f"  {_count(s['round_trips'], 'round trip')}, {s['round_trips_per_s']:,.0f}/s, "
         f"{byte_rate(s['mb_per_s'] * 1e6)} echoed\n"
         f"  {latency}\n"
-        f"  {s['connections_held']:,} of {s['clients']:,} connections open at the end; "
+        f"  {held} open at the end; "
         f"sent {s['bytes_sent']:,} B, received {s['bytes_received']:,} B\n"
-        f"  {s['errors']:,} errors, {s['mismatches']:,} mismatches, "
-        f"{s['connect_failures']:,} connect failures"
+        f"  {_count(s['errors'], 'error')}, {_count(s['mismatches'], 'mismatch', 'mismatches')}, "
+        f"{_count(s['connect_failures'], 'connect failure')}"
     )
+
+
+def _count(count: int, noun: str, nouns: str | None = None) -> str:
+    """'1 client', '2 clients': the window's ``wording.plural``, which this Qt-free command
+    cannot import without the window's package."""
+    return f"{count:,} {noun if count == 1 else (nouns or noun + 's')}"
 
 
 def format_progress(p: dict[str, Any]) -> str:

@@ -8,11 +8,15 @@ headless machine or a core install gets advice, not a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
+import json
 import os
 import shlex
 import shutil
+import socket
 import sys
+import urllib.parse
 from pathlib import Path
 
 from loopmon.cli.args import add_server_arguments
@@ -21,18 +25,21 @@ __all__ = [
     "GUI_PACKAGES",
     "NO_DISPLAY",
     "NO_GUI",
+    "NO_X_SERVER",
     "add_arguments",
     "has_display",
+    "install_command",
     "missing",
     "run",
     "this_command",
+    "unreachable_display",
+    "x_server_answers",
 ]
 
 # What the gui extra installs (pyproject.toml): the window imports all three.
 GUI_PACKAGES = ("PySide6", "pyqtgraph", "numpy")
 NO_GUI = (
-    "loopmon: the window needs the gui extra ({missing} not installed): "
-    "pip install 'loopmon[gui]' (from a checkout: pip install '.[gui]'); "
+    "loopmon: the window needs the gui extra ({missing} not installed): `{install}`; "
     "serve, load and bench run without it."
 )
 
@@ -40,6 +47,12 @@ NO_DISPLAY = (
     "loopmon: no display found (DISPLAY and WAYLAND_DISPLAY are unset). Run the window under a "
     "virtual display with `xvfb-run -a {command}` (apt-get install xvfb), or run headless with "
     "`{command} serve`."
+)
+
+NO_X_SERVER = (
+    "loopmon: no X server answers at DISPLAY={display} (it may have stopped). Run the window "
+    "under a virtual display with `xvfb-run -a {command}` (apt-get install xvfb), or run "
+    "headless with `{command} serve`."
 )
 
 
@@ -84,12 +97,70 @@ def this_command() -> str:
     return shlex.quote(text if "/" in text else f"./{text}")
 
 
+def install_command() -> str:
+    """How to add the gui extra to this very install, as a shell would take it: this
+    interpreter's pip (a venv need not be activated, and a bare ``pip`` may be another
+    Python's), and the checkout or folder loopmon was installed from when pip recorded one
+    (``direct_url.json``), else the package's name."""
+    source = "loopmon"
+    try:
+        recorded = importlib.metadata.distribution("loopmon").read_text("direct_url.json")
+        url = json.loads(recorded or "{}").get("url", "")
+    except (importlib.metadata.PackageNotFoundError, ValueError, AttributeError):
+        url = ""
+    if url.startswith("file://"):
+        folder = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+        if (folder / "pyproject.toml").is_file():
+            source = str(folder)
+    return f"{shlex.quote(sys.executable)} -m pip install {shlex.quote(source + '[gui]')}"
+
+
 def has_display() -> bool:
     if os.environ.get("QT_QPA_PLATFORM", "").split(":")[0] in ("offscreen", "minimal", "vnc"):
         return True
     if sys.platform in ("darwin", "win32"):
         return True
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def x_server_answers(display: str, timeout_s: float = 1.0) -> bool:
+    """Whether an X server takes a connection at ``display`` (``[host]:N[.screen]``) where Qt's
+    xcb plugin would look: a local display's Unix socket (the file, or the abstract one Xorg
+    and Xvfb also open), a remote one's TCP port 6000 + N. A form it does not know: True (Qt
+    tries). Without this, a DISPLAY left from a stopped server made Qt abort with a misleading
+    message about libxcb-cursor0."""
+    host, sep, rest = display.rpartition(":")
+    number = rest.split(".")[0]
+    if not sep or not number.isdigit() or "/" in host:
+        return True
+    if host in ("", "unix"):
+        path = f"/tmp/.X11-unix/X{number}"
+        for address in (path, "\0" + path):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout_s)
+                try:
+                    sock.connect(address)
+                except OSError:
+                    continue
+                return True
+        return False
+    try:
+        with socket.create_connection((host.strip("[]"), 6000 + int(number)), timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def unreachable_display() -> str | None:
+    """DISPLAY, when Qt would use it (X11, no Wayland, no other platform chosen) and no X server
+    answers there; else None."""
+    display = os.environ.get("DISPLAY", "")
+    platform = os.environ.get("QT_QPA_PLATFORM", "").split(":")[0]
+    if not sys.platform.startswith("linux") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    if not display or platform not in ("", "xcb"):
+        return None
+    return None if x_server_answers(display) else display
 
 
 def missing(packages: tuple[str, ...] = GUI_PACKAGES) -> list[str]:
@@ -108,10 +179,14 @@ def missing(packages: tuple[str, ...] = GUI_PACKAGES) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     absent = missing()
     if absent:
-        print(NO_GUI.format(missing=", ".join(absent)), file=sys.stderr)
+        print(NO_GUI.format(missing=", ".join(absent), install=install_command()), file=sys.stderr)
         return 2
     if not has_display():
         print(NO_DISPLAY.format(command=this_command()), file=sys.stderr)
+        return 2
+    display = unreachable_display()
+    if display is not None:
+        print(NO_X_SERVER.format(display=display, command=this_command()), file=sys.stderr)
         return 2
     from loopmon.gui import app
 

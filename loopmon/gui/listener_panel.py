@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from loopmon.gui.commands import Commands, describe
-from loopmon.gui.listener_model import ACTION, ListenerModel
+from loopmon.gui.listener_model import ACTION, STATE, ListenerModel
 from loopmon.gui.model.validation import parse_host, parse_port
 from loopmon.gui.model.wording import wrappable
 from loopmon.snapshot import ListenerRow
@@ -75,6 +75,7 @@ class ListenerPanel(QGroupBox):
         # What the message beside Start is about, so it goes once that is no longer so.
         self._fix_first = False  # "fix the address first": until both fields are valid
         self._failed_at: tuple[str, int] | None = None  # a start that failed on this address
+        self._listening: tuple[str, int] | None = None  # (session, id) "listening on" names
         self.host_edit.textChanged.connect(self._check_host)
         self.port_edit.textChanged.connect(self._check_port)
         self.host_edit.textChanged.connect(self._fields_changed)
@@ -89,7 +90,9 @@ class ListenerPanel(QGroupBox):
         table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         header = table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        # The state takes what is left, elided ("full: select's FD_SETSIZE" is in its tooltip):
+        # sized to its contents it squeezed the address to "12...".
+        header.setSectionResizeMode(STATE, QHeaderView.ResizeMode.Stretch)
         header.setMinimumSectionSize(40)
         table.setMinimumHeight(90)
         self.table = table
@@ -138,6 +141,7 @@ class ListenerPanel(QGroupBox):
     def _clear_start_message(self) -> None:
         self._fix_first = False
         self._failed_at = None
+        self._listening = None
         say(self.start_message, "")
 
     # -- starting ------------------------------------------------------------------------
@@ -145,7 +149,7 @@ class ListenerPanel(QGroupBox):
         host, port = self._check_host(), self._check_port()
         if host is None or port is None:
             say(self.start_message, "fix the address first: nothing was started", error=True)
-            self._fix_first, self._failed_at = True, None
+            self._fix_first, self._failed_at, self._listening = True, None, None
             return
         if self._commands is None:
             say(self.start_message, "no loop to start it on", error=True)
@@ -157,7 +161,7 @@ class ListenerPanel(QGroupBox):
         assert self._commands is not None
         shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         say(self.start_message, f"starting {shown}…")
-        self._fix_first, self._failed_at = False, None
+        self._fix_first, self._failed_at, self._listening = False, None, None
         session = self.model.session
 
         def then(row: ListenerRow | None, error: BaseException | None) -> None:
@@ -167,6 +171,7 @@ class ListenerPanel(QGroupBox):
                 return
             self.model.announce(row, session)
             say(self.start_message, f"listening on {row.address}")
+            self._listening = (session, row.id)  # stale once that listener stops
 
         self._commands.start_listener(host, port, then)
 
@@ -207,6 +212,9 @@ class ListenerPanel(QGroupBox):
             stopped = rows.get(listener_id)
             if stopped is not None and self._failed_at == (stopped.host, stopped.port):
                 self._clear_start_message()  # the address a start failed on is free now
+            # "listening on" it is no longer so ("": started before the first snapshot came)
+            if self._listening in (("", listener_id), (session, listener_id)):
+                self._clear_start_message()
             extra = " and closed its connections" if close else ""
             say(self.stop_message, f"stopped {address}{extra}")
 

@@ -375,13 +375,14 @@ class LoadPanel(QGroupBox):
 
     @staticmethod
     def describe_summary(s: dict[str, Any]) -> str:
+        mismatches = plural(int(s.get("mismatches", 0)), "mismatch", "mismatches")
+        rate = float(s.get("round_trips_per_s", 0))
         return (
-            f"{s.get('mode', '?')} · {s.get('clients', '?')} clients x "
+            f"{s.get('mode', '?')} · {plural(int(s.get('clients', 0)), 'client')} x "
             f"{s.get('size', '?')} B for {float(s.get('duration_s', 0)):.1f} s: "
-            f"{int(s.get('round_trips', 0)):,} round trips "
-            f"({float(s.get('round_trips_per_s', 0)):,.0f}/s), "
+            f"{plural(int(s.get('round_trips', 0)), 'round trip')} ({rate:,.0f}/s), "
             f"{units.mib_per_s(s):.1f} MiB/s; {LoadPanel.describe_latency(s)}; "
-            f"{s.get('errors', 0)} errors, {s.get('mismatches', 0)} mismatches"
+            f"{plural(int(s.get('errors', 0)), 'error')}, {mismatches}"
         )
 
     @staticmethod

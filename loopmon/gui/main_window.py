@@ -8,6 +8,9 @@ greys out the rest, saying why.
 Each snapshot is recorded into the histories (numpy, cheap) whether or not the views are paused,
 then applied to the views: the table, and whichever plot is visible (hidden ones catch up when
 shown).
+
+Past 400 lines and still one job: it composes the panels, plots and log into one window and
+routes batches, commands, exports and settings between them; each view is a module of its own.
 """
 
 from __future__ import annotations
@@ -513,6 +516,12 @@ class MainWindow(QMainWindow):
         geometry = s.value("window/geometry")
         if isinstance(geometry, QByteArray) and not geometry.isEmpty():
             self.restoreGeometry(geometry)
+            # Qt shrinks a geometry saved on another screen to two thirds of this one (553 x 400
+            # on 800 x 600), and the next run saves that: take the size the user left, and let
+            # _fit_screen bound it to this screen.
+            size = s.value("window/size")
+            if isinstance(size, QSize) and size.isValid() and not self.isMaximized():
+                self.resize(size)
         else:
             self.resize(DEFAULT_SIZE)
         self._fit_screen()
@@ -548,6 +557,7 @@ class MainWindow(QMainWindow):
     def save_settings(self) -> None:
         s = self.settings
         s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/size", self.size())
         s.setValue("window/state", self.saveState())
         s.setValue("window/splitter", self.splitter.saveState())
         s.setValue("window/tab", self.tabs.currentIndex())

@@ -8,6 +8,11 @@ How loops are found: the event loop policy (public) makes watched selector loops
 
 What it never does to the program: create a task on its loops (the lag probe and the snapshot
 tick are timer handles), show its own fds (``own``), leave its sockets to a forked child.
+
+Past 400 lines and still one job: the registry of watched loops and the snapshot built over all
+of them share one state (the watches, each loop's last totals and lag window, the policy, start
+and fork hooks that keep the registry true); the watching itself (selectors, the IOLoop watch,
+tasks, fds) lives in the modules beside it.
 """
 
 from __future__ import annotations

@@ -26,6 +26,10 @@ Prometheus's rules, and how they are kept:
 ``update`` and ``collect`` may run on different threads (a lock guards the state); in ``serve``
 both run on the loop thread. The work of a scrape over 10,000 open rows (counting them, summing
 their readiness) is done at C speed and once per snapshot, however many scrapes read it.
+
+Past 400 lines and still one job: a snapshot in, the metric families out. The folds that keep
+Prometheus's rules across loop restarts (``_Restarts``, ``_Floor``, ``_LagFold``) exist only for
+these families, and the families are built by what they read (rows, listeners, loops).
 """
 
 from __future__ import annotations

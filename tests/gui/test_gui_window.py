@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import struct
 import sys
 import threading
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeRunner, busy_connections, connection, event, figures, listeners, snapshot
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QByteArray, Qt
 
 from loopmon.gui.bridge import Batch
 from loopmon.gui.event_log import EventLog
@@ -155,6 +156,39 @@ def test_address_in_use_goes_when_its_listener_here_stops(
     qtbot.mouseClick(panel.buttons[panel.model.rows[0].id], Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: panel.model.rows == [], timeout=2000)
     assert panel.start_message.text() == ""
+
+
+def test_listening_on_goes_when_that_listener_stops(
+    qtbot, window: MainWindow, runner: FakeRunner
+) -> None:
+    # "listening on 127.0.0.1:45003" stayed beside Start, above an empty table, once it stopped.
+    panel = window.listener_panel
+    panel.set_host_port("127.0.0.1", "0")
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(panel.model.rows) == 1, timeout=2000)
+    assert panel.start_message.text() == "listening on 127.0.0.1:41000"
+    qtbot.mouseClick(panel.buttons[panel.model.rows[0].id], Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.model.rows == [], timeout=2000)
+    assert panel.start_message.text() == ""
+    assert panel.stop_message.text().startswith("stopped 127.0.0.1:41000")
+
+
+def test_a_full_listener_keeps_its_address_readable(qtbot, window: MainWindow) -> None:
+    # "full: select's FD_SETSIZE" took the table's width and left the address "12...".
+    import dataclasses
+
+    from loopmon.echo.listener import FULL_STATE
+
+    row = dataclasses.replace(listeners(34277)[0], state=FULL_STATE, accepted=993)
+    feed(window, snapshot(listeners=(row,)))
+    window.resize(800, 600)
+    settle(qtbot, window)
+    table = window.listener_panel.table
+    wanted = table.fontMetrics().horizontalAdvance("127.0.0.1:34277")
+    assert table.columnWidth(0) > wanted
+    assert not table.horizontalScrollBar().isVisible()
+    index = window.listener_panel.model.index(0, 1)
+    assert FULL_STATE in window.listener_panel.model.data(index, Qt.ItemDataRole.ToolTipRole)
 
 
 def test_nothing_to_load_goes_once_there_is_a_target(qtbot, window: MainWindow) -> None:
@@ -644,6 +678,38 @@ def test_settings_are_remembered(qtbot, runner: FakeRunner, tmp_path: Path) -> N
     assert second.event_log.model.kinds == {"stall", "exception"}
 
 
+def test_a_window_saved_on_a_bigger_screen_reopens_as_large_as_fits(
+    qtbot, runner: FakeRunner, tmp_path: Path
+) -> None:
+    # Qt's restoreGeometry shrinks a geometry saved on a wider screen to two thirds of this one:
+    # a window last used at 1,600 x 1,000 came back at 553 x 400 on an 800 x 600 screen, and
+    # stayed that small, saved so, on the next run at 1,600 x 1,000 (1,066 x 666).
+    path = tmp_path / "bigger.ini"
+    first = MainWindow(runner, settings=open_settings(path))
+    qtbot.addWidget(first)
+    first.show()
+    qtbot.waitExposed(first)
+    free = first.screen().availableGeometry().size()
+    first.resize(free.width() * 7 // 4, free.height() * 3 // 2)
+    first.close()
+    settings = open_settings(path)
+    saved = bytes(settings.value("window/geometry").data())
+    # saveGeometry's format 3 keeps the screen's width at bytes 46-49: say it was twice this one.
+    assert struct.unpack(">i", saved[46:50]) == (free.width(),)
+    settings.setValue(
+        "window/geometry", QByteArray(saved[:46] + struct.pack(">i", 2 * free.width()) + saved[50:])
+    )
+    settings.sync()
+    second = MainWindow(FakeRunner(), settings=open_settings(path))
+    qtbot.addWidget(second)
+    second.show()
+    qtbot.waitExposed(second)
+    frame = second.frameGeometry()
+    assert frame.width() <= free.width() and frame.height() <= free.height()
+    assert frame.width() >= free.width() * 0.9, (frame, free)
+    assert frame.height() >= free.height() * 0.9, (frame, free)
+
+
 def test_listeners_from_snapshots_appear(window: MainWindow) -> None:
     feed(window, snapshot(listeners=listeners(10000, 10001)))
     assert [r.port for r in window.listener_panel.model.rows] == [10000, 10001]
@@ -736,6 +802,15 @@ def test_load_throughput_is_in_mib_per_s() -> None:
     summary = {"mode": "rr", "clients": 1, "size": 1, "mb_per_s": 10.48576}
     assert "10.0 MiB/s" in LoadPanel.describe_summary(summary)
     assert "MB/s" not in LoadPanel.describe_summary(summary)
+
+
+def test_the_load_summary_counts_one_in_the_singular() -> None:
+    from loopmon.gui.load_panel import LoadPanel
+
+    summary = {"mode": "rr", "clients": 1, "size": 1, "round_trips": 1, "errors": 1}
+    text = LoadPanel.describe_summary(dict(summary, mismatches=1))
+    assert "rr · 1 client x" in text and "1 round trip " in text
+    assert "1 error, 1 mismatch" in text
 
 
 def test_a_strategy_change_from_the_loop_is_in_the_event_log(window: MainWindow) -> None:
