@@ -1,4 +1,6 @@
-"""The ``/metrics`` endpoint: a small HTTP/1.1 server on the producer's own loop.
+"""The ``/metrics`` endpoint: a small HTTP/1.1 server on the producer's own loop. Past 400
+lines it is still one job, one request per connection under its limits: the parser, the
+deadlines and the drop accounting only mean something together.
 
 It runs as handlers on the IOLoop that it reports on, so a single-threaded producer stays
 single-threaded (prometheus_client's own server would start a thread). It answers exactly one

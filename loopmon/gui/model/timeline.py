@@ -1,5 +1,7 @@
 """The window's Timeline: every snapshot the source delivers, kept within a memory budget, on one
-time axis shared by every view, readable at any moment (``state_at``).
+time axis shared by every view, readable at any moment (``state_at``). Past 400 lines it is
+still one job, what the window keeps of a session: feeding, thinning to the budget and
+answering for a moment share one structure (slices and the axis have modules of their own).
 
 Feeding: ``add(snapshot, events, received_at)`` with every snapshot in order, from whatever
 source (the in-process runner's mailbox, a remote stream, a recording read from its start or
