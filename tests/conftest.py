@@ -8,4 +8,6 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+if not os.environ.get("QT_QPA_PLATFORM"):
+    # Unset or empty (an empty one makes Qt look for a display and abort the interpreter).
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
