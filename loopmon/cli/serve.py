@@ -2,8 +2,12 @@
 
 Once every listener is up it prints ``listening on HOST:PORT (backend NAME)`` for each, then
 ``metrics on ...`` and ``telemetry on HOST:PORT`` and ``token file PATH`` for the ports asked for,
-then a status line a second (unless ``--quiet``). ``--telemetry`` publishes from the loop itself
-(no thread), at 25 snapshots a second unless ``--telemetry-hz`` says otherwise. SIGINT or
+then ``recording to FILE`` for ``--record``, then a status line a second (unless ``--quiet``).
+``--telemetry`` publishes from the loop itself (no thread), at 25 snapshots a second unless
+``--telemetry-hz`` says otherwise; so does ``--record`` (or at ``--record-hz``), writing every
+snapshot to a new file (the publisher's encoding shared when there is one). A recording that
+stops by itself (its size limit, a slow or failed write) is one line on stderr, and the server
+goes on; at the signal the recording is closed (its index written). SIGINT or
 SIGTERM says goodbye to the stream's consumers, closes listeners and connections and exits 0.
 A listener that cannot start (port in use, permission denied, unknown host) is one line on
 stderr naming the address and the reason, and exit status 2.
@@ -19,13 +23,23 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, TextIO
 
 from loopmon import __version__, telemetry
-from loopmon.cli.args import FD_HEADROOM, add_server_arguments, byte_count, count, raise_fd_limit
+from loopmon.cli.args import (
+    FD_HEADROOM,
+    add_record_arguments,
+    add_server_arguments,
+    byte_count,
+    count,
+    positive_float,
+    raise_fd_limit,
+    record_refusal,
+)
 from loopmon.echo import Listener, ListenerError
 from loopmon.events import READ
-from loopmon.ioloop import IOLoop
+from loopmon.ioloop import IOLoop, PeriodicCallback
 from loopmon.mailbox import Mailbox
 from loopmon.metrics import options as metrics_options
 from loopmon.netaddr import DEFAULT_PORT, is_loopback
@@ -36,6 +50,7 @@ from loopmon.stream.publisher import Publisher, echo_commands
 from loopmon.stream.reactor import IOLoopReactor
 from loopmon.units import byte_rate, byte_size
 from loopmon.wire import messages as msgs
+from loopmon.wire.recording import Recorder, RecordingError
 
 __all__ = [
     "StatusPrinter",
@@ -92,6 +107,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     stream_options.add_arguments(parser)
     metrics_options.add_arguments(parser)
+    add_record_arguments(parser)
+    parser.add_argument(
+        "--record-hz",
+        type=positive_float,
+        default=None,
+        metavar="HZ",
+        help=f"with --record: snapshots a second (default {STREAM_HZ:g}; --telemetry-hz, if "
+        "given, is the one rate of both)",
+    )
 
 
 # -- the status line (kept apart so it can be fed from a telemetry Snapshot) ------------------
@@ -226,10 +250,16 @@ def run(
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="loopmon serve: %(message)s")
     try:
-        runner, metrics_plan, stream_plan = prepare(args)
-    except (Refused, metrics_options.MetricsError, stream_options.TelemetryError) as exc:
+        runner, metrics_plan, stream_plan, recorder = prepare(args, err)
+    except (
+        Refused,
+        metrics_options.MetricsError,
+        stream_options.TelemetryError,
+        RecordingError,
+    ) as exc:
         print(f"loopmon serve: {exc}", file=err)
         return 2
+    info = producer_info(runner)
     if stream_plan is not None and not is_loopback(stream_plan.address[0]):
         warning = stream_options.remote_warning(*stream_plan.address)
         print(f"loopmon serve: warning: {warning}", file=err)
@@ -243,6 +273,8 @@ def run(
         # On the loop thread, before it stops: consumers get a goodbye, not a reset.
         for publisher in publishers:
             publisher.close("the producer is stopping")
+        if recorder is not None:
+            recorder.close()
 
     def on_ready(r: LoopRunner) -> None:
         # On the loop thread, before any connection: all listeners or none.
@@ -263,11 +295,7 @@ def run(
             r.snapshot_observers.append(exporter.update)
             exporters.append(exporter)
         lines = [f"metrics on {exporter.address}" for exporter in exporters]
-        if stream_plan is not None:
-            publisher = start_stream(stream_plan, r)
-            publishers.append(publisher)
-            lines.append(f"telemetry on {publisher.address_text}")
-            lines.append(f"token file {stream_plan.token_file}")
+        lines += start_outputs(r, info, stream_plan, recorder, publishers)
         if out is not None and announce(listeners, loop.backend, out, err, lines) and status:
             status.attach(loop)
 
@@ -275,6 +303,7 @@ def run(
         run_until_signalled(runner, on_ready, before_stop=close_stream)
     finally:
         close_ports(exporters, metrics_plan, publishers, stream_plan)
+        close_recording(recorder, served=not failure)
     if failure:
         print(f"loopmon serve: {failure[0]}", file=err, flush=True)
         return 2
@@ -304,11 +333,12 @@ def close_ports(
 
 
 def prepare(
-    args: argparse.Namespace,
-) -> tuple[LoopRunner, metrics_options.Plan | None, stream_options.Plan | None]:
-    """The runner, and the metrics and telemetry ports bound before the loop starts: a bad
-    address is one line and exit 2, never a server that half started. Raises ``Refused``,
-    ``MetricsError`` or ``TelemetryError`` with nothing left open."""
+    args: argparse.Namespace, err: TextIO | None = None
+) -> tuple[LoopRunner, metrics_options.Plan | None, stream_options.Plan | None, Recorder | None]:
+    """The runner, the metrics and telemetry ports bound and the recording file created
+    before the loop starts: a bad address or a name taken is one line and exit 2, never a
+    server that half started. Raises ``Refused``, ``MetricsError``, ``TelemetryError`` or
+    ``RecordingError`` with nothing left open."""
     metrics_plan: metrics_options.Plan | None = None
     stream_plan: stream_options.Plan | None = None
     try:
@@ -323,7 +353,13 @@ def prepare(
             allow_remote=getattr(args, "allow_remote", False),
             max_consumers=getattr(args, "max_consumers", stream_options.MAX_CONSUMERS),
         )
-        return make_runner(args, hz), metrics_plan, stream_plan
+        runner = make_runner(args, hz)
+        try:
+            recorder = open_recorder(args, producer_info(runner), err)
+        except BaseException:
+            runner.mailbox.close()
+            raise
+        return runner, metrics_plan, stream_plan, recorder
     except BaseException:
         if metrics_plan is not None:
             metrics_plan.close()
@@ -332,21 +368,98 @@ def prepare(
         raise
 
 
-def start_stream(plan: stream_options.Plan, r: LoopRunner) -> Publisher:
-    """The publisher on the runner's loop (its thread), fed every snapshot."""
-    loop, server = r.loop, r.server
-    assert loop is not None and server is not None
-    info = ProducerInfo(
+def producer_info(r: LoopRunner) -> ProducerInfo:
+    """Who this producer is, for the stream's hello and the recording's header."""
+    return ProducerInfo(
         kind="serve",
         program="loopmon serve",
         pid=os.getpid(),
-        backend=loop.backend,
+        backend=r.backend,
         session=r.session,
         started_at=time.time(),
         commands=STREAM_COMMANDS,
         measures=telemetry.MEASURES,
         version=__version__,
     )
+
+
+def open_recorder(
+    args: argparse.Namespace, info: ProducerInfo, err: TextIO | None
+) -> Recorder | None:
+    """The recording file for ``--record``, created before the loop starts, so that a name
+    taken is one line (``RecordingError``) and nothing served."""
+    if getattr(args, "record", None) is None:
+        return None
+
+    def stopped(message: str) -> None:
+        # On the loop thread; the server goes on.
+        try:
+            print(f"loopmon serve: {message}", file=err, flush=True)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    return Recorder(
+        args.record,
+        info,
+        force=args.force,
+        max_bytes=args.record_max,
+        writer_name="loopmon serve --record",
+        on_stop=stopped,
+    )
+
+
+def start_outputs(
+    r: LoopRunner,
+    info: ProducerInfo,
+    stream_plan: stream_options.Plan | None,
+    recorder: Recorder | None,
+    publishers: list[Publisher],
+) -> list[str]:
+    """On the loop thread: the publisher (added to ``publishers``) and the recorder fed;
+    the lines that announce them."""
+    lines = []
+    if stream_plan is not None:
+        publisher = start_stream(stream_plan, r, info)
+        publishers.append(publisher)
+        lines.append(f"telemetry on {publisher.address_text}")
+        lines.append(f"token file {stream_plan.token_file}")
+    if recorder is not None:
+        feed_recorder(recorder, r, publishers[0] if publishers else None)
+        lines.append(f"recording to {recorder.path}")
+    return lines
+
+
+def close_recording(recorder: Recorder | None, served: bool) -> None:
+    """Close it if the signal did not (the loop died); remove it if nothing was served (a
+    listener could not start): a file of only a header is of use to no one."""
+    if recorder is None:
+        return
+    recorder.close("the producer's loop stopped")  # a no-op after close_stream's
+    if not served and recorder.frames == 0:
+        try:
+            os.unlink(recorder.path)
+        except OSError:
+            pass
+
+
+def feed_recorder(recorder: Recorder, r: LoopRunner, publisher: Publisher | None) -> None:
+    """Every snapshot to the recorder, on the loop thread: through the publisher's encoding
+    when there is one (encoding is most of a recording's cost), and written out every second
+    even when snapshots stop coming."""
+    loop = r.loop
+    assert loop is not None
+    if publisher is not None:
+        publisher.taps.append(recorder.record_encoded)
+    else:
+        r.snapshot_observers.append(recorder.record)
+    PeriodicCallback(recorder.flush, 1000, io_loop=loop).start()
+
+
+def start_stream(plan: stream_options.Plan, r: LoopRunner, info: ProducerInfo) -> Publisher:
+    """The publisher on the runner's loop (its thread), fed every snapshot."""
+    loop, server = r.loop, r.server
+    assert loop is not None and server is not None
+    info = replace(info, backend=loop.backend)
     publisher = Publisher(
         IOLoopReactor(loop),
         info,
@@ -368,15 +481,26 @@ def telemetry_hz(args: argparse.Namespace) -> float:
         )
     if args.high_water <= 0:
         raise Refused("--high-water must be positive")
+    refusal = record_refusal(args)
+    if refusal is not None:
+        raise Refused(refusal)
     hz: float | None = getattr(args, "telemetry_hz", None)
-    if hz is None:
+    record_hz: float | None = getattr(args, "record_hz", None)
+    recording = getattr(args, "record", None) is not None
+    if hz is not None and record_hz is not None:
+        raise Refused("--record-hz or --telemetry-hz, not both: one rate serves both")
+    if hz is None and record_hz is not None:
+        hz = record_hz
+    elif hz is None:
         # A snapshot nobody reads is pure cost to the echo: build only what the line needs.
-        if getattr(args, "telemetry", None) is not None:
+        if getattr(args, "telemetry", None) is not None or recording:
             hz = STREAM_HZ
         else:
             hz = 0.0 if args.quiet else STATUS_HZ
     elif hz <= 0 and getattr(args, "telemetry", None) is not None:
         raise Refused("--telemetry needs snapshots (--telemetry-hz > 0)")
+    elif hz <= 0 and recording:
+        raise Refused("--record needs snapshots (--telemetry-hz > 0)")
     if not 0 <= hz <= MAX_TELEMETRY_HZ:
         raise Refused(f"--telemetry-hz must be 0 to {MAX_TELEMETRY_HZ:g}")
     if hz <= 0 and not args.quiet:
