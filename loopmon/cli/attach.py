@@ -101,18 +101,19 @@ def run(args: argparse.Namespace) -> int:
     except tokens.TokenError as exc:
         print(f"loopmon attach: {exc}", file=sys.stderr)
         return 1
-    if not args.json:
-        return open_window(args, token)
     recording = None
     if args.record is not None:
+        writer = "loopmon attach --json --record" if args.json else "loopmon attach --record"
         try:
-            recording = AttachRecording(
-                args.record, args.force, args.record_max, "loopmon attach --json --record"
-            )
+            recording = AttachRecording(args.record, args.force, args.record_max, writer)
         except RecordingError as exc:
             print(f"loopmon attach: {exc}", file=sys.stderr)
             return 2
     try:
+        if not args.json:
+            if recording is not None:
+                args.record_tap = recording.take
+            return open_window(args, token)
         return print_json(host, port, token, args.count, args.wait, sys.stdout, recording)
     finally:
         if recording is not None:
