@@ -109,6 +109,7 @@ class RecordControl(QObject):
         self._session = producer.session
         self.settings.setValue(SETTINGS_KEY, os.path.dirname(os.path.abspath(path)))
         self.timer.start()
+        self.action.setText("Stop recording")  # a checked toolbar button is easy to miss
         self.label.setToolTip(path)
         self._show_size()
         if not self.action.isChecked():
@@ -120,6 +121,7 @@ class RecordControl(QObject):
         self.timer.stop()
         if recorder is None:
             return
+        self.action.setText("Record")
         recorder.close()
         if not recorder.message:
             self.label.setText(

@@ -81,6 +81,7 @@ def test_record_writes_every_snapshot_until_pressed_again(
     window.on_batch(Batch(snap(1), [], {}))  # before: not recorded
     window.recording.action.trigger()
     assert window.recording.action.isChecked()
+    assert window.recording.action.text() == "Stop recording"
     assert window.recording.label.text().startswith("recording: ")
     for seq in range(2, 40):
         window.on_batch(Batch(snap(seq), [], {}))
@@ -89,6 +90,7 @@ def test_record_writes_every_snapshot_until_pressed_again(
     assert window.recording.label.text() != "recording: 0 B"
     window.recording.action.trigger()
     assert not window.recording.action.isChecked()
+    assert window.recording.action.text() == "Record"
     assert window.recording.recorder is None
     assert "first.lmrec" in window.recording.label.text()
     window.on_batch(Batch(snap(40), [], {}))  # after: not recorded
