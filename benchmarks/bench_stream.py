@@ -2,7 +2,7 @@
 server headless and with ``--telemetry`` and one consumer attached.
 
     .venv/bin/python benchmarks/bench_stream.py [--rounds 8] [--duration 3] [--hz 25]
-        [--consumer json|window] [--workloads rr-1k,rr-128]
+        [--consumer json|window] [--workloads rr-1k,rr-128] [--record]
 
 Two ``loopmon serve --backend epoll --strategy direct --quiet`` run side by side on the servers'
 core: A headless, B with ``--telemetry 127.0.0.1:0 --telemetry-hz HZ`` and one consumer,
@@ -13,6 +13,10 @@ server's CPU time per round trip (bench's ``srv us/rt``), which stays true when 
 client is the limit; the result is the median of the per-round ratios B / A. A cost target
 holds only at the snapshot rate it names, so the rate the consumer really received during
 each of B's rounds (objects counted by ``attach --json``) is reported beside it.
+
+``--record``: what a recording costs on top of streaming: A is ``--telemetry`` with its
+consumer, B the same plus ``--record FILE`` (in a temporary folder), with a consumer of its own;
+issue 18's target is at most 1.02 at 1,000 busy connections (rr-128). B's file size is reported.
 
 Issue 17's targets: at most 1.02 at 100 busy connections (rr-1k) and 1.05 at 1,000 (rr-128),
 streaming at 25 Hz; with an attached window at most 1.03. A benchmark: it asserts nothing.
@@ -88,36 +92,48 @@ def main() -> int:
     parser.add_argument("--hz", type=float, default=25.0)
     parser.add_argument("--consumer", choices=("json", "window"), default="json")
     parser.add_argument("--workloads", default="rr-1k,rr-128")
+    parser.add_argument(
+        "--record", action="store_true", help="A: --telemetry; B: --telemetry --record FILE"
+    )
     args = parser.parse_args()
     wanted = args.workloads.split(",")
     server_cpus, client_cpus, pinning = cpu_split()
     raise_fd_limit()
     print(f"{pinning}; {args.rounds} rounds x {args.duration:g} s", file=sys.stderr)
     results = {}
-    specs = {
-        "headless": serve_spec("headless", ()),
-        "stream": serve_spec(
-            "stream", ("--telemetry", "127.0.0.1:0", "--telemetry-hz", f"{args.hz:g}")
-        ),
-    }
+    streaming = ("--telemetry", "127.0.0.1:0", "--telemetry-hz", f"{args.hz:g}")
     with tempfile.TemporaryDirectory(prefix="loopmon-stream-") as tmp:
+        recording = Path(tmp) / "bench.lmrec"
+        a, b = ("stream", "record") if args.record else ("headless", "stream")
+        specs = {
+            a: serve_spec(a, streaming if args.record else ()),
+            b: serve_spec(b, (*streaming, "--record", str(recording), "--force"))
+            if args.record
+            else serve_spec(b, streaming),
+        }
         children = Children(Path(tmp))
         try:
             for w in (w for w in WORKLOADS if w.name in wanted):
                 running = {
                     n: start_server(children, s, server_cpus, "127.0.0.1") for n, s in specs.items()
                 }
-                consumer, consumer_out = start_consumer(
-                    children,
-                    telemetry_address(children, running["stream"]),
-                    args.consumer,
-                    client_cpus,
-                )
+                consumers = {
+                    n: start_consumer(
+                        children,
+                        telemetry_address(children, running[n]),
+                        args.consumer,
+                        client_cpus,
+                    )
+                    for n, spec in specs.items()
+                    if "--telemetry" in spec.argv
+                }
+                consumer_out = consumers[b][1]
                 time.sleep(1.0)  # connected, its keyframe read
-                stream = running["stream"]
-                running["stream"] = dataclasses.replace(
-                    stream, idle_fds=open_fds(stream.proc.pid) or 0
-                )
+                for n in consumers:
+                    server = running[n]
+                    running[n] = dataclasses.replace(
+                        server, idle_fds=open_fds(server.proc.pid) or 0
+                    )
                 us: dict[str, list[float]] = {n: [] for n in specs}
                 rates: list[float] = []
                 for i in range(args.rounds):
@@ -129,24 +145,27 @@ def main() -> int:
                         if not r.ok or r.server_cpu_us_per_rt is None:
                             raise SystemExit(f"{w.name} round {i} {n}: {r.problem}")
                         us[n].append(r.server_cpu_us_per_rt)
-                        if n == "stream" and args.consumer == "json":
+                        if n == b and args.consumer == "json":
                             rates.append(
                                 (count_objects(consumer_out) - before) / (time.monotonic() - t0)
                             )
                     print(w.name, i, {n: round(v[-1], 3) for n, v in us.items()}, file=sys.stderr)
-                children.stop(consumer)  # type: ignore[arg-type]
+                for consumer, _out in consumers.values():
+                    children.stop(consumer)  # type: ignore[arg-type]
                 for server in running.values():
                     children.stop(server.proc)
-                ratios = [b / a for a, b in zip(us["headless"], us["stream"], strict=True)]
+                ratios = [y / x for x, y in zip(us[a], us[b], strict=True)]
                 results[w.name] = {
-                    "headless_us_per_rt": round(statistics.median(us["headless"]), 3),
-                    "stream_us_per_rt": round(statistics.median(us["stream"]), 3),
+                    f"{a}_us_per_rt": round(statistics.median(us[a]), 3),
+                    f"{b}_us_per_rt": round(statistics.median(us[b]), 3),
                     "paired_ratio_median": round(statistics.median(ratios), 4),
                     "ratios": [round(x, 4) for x in ratios],
                     "consumer": args.consumer,
                     "delivered_hz_median": round(statistics.median(rates), 1) if rates else None,
                     "asked_hz": args.hz,
                 }
+                if args.record:
+                    results[w.name]["recording_bytes"] = recording.stat().st_size
         finally:
             children.stop_all()
     print(json.dumps(results, indent=1))

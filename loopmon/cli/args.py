@@ -16,6 +16,7 @@ from loopmon.netaddr import DEFAULT_HOST, DEFAULT_PORT, host_address
 
 __all__ = [
     "FD_HEADROOM",
+    "add_record_arguments",
     "add_server_arguments",
     "byte_count",
     "count",
@@ -120,3 +121,33 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, inherit: bool = Fal
         default=default("direct"),
         help="echo strategy (direct)",
     )
+
+
+def add_record_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--record FILE``, ``--force`` and ``--record-max SIZE`` (serve and attach)."""
+    group = parser.add_argument_group("recording (loopmon replay; docs/recording.md)")
+    group.add_argument(
+        "--record",
+        default=None,
+        metavar="FILE",
+        help="write every snapshot to FILE, a new file (mode 0600)",
+    )
+    group.add_argument("--force", action="store_true", help="with --record: replace FILE")
+    group.add_argument(
+        "--record-max",
+        type=byte_count,
+        default=None,
+        metavar="SIZE",
+        help="with --record: stop recording at this size (K/M/G suffixes)",
+    )
+
+
+def record_refusal(args: argparse.Namespace) -> str | None:
+    """What is wrong with the recording options, if anything."""
+    if getattr(args, "record", None) is None:
+        for name in ("force", "record_max", "record_hz"):
+            if getattr(args, name, None) not in (None, False):
+                return f"--{name.replace('_', '-')} needs --record FILE"
+    elif args.record_max is not None and args.record_max <= 0:
+        return "--record-max must be positive"
+    return None

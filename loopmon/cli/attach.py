@@ -13,6 +13,13 @@ in ``dropped_frames``. It exits 0 after ``--count`` objects, on Ctrl-C, or when 
 closed (``| head -1``); 1 with one line on stderr when it cannot connect within ``--wait``
 seconds or the producer refuses it (a wrong token, a newer protocol, not a loopmon stream).
 Without ``--json`` it opens the window on the stream.
+
+``--record FILE`` (either mode) writes every snapshot decoded to a new file: the name is
+taken (created empty, mode 0600) before connecting, so a file that exists is one line and exit
+status 2 unless ``--force``; the recording's header is written at the first snapshot (it holds
+the producer's hello), a restarted producer is a hello record, and what is buffered is written
+out every second even while the producer sends nothing. A recording that stops by itself
+(``--record-max``, a slow or failed write) is one line on stderr; attach goes on.
 """
 
 from __future__ import annotations
@@ -26,12 +33,13 @@ from pathlib import Path
 from typing import TextIO
 
 from loopmon.cli import window
-from loopmon.cli.args import positive_float, positive_int
+from loopmon.cli.args import add_record_arguments, positive_float, positive_int, record_refusal
 from loopmon.cli.jsonout import snapshot_object
 from loopmon.netaddr import format_address, is_loopback, split_address
-from loopmon.snapshot import Snapshot
+from loopmon.snapshot import ProducerInfo, Snapshot
 from loopmon.stream import tokens
 from loopmon.stream.client import FAILED, Client
+from loopmon.wire.recording import FILE_MODE, Recorder, RecordingError
 
 __all__ = ["add_arguments", "run"]
 
@@ -77,10 +85,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"the producer's token file (default: ${tokens.ENV_VAR}, else the file of a "
         "producer on this machine)",
     )
+    add_record_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     host, port = args.address
+    refusal = record_refusal(args)
+    if refusal is not None:
+        print(f"loopmon attach: {refusal}", file=sys.stderr)
+        return 2
     try:
         token = tokens.consumer_token(
             port, str(args.token_file) if args.token_file else None, is_loopback(host)
@@ -88,9 +101,120 @@ def run(args: argparse.Namespace) -> int:
     except tokens.TokenError as exc:
         print(f"loopmon attach: {exc}", file=sys.stderr)
         return 1
-    if not args.json:
-        return open_window(args, token)
-    return print_json(host, port, token, args.count, args.wait, sys.stdout)
+    recording = None
+    if args.record is not None:
+        writer = "loopmon attach --json --record" if args.json else "loopmon attach --record"
+        try:
+            recording = AttachRecording(args.record, args.force, args.record_max, writer)
+        except RecordingError as exc:
+            print(f"loopmon attach: {exc}", file=sys.stderr)
+            return 2
+    try:
+        if not args.json:
+            if recording is not None:
+                args.record_tap = recording.take
+            return open_window(args, token)
+        return print_json(host, port, token, args.count, args.wait, sys.stdout, recording)
+    finally:
+        if recording is not None:
+            recording.close()
+
+
+def reserve(path: str, force: bool) -> None:
+    """Take the name now, as the recorder would (0600, no symlink followed, no overwrite
+    without ``force``): the header that the recorder writes needs the producer's hello."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    flags |= os.O_TRUNC if force else os.O_EXCL
+    try:
+        os.close(os.open(path, flags, FILE_MODE))
+    except FileExistsError:
+        raise RecordingError(
+            f"{path} exists: choose another name, or --force to replace it"
+        ) from None
+    except OSError as exc:
+        raise RecordingError(f"cannot create {path}: {exc.strerror or exc}") from None
+
+
+class AttachRecording:
+    """attach's recording: the name reserved at once, the ``Recorder`` made at the first
+    snapshot, a hello record for each new producer session; written out every second by a
+    thread of its own (the client's thread may sit waiting on a silent producer), hence
+    the lock."""
+
+    def __init__(
+        self,
+        path: str,
+        force: bool,
+        max_bytes: int | None,
+        writer_name: str,
+        err: TextIO | None = None,
+    ) -> None:
+        reserve(path, force)
+        self.path = path
+        self.max_bytes = max_bytes
+        self.writer_name = writer_name
+        self.err = err or sys.stderr
+        self.recorder: Recorder | None = None
+        self._session = ""
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._flusher = threading.Thread(
+            target=self._flush_every_second, name="loopmon-attach-record", daemon=True
+        )
+        self._flusher.start()
+
+    def take(self, snap: Snapshot, producer: ProducerInfo | None) -> None:
+        with self._lock:
+            if self._closed.is_set():
+                return
+            recorder = self.recorder
+            if recorder is None:
+                if producer is None:
+                    return
+                try:
+                    # The name is ours (reserved above): replacing it is the point.
+                    recorder = Recorder(
+                        self.path,
+                        producer,
+                        force=True,
+                        max_bytes=self.max_bytes,
+                        writer_name=self.writer_name,
+                        on_stop=self._stopped,
+                    )
+                except RecordingError as exc:
+                    self._stopped(f"recording stopped: {exc}")
+                    self._closed.set()
+                    return
+                self.recorder = recorder
+                self._session = producer.session
+            elif producer is not None and producer.session != self._session:
+                self._session = producer.session
+                recorder.hello(producer)
+            recorder.record(snap)
+
+    def _stopped(self, message: str) -> None:
+        try:
+            print(f"loopmon attach: {message}", file=self.err, flush=True)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def _flush_every_second(self) -> None:
+        while not self._closed.wait(1.0):
+            with self._lock:
+                if self.recorder is not None:
+                    self.recorder.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed.set()
+            if self.recorder is not None:
+                self.recorder.close()
+            else:
+                try:  # nothing came: leave no empty file behind
+                    os.unlink(self.path)
+                except OSError:
+                    pass
+        self._flusher.join(2.0)
 
 
 def open_window(args: argparse.Namespace, token: bytes) -> int:
@@ -114,8 +238,15 @@ def open_window(args: argparse.Namespace, token: bytes) -> int:
 class _Printer:
     """Prints each snapshot on the client's thread, as it is decoded."""
 
-    def __init__(self, client: Client, out: TextIO, count: int | None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        out: TextIO,
+        count: int | None,
+        recording: AttachRecording | None = None,
+    ) -> None:
         self.client = client
+        self.recording = recording
         self.out = out
         self.count = count
         self.printed = 0
@@ -127,6 +258,8 @@ class _Printer:
     def __call__(self, snap: Snapshot) -> None:
         if self.done.is_set():
             return
+        if self.recording is not None:
+            self.recording.take(snap, self.client.producer)
         dropped = self.client.dropped_frames
         obj = snapshot_object(snap, dropped_frames=dropped - self._dropped, previous=self._previous)
         self._dropped = dropped
@@ -148,11 +281,17 @@ class _Printer:
 
 
 def print_json(
-    host: str, port: int, token: bytes, count: int | None, wait: float, out: TextIO
+    host: str,
+    port: int,
+    token: bytes,
+    count: int | None,
+    wait: float,
+    out: TextIO,
+    recording: AttachRecording | None = None,
 ) -> int:
     address = format_address(host, port)
     client = Client(host, port, token, client="loopmon attach --json", connect_timeout=wait)
-    printer = _Printer(client, out, count)
+    printer = _Printer(client, out, count, recording)
     client.on_snapshot = printer
     client.on_status = printer.on_status
     client.start()

@@ -42,9 +42,13 @@ def print_json(reader: RecordingReader, out: object, start: float = 0.0) -> int:
     write = out.write  # type: ignore[attr-defined]
     dumps = json.JSONEncoder(separators=(",", ":")).encode
     n = 0
+    previous = None
     for item in reader.snapshots(start):
-        write(dumps(snapshot_object(item.snapshot)))
+        # ``previous`` as attach passes it: "loop" covers the interval since the object
+        # before (from the running totals), so the figures match attach's to the last digit.
+        write(dumps(snapshot_object(item.snapshot, previous=previous)))
         write("\n")
+        previous = item.snapshot
         n += 1
     return n
 

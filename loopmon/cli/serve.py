@@ -2,8 +2,12 @@
 
 Once every listener is up it prints ``listening on HOST:PORT (backend NAME)`` for each, then
 ``metrics on ...`` and ``telemetry on HOST:PORT`` and ``token file PATH`` for the ports asked for,
-then a status line a second (unless ``--quiet``). ``--telemetry`` publishes from the loop itself
-(no thread), at 25 snapshots a second unless ``--telemetry-hz`` says otherwise. SIGINT or
+then ``recording to FILE`` for ``--record``, then a status line a second (unless ``--quiet``).
+``--telemetry`` publishes from the loop itself (no thread), at 25 snapshots a second unless
+``--telemetry-hz`` says otherwise; so does ``--record`` (or at ``--record-hz``), writing every
+snapshot to a new file (the publisher's encoding shared when there is one). A recording that
+stops by itself (its size limit, a slow or failed write) is one line on stderr, and the server
+goes on; at the signal the recording is closed (its index written). SIGINT or
 SIGTERM says goodbye to the stream's consumers, closes listeners and connections and exits 0.
 A listener that cannot start (port in use, permission denied, unknown host) is one line on
 stderr naming the address and the reason, and exit status 2.
@@ -18,10 +22,21 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, TextIO
 
 from loopmon import __version__, telemetry
-from loopmon.cli.args import FD_HEADROOM, add_server_arguments, byte_count, count, raise_fd_limit
+from loopmon.cli.args import (
+    FD_HEADROOM,
+    add_record_arguments,
+    add_server_arguments,
+    byte_count,
+    count,
+    positive_float,
+    raise_fd_limit,
+    record_refusal,
+)
+from loopmon.cli.serve_record import close_recording, feed_recorder, open_recorder
 from loopmon.cli.status import StatusPrinter, status_line
 from loopmon.echo import Listener, ListenerError
 from loopmon.metrics import options as metrics_options
@@ -32,13 +47,9 @@ from loopmon.stream import options as stream_options
 from loopmon.stream.publisher import Publisher, echo_commands
 from loopmon.stream.reactor import IOLoopReactor
 from loopmon.wire import messages as msgs
+from loopmon.wire.recording import Recorder, RecordingError
 
-__all__ = [
-    "StatusPrinter",
-    "add_arguments",
-    "run",
-    "status_line",
-]
+__all__ = ["StatusPrinter", "add_arguments", "run", "status_line"]
 
 # Snapshots a second behind the status line: two per line, so each line covers a full second.
 STATUS_HZ = 2.0
@@ -87,6 +98,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     stream_options.add_arguments(parser)
     metrics_options.add_arguments(parser)
+    add_record_arguments(parser)
+    parser.add_argument(
+        "--record-hz",
+        type=positive_float,
+        default=None,
+        metavar="HZ",
+        help=f"with --record: snapshots a second (default {STREAM_HZ:g}; --telemetry-hz, if "
+        "given, is the one rate of both)",
+    )
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -105,10 +125,16 @@ def run(
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="loopmon serve: %(message)s")
     try:
-        runner, metrics_plan, stream_plan = prepare(args)
-    except (Refused, metrics_options.MetricsError, stream_options.TelemetryError) as exc:
+        runner, metrics_plan, stream_plan, recorder = prepare(args, err)
+    except (
+        Refused,
+        metrics_options.MetricsError,
+        stream_options.TelemetryError,
+        RecordingError,
+    ) as exc:
         print(f"loopmon serve: {exc}", file=err)
         return 2
+    info = producer_info(runner)
     if stream_plan is not None and not is_loopback(stream_plan.address[0]):
         warning = stream_options.remote_warning(*stream_plan.address)
         print(f"loopmon serve: warning: {warning}", file=err)
@@ -122,6 +148,8 @@ def run(
         # On the loop thread, before it stops: consumers get a goodbye, not a reset.
         for publisher in publishers:
             publisher.close("the producer is stopping")
+        if recorder is not None:
+            recorder.close()
 
     def on_ready(r: LoopRunner) -> None:
         # On the loop thread, before any connection: all listeners or none.
@@ -142,11 +170,7 @@ def run(
             r.snapshot_observers.append(exporter.update)
             exporters.append(exporter)
         lines = [f"metrics on {exporter.address}" for exporter in exporters]
-        if stream_plan is not None:
-            publisher = start_stream(stream_plan, r)
-            publishers.append(publisher)
-            lines.append(f"telemetry on {publisher.address_text}")
-            lines.append(f"token file {stream_plan.token_file}")
+        lines += start_outputs(r, info, stream_plan, recorder, publishers)
         if out is not None and announce(listeners, loop.backend, out, err, lines) and status:
             status.attach(loop)
 
@@ -154,6 +178,7 @@ def run(
         run_until_signalled(runner, on_ready, before_stop=close_stream)
     finally:
         close_ports(exporters, metrics_plan, publishers, stream_plan)
+        close_recording(recorder, served=not failure)
     if failure:
         print(f"loopmon serve: {failure[0]}", file=err, flush=True)
         return 2
@@ -183,11 +208,12 @@ def close_ports(
 
 
 def prepare(
-    args: argparse.Namespace,
-) -> tuple[LoopRunner, metrics_options.Plan | None, stream_options.Plan | None]:
-    """The runner, and the metrics and telemetry ports bound before the loop starts: a bad
-    address is one line and exit 2, never a server that half started. Raises ``Refused``,
-    ``MetricsError`` or ``TelemetryError`` with nothing left open."""
+    args: argparse.Namespace, err: TextIO | None = None
+) -> tuple[LoopRunner, metrics_options.Plan | None, stream_options.Plan | None, Recorder | None]:
+    """The runner, the metrics and telemetry ports bound and the recording file created
+    before the loop starts: a bad address or a name taken is one line and exit 2, never a
+    server that half started. Raises ``Refused``, ``MetricsError``, ``TelemetryError`` or
+    ``RecordingError`` with nothing left open."""
     metrics_plan: metrics_options.Plan | None = None
     stream_plan: stream_options.Plan | None = None
     try:
@@ -202,7 +228,13 @@ def prepare(
             allow_remote=getattr(args, "allow_remote", False),
             max_consumers=getattr(args, "max_consumers", stream_options.MAX_CONSUMERS),
         )
-        return make_runner(args, hz), metrics_plan, stream_plan
+        runner = make_runner(args, hz)
+        try:
+            recorder = open_recorder(args, producer_info(runner), err)
+        except BaseException:
+            runner.mailbox.close()
+            raise
+        return runner, metrics_plan, stream_plan, recorder
     except BaseException:
         if metrics_plan is not None:
             metrics_plan.close()
@@ -211,21 +243,47 @@ def prepare(
         raise
 
 
-def start_stream(plan: stream_options.Plan, r: LoopRunner) -> Publisher:
-    """The publisher on the runner's loop (its thread), fed every snapshot."""
-    loop, server = r.loop, r.server
-    assert loop is not None and server is not None
-    info = ProducerInfo(
+def producer_info(r: LoopRunner) -> ProducerInfo:
+    """Who this producer is, for the stream's hello and the recording's header."""
+    return ProducerInfo(
         kind="serve",
         program="loopmon serve",
         pid=os.getpid(),
-        backend=loop.backend,
+        backend=r.backend,
         session=r.session,
         started_at=time.time(),
         commands=STREAM_COMMANDS,
         measures=telemetry.MEASURES,
         version=__version__,
     )
+
+
+def start_outputs(
+    r: LoopRunner,
+    info: ProducerInfo,
+    stream_plan: stream_options.Plan | None,
+    recorder: Recorder | None,
+    publishers: list[Publisher],
+) -> list[str]:
+    """On the loop thread: the publisher (added to ``publishers``) and the recorder fed;
+    the lines that announce them."""
+    lines = []
+    if stream_plan is not None:
+        publisher = start_stream(stream_plan, r, info)
+        publishers.append(publisher)
+        lines.append(f"telemetry on {publisher.address_text}")
+        lines.append(f"token file {stream_plan.token_file}")
+    if recorder is not None:
+        feed_recorder(recorder, r, publishers[0] if publishers else None)
+        lines.append(f"recording to {recorder.path}")
+    return lines
+
+
+def start_stream(plan: stream_options.Plan, r: LoopRunner, info: ProducerInfo) -> Publisher:
+    """The publisher on the runner's loop (its thread), fed every snapshot."""
+    loop, server = r.loop, r.server
+    assert loop is not None and server is not None
+    info = replace(info, backend=loop.backend)
     publisher = Publisher(
         IOLoopReactor(loop),
         info,
@@ -247,15 +305,26 @@ def telemetry_hz(args: argparse.Namespace) -> float:
         )
     if args.high_water <= 0:
         raise Refused("--high-water must be positive")
+    refusal = record_refusal(args)
+    if refusal is not None:
+        raise Refused(refusal)
     hz: float | None = getattr(args, "telemetry_hz", None)
-    if hz is None:
+    record_hz: float | None = getattr(args, "record_hz", None)
+    recording = getattr(args, "record", None) is not None
+    if hz is not None and record_hz is not None:
+        raise Refused("--record-hz or --telemetry-hz, not both: one rate serves both")
+    if hz is None and record_hz is not None:
+        hz = record_hz
+    elif hz is None:
         # A snapshot nobody reads is pure cost to the echo: build only what the line needs.
-        if getattr(args, "telemetry", None) is not None:
+        if getattr(args, "telemetry", None) is not None or recording:
             hz = STREAM_HZ
         else:
             hz = 0.0 if args.quiet else STATUS_HZ
     elif hz <= 0 and getattr(args, "telemetry", None) is not None:
         raise Refused("--telemetry needs snapshots (--telemetry-hz > 0)")
+    elif hz <= 0 and recording:
+        raise Refused("--record needs snapshots (--telemetry-hz > 0)")
     if not 0 <= hz <= MAX_TELEMETRY_HZ:
         raise Refused(f"--telemetry-hz must be 0 to {MAX_TELEMETRY_HZ:g}")
     if hz <= 0 and not args.quiet:

@@ -93,7 +93,8 @@ def run_attached(args: argparse.Namespace) -> int:
 
     ``args``: ``address`` (host, port) or ``target``; ``token`` (bytes, already found by the
     caller: a local producer's file, ``--token-file`` or ``LOOPMON_TOKEN``); optionally
-    ``history_mb`` and ``backoff`` (first, longest wait between attempts, seconds). The window
+    ``history_mb``, ``backoff`` (first, longest wait between attempts, seconds) and
+    ``record_tap`` (called with each snapshot decoded and the producer's hello). The window
     opens at once and says "connecting…" until the producer answers; it reconnects with
     backoff when the link drops, and a restarted producer is a new session on its timeline.
     Closing it detaches; the producer runs on.
@@ -112,6 +113,12 @@ def run_attached(args: argparse.Namespace) -> int:
     backoff = getattr(args, "backoff", None) or (0.1, 5.0)
     app = application()
     source = RemoteSource(host, port, token, backoff=backoff)
+    tap = getattr(args, "record_tap", None)
+    if tap is not None:
+        # ``attach --record``: every snapshot the client decodes, on its thread (the window
+        # sees only the latest at each wake).
+        client = source.client
+        client.on_snapshot = lambda snap: tap(snap, client.producer)
     window = build(args, source)
     return _run(app, window, "the telemetry client did not stop within 2 s")
 

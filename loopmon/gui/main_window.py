@@ -54,6 +54,7 @@ from loopmon.gui.model.wording import window_title
 from loopmon.gui.plot_panel import PlotPanel
 from loopmon.gui.queue_plot import QueuePlot
 from loopmon.gui.raster import MaskRaster
+from loopmon.gui.record_control import RecordControl
 from loopmon.gui.settings import open_settings, read_int, read_str
 from loopmon.gui.status_strip import StatusStrip
 from loopmon.snapshot import KINDS, LoopEvent, Snapshot
@@ -205,6 +206,10 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.status, 1)
         # The link changes with no snapshot to say so: checked with the snapshot age.
         self.status.timer.timeout.connect(self.show_source)
+        self.recording = RecordControl(
+            self, self.settings, lambda: self.source.producer if self.source else None
+        )
+        self.statusBar().addPermanentWidget(self.recording.label)
         self.show_source()
         self._build_actions()
         self.restore_settings()
@@ -261,6 +266,8 @@ class MainWindow(QMainWindow):
         toolbar.setObjectName("mainToolbar")
         toolbar.addAction(self.pause_action)
         toolbar.addAction(self.export_csv_action)
+        toolbar.addAction(self.recording.action)
+        file_menu.insertAction(self.quit_action, self.recording.action)
 
     # -- data in ---------------------------------------------------------------------------
     def on_batch(self, batch: Batch) -> None:
@@ -269,6 +276,7 @@ class MainWindow(QMainWindow):
         snapshot = batch.snapshot
         if snapshot is not None:
             self.timeline.add(snapshot, batch.events, received_at=time.monotonic())
+            self.recording.take(snapshot)
             self.record(snapshot)
             self._due_snapshot = snapshot
         elif batch.events:
@@ -581,6 +589,7 @@ class MainWindow(QMainWindow):
         if self._shut_down:
             return True
         self._shut_down = True
+        self.recording.stop()  # its index written
         self.status.timer.stop()
         self._frame_timer.stop()
         self.load_panel.shutdown()

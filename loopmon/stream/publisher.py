@@ -129,6 +129,9 @@ class Publisher:
         self._closing = closing
         self.encoder = SnapshotEncoder()
         self.latest: Encoded | None = None
+        # Called with every Encoded the encoder makes, in order (a recorder's
+        # ``record_encoded``): with a tap, every snapshot is encoded, consumers or none.
+        self.taps: list[Callable[[Encoded], None]] = []
         self._primed = True  # the encoder's state is that of ``latest``
         self._consumers: dict[int, _Consumer] = {}
         self._timer: Timer | None = None
@@ -214,18 +217,24 @@ class Publisher:
         if self._closed:
             return
         self.published += 1
-        if not any(c.state == "live" for c in self._consumers.values()):
+        if not self.taps and not any(c.state == "live" for c in self._consumers.values()):
             # No one to send to: keep the snapshot, encode nothing (its keyframe is built if
             # someone attaches before the next one).
             self.latest = Encoded(snapshot, None)
             self._primed = False
             return
+        if not self._primed:
+            # A tap came while no one was attached: the encoder's state is stale.
+            self.encoder.reset()
+            self._primed = True
         try:
             encoded = self.encoder.encode(snapshot)
         except WireError as exc:
             log.error("telemetry: cannot encode snapshot %d: %s", snapshot.seq, exc)
             return
         self.latest = encoded
+        for tap in self.taps:
+            tap(encoded)
         for consumer in list(self._consumers.values()):
             if consumer.state != "live":
                 continue

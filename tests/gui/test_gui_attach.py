@@ -50,11 +50,23 @@ CHILD = textwrap.dedent(
     timer.timeout.connect(watch)
     timer.start(20)
     args = argparse.Namespace(address=("127.0.0.1", producer.port), token=TOKEN)
+    {before}
     code = gui_app.run_attached(args)
     took = time.monotonic() - held["closing"]
     print("EXIT", code, f"{{took:.3f}}", producer.alive, held["producer"], flush=True)
+    {after}
     producer.stop()
     """
+)
+# attach --record: what attach.run passes (the recording made before the window opens).
+RECORDING_BEFORE = (
+    "from loopmon.cli.attach import AttachRecording; "
+    "rec = AttachRecording({path!r}, False, None, 'test'); args.record_tap = rec.take"
+)
+RECORDING_AFTER = (
+    "rec.close(); from loopmon.wire.recording import RecordingReader; "
+    "r = RecordingReader({path!r}); "
+    "print('FRAMES', len(list(r.snapshots())), r.indexed, r.producer.program, flush=True)"
 )
 
 
@@ -62,7 +74,7 @@ CHILD = textwrap.dedent(
 def test_run_attached_connects_and_closing_detaches(tmp_path: Path) -> None:
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", LOOPMON_SETTINGS=str(tmp_path / "s.ini"))
     child = subprocess.run(
-        [sys.executable, "-c", CHILD.format(tests=str(ROOT / "tests"))],
+        [sys.executable, "-c", CHILD.format(tests=str(ROOT / "tests"), before="", after="")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert child.returncode == 0, child.stderr
@@ -71,6 +83,26 @@ def test_run_attached_connects_and_closing_detaches(tmp_path: Path) -> None:
     assert code == "0" and alive == "True"  # detached: the producer runs on
     assert producer.startswith("loopmon serve · pid ")
     assert float(took) < 2.0, line  # the client's thread is woken, not waited out
+
+
+@pytest.mark.slow
+def test_attach_record_in_the_window_records_what_the_client_decoded(tmp_path: Path) -> None:
+    path = str(tmp_path / "window.lmrec")
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", LOOPMON_SETTINGS=str(tmp_path / "s.ini"))
+    script = CHILD.format(
+        tests=str(ROOT / "tests"),
+        before=RECORDING_BEFORE.format(path=path),
+        after=RECORDING_AFTER.format(path=path),
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr
+    [line] = [ln for ln in child.stdout.splitlines() if ln.startswith("FRAMES")]
+    _, frames, indexed, program = line.split(" ", 3)
+    assert int(frames) >= 1 and indexed == "True"
+    assert program == "loopmon serve"
 
 
 @pytest.mark.parametrize(

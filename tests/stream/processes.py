@@ -73,7 +73,8 @@ class Serve:
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self.out = Lines(self.proc.stdout)
         self.err = Lines(self.proc.stderr)
-        self.lines = [self._line() for _ in range(3)]
+        # listening, telemetry, token file, and ``recording to FILE`` with --record.
+        self.lines = [self._line() for _ in range(3 + ("--record" in extra))]
         listening = LISTENING.match(self.lines[0])
         telemetry_line = TELEMETRY.match(self.lines[1])
         token = TOKEN_FILE.match(self.lines[2])

@@ -26,6 +26,7 @@ from loopmon.wire import (
     encode_message,
 )
 from loopmon.wire.frames import DELTA, ERROR, KEYFRAME, LOST, PRODUCER_HELLO, Frame
+from loopmon.wire.snapshots import Encoded
 
 
 def commands(call: object) -> ListenerRow | None:
@@ -267,3 +268,42 @@ def test_with_no_consumer_nothing_is_encoded_until_one_attaches(
     publisher.publish(snapshot(4, bump=4))
     [delta] = consumer.read(reactor, 1)
     assert delta.type == DELTA and decoder.decode(delta) == snapshot(4, bump=4)
+
+
+def _frame(data: bytes) -> Frame:
+    return Frame(data[4], data[5:])
+
+
+def test_a_tap_gets_every_encoding_in_order_with_or_without_consumers(
+    publisher: Publisher, reactor: PumpReactor
+) -> None:
+    taken: list[Encoded] = []
+    publisher.taps.append(taken.append)
+    publisher.publish(snapshot(1))
+    publisher.publish(snapshot(2, bump=1))  # no consumer: encoded all the same
+    consumer = attached(publisher, reactor)
+    [key] = consumer.read(reactor, 1)
+    assert SnapshotDecoder().decode(key) == snapshot(2, bump=1)
+    publisher.publish(snapshot(3, bump=2))  # the consumer's arrival reset nothing
+    assert [e.seq for e in taken] == [1, 2, 3]
+    assert taken[0].delta is None and taken[1].delta and taken[2].delta
+    decoder = SnapshotDecoder()
+    decoder.decode(_frame(taken[0].keyframe()))
+    for i, encoded in enumerate(taken[1:], 2):
+        assert encoded.delta is not None
+        assert decoder.decode(_frame(encoded.delta)) == snapshot(i, bump=i - 1)
+
+
+def test_a_tap_added_after_unencoded_snapshots_starts_from_a_keyframe(
+    publisher: Publisher, reactor: PumpReactor
+) -> None:
+    consumer = attached(publisher, reactor)
+    publisher.publish(snapshot(1))
+    consumer.close()
+    reactor.pump()
+    publisher.publish(snapshot(2, bump=1))  # no one left: not encoded, the encoder is stale
+    taken: list[Encoded] = []
+    publisher.taps.append(taken.append)
+    publisher.publish(snapshot(3, bump=2))
+    [encoded] = taken
+    assert encoded.delta is None  # not a delta against snapshot 1, which no tap has seen
