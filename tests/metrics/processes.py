@@ -5,58 +5,25 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import queue
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-LISTENING = re.compile(r"^listening on (\S+):(\d+) \(backend (\w+)\)$")
+from tests.process_lines import LISTENING, ROOT, TIMEOUT, Lines, loopmon_command
+
 METRICS = re.compile(r"^metrics on (\S+):(\d+)$")
-TIMEOUT = 20.0
+
 
 _T = TypeVar("_T")
-
-
-class Lines:
-    """A subprocess's stream, read line by line on a thread so a test can wait with a timeout."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def next(self, timeout: float = TIMEOUT) -> str | None:
-        line = self.lines.get(timeout=timeout)
-        if line is not None:
-            self.seen.append(line)
-        return line
-
-    def rest(self, timeout: float = TIMEOUT) -> list[str]:
-        out = []
-        while (line := self.next(timeout)) is not None:
-            out.append(line)
-        return out
-
-
-def loopmon_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "loopmon", *args]
 
 
 class Serve:
