@@ -29,21 +29,18 @@ the instrument from watching it; the listening socket and each client's socket a
 
 from __future__ import annotations
 
-import signal
 import socket
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from loopmon.ioloop import IOLoop
 from loopmon.metrics.endpoint import Limits
 from loopmon.metrics.exporter import Exporter
+from loopmon.sideloop import SideLoop
 from loopmon.snapshot import ProducerInfo, Snapshot
 
-JOIN_TIMEOUT_S = 5.0
 
-
-class ExporterThread:
+class ExporterThread(SideLoop):
     def __init__(
         self,
         sock: socket.socket,
@@ -57,11 +54,7 @@ class ExporterThread:
         own_loop: Callable[[IOLoop], None],
         name: str = "loopmon-metrics",
     ) -> None:
-        self.loop = IOLoop(make_current=False)
-        own_loop(self.loop)
-        own(sock)
-        self._disown = disown
-        self._sock = sock
+        super().__init__(sock, own=own, disown=disown, own_loop=own_loop, note=note, name=name)
         self.exporter = Exporter(
             self.loop,
             sock,
@@ -72,45 +65,27 @@ class ExporterThread:
             opened=own,
             closing=disown,
         )
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self.error: BaseException | None = None
-        self._note = note
 
     @property
     def address(self) -> str:
         return self.exporter.address
 
     def start(self) -> None:
-        """Listen (the loop is not running yet: its handlers can be added from here) and
-        start the thread with every signal blocked (a new thread inherits the mask)."""
+        """Listen (the loop is not running yet: its handlers can be added from here), then
+        the thread."""
         self.exporter.start()
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-        try:
-            self._thread.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        self.start_thread()
 
     def update(self, snapshot: Snapshot) -> None:
         """The program's loop thread: fold ``snapshot`` in (the collector's lock only)."""
         self.exporter.update(snapshot)
 
-    def _serve(self) -> None:
-        try:
-            self.loop.start()
-        except BaseException as exc:
-            self.error = exc
-            if self._note is not None:
-                self._note(f"metrics {self.address}: the metrics thread stopped: {exc!r}")
+    def stopped_text(self, exc: BaseException) -> str:
+        return f"metrics {self.address}: the metrics thread stopped: {exc!r}"
 
     def close(self) -> None:
         """Stop the loop, wait for the thread, close the port, its connections and the loop."""
-        if self._thread.is_alive():
-            self.loop.add_callback(self.loop.stop)
-            self._thread.join(JOIN_TIMEOUT_S)
-        if self._thread.is_alive():
-            # A scrape stuck past every deadline: leave the daemon to the interpreter's exit
-            # rather than close sockets under it.
-            return
-        self._disown(self._sock)
+        if not self.stop_thread(self.loop.stop):
+            return  # a scrape stuck past every deadline: nothing is closed under it
         self.exporter.close()  # the loop stopped, not closed: its handlers go with the port
         self.loop.close()

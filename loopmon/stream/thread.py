@@ -27,22 +27,20 @@ socket are ``own``ed (no row, closed in a forked child).
 
 from __future__ import annotations
 
-import signal
 import socket
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from loopmon.ioloop import IOLoop
+from loopmon.sideloop import SideLoop
 from loopmon.snapshot import ProducerInfo, Snapshot
 from loopmon.stream.publisher import MAX_CONSUMERS, Publisher
 from loopmon.stream.reactor import IOLoopReactor
 
-JOIN_TIMEOUT_S = 5.0
 DRAIN_S = 0.5
 
 
-class PublisherThread:
+class PublisherThread(SideLoop):
     def __init__(
         self,
         sock: socket.socket,
@@ -56,11 +54,7 @@ class PublisherThread:
         own_loop: Callable[[IOLoop], None],
         name: str = "loopmon-telemetry",
     ) -> None:
-        self.loop = IOLoop(make_current=False)
-        own_loop(self.loop)
-        own(sock)
-        self._sock = sock
-        self._disown = disown
+        super().__init__(sock, own=own, disown=disown, own_loop=own_loop, note=note, name=name)
         self.publisher = Publisher(
             IOLoopReactor(self.loop),
             info,
@@ -70,55 +64,39 @@ class PublisherThread:
             opened=own,
             closing=disown,
         )
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._note = note
-        self.error: BaseException | None = None
 
     @property
     def address_text(self) -> str:
         return self.publisher.address_text
 
     def start(self) -> None:
-        """Listen (the loop is not running yet: handlers can be added from here) and start
-        the thread with every signal blocked (a new thread inherits the mask)."""
+        """Listen (the loop is not running yet: handlers can be added from here), then the
+        thread."""
         self.publisher.start()
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-        try:
-            self._thread.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        self.start_thread()
 
     def publish(self, snapshot: Snapshot) -> None:
         """Any thread: hand ``snapshot`` to the publisher's thread."""
         self.loop.add_callback(self.publisher.publish, snapshot)
 
-    def _serve(self) -> None:
-        try:
-            self.loop.start()
-        except BaseException as exc:
-            self.error = exc
-            if self._note is not None:
-                self._note(f"loopmon: telemetry: the stream's thread stopped: {exc!r}")
+    def stopped_text(self, exc: BaseException) -> str:
+        return f"loopmon: telemetry: the stream's thread stopped: {exc!r}"
 
     def close(self, reason: str = "the program exited") -> None:
         """Send what was published, say goodbye, stop the loop, wait for the thread, close
         the port, its connections and the loop."""
-        if self._thread.is_alive():
-            deadline = self.loop.time() + DRAIN_S
+        deadline = self.loop.time() + DRAIN_S
 
-            def finish() -> None:
-                # The last snapshots first (a goodbye would cut a frame half sent), for a
-                # moment: a consumer that does not read is not waited for.
-                if self.publisher.sending and self.loop.time() < deadline:
-                    self.loop.call_later(0.01, finish)
-                    return
-                self.publisher.close(reason)
-                self.loop.stop()
+        def finish() -> None:
+            # The last snapshots first (a goodbye would cut a frame half sent), for a moment:
+            # a consumer that does not read is not waited for.
+            if self.publisher.sending and self.loop.time() < deadline:
+                self.loop.call_later(0.01, finish)
+                return
+            self.publisher.close(reason)
+            self.loop.stop()
 
-            self.loop.add_callback(finish)
-            self._thread.join(JOIN_TIMEOUT_S)
-        if self._thread.is_alive():
-            return  # stuck past every deadline: leave the daemon to the interpreter's exit
-        self._disown(self._sock)
+        if not self.stop_thread(finish):
+            return  # stuck past every deadline: nothing is closed under it
         self.publisher.close(reason, detach=False)
         self.loop.close()
