@@ -31,7 +31,9 @@ class LagHistogram:
         """The samples taken since ``earlier`` (max is the running max, not the interval's)."""
         if not earlier.counts:
             return self
-        if not self.counts:
+        if not self.counts or self.counts == earlier.counts:
+            # No sample since ``earlier`` (most intervals: the probe fires ten times a second):
+            # an empty histogram, without a subtraction of every bucket.
             return LagHistogram((), self.max_s)
         return LagHistogram(
             tuple(a - b for a, b in zip(self.counts, earlier.counts, strict=True)), self.max_s

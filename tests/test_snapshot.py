@@ -46,3 +46,13 @@ def test_records_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         snapshot.seq = 2  # type: ignore[misc]
     assert snapshot.alive and snapshot.connections == () and snapshot.tasks is None
+
+
+def test_an_interval_without_a_lag_sample_has_an_empty_histogram() -> None:
+    # Most intervals: the probe fires ten times a second, snapshots 25 times.
+    from loopmon.snapshot import LagHistogram
+
+    before = LagHistogram((0, 3, 1), 0.002)
+    same = LagHistogram((0, 3, 1), 0.002)
+    assert same.minus(before) == LagHistogram((), 0.002)
+    assert LagHistogram((0, 4, 1), 0.003).minus(before) == LagHistogram((0, 1, 0), 0.003)

@@ -340,7 +340,7 @@ class Instrument:
         intervals: list[LoopFigures] = []
         for watch in list(self._watches):
             totals = watch.totals(now)
-            interval = _minus(totals, self._prev_totals.get(watch.id, LoopFigures()))
+            interval = totals.minus(self._prev_totals.get(watch.id, LoopFigures()))
             self._prev_totals[watch.id] = totals
             totals_all.append(totals)
             intervals.append(interval)
@@ -472,27 +472,6 @@ class Instrument:
 
 def _not_the_watchdog(record: logging.LogRecord) -> bool:
     return record.module != "watchdog"
-
-
-def _minus(totals: LoopFigures, earlier: LoopFigures) -> LoopFigures:
-    """``totals.minus(earlier)``, but an interval in which the lag probe took no sample (most
-    of them: it fires 10 times a second) gets an empty histogram without a subtraction of
-    147 buckets."""
-    if totals.lag.counts != earlier.lag.counts:
-        return totals.minus(earlier)
-    lag = totals.lag
-    return LoopFigures(
-        span_s=totals.span_s - earlier.span_s,
-        iterations=totals.iterations - earlier.iterations,
-        events=totals.events - earlier.events,
-        callbacks=totals.callbacks - earlier.callbacks,
-        timers=totals.timers - earlier.timers,
-        busy_s=totals.busy_s - earlier.busy_s,
-        poll_s=totals.poll_s - earlier.poll_s,
-        lag=LagHistogram((), lag.max_s),
-        stalls=totals.stalls - earlier.stalls,
-        errors=totals.errors - earlier.errors,
-    )
 
 
 def _window(window: histogram.Window, now: float, lag: LagHistogram) -> LagWindow:
