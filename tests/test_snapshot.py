@@ -50,8 +50,6 @@ def test_records_are_frozen() -> None:
 
 def test_an_interval_without_a_lag_sample_has_an_empty_histogram() -> None:
     # Most intervals: the probe fires ten times a second, snapshots 25 times.
-    from loopmon.snapshot import LagHistogram
-
     before = LagHistogram((0, 3, 1), 0.002)
     same = LagHistogram((0, 3, 1), 0.002)
     assert same.minus(before) == LagHistogram((), 0.002)
