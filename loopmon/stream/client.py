@@ -281,6 +281,8 @@ class Client:
                         self._deliver(decoder.decode(frame))
                     elif not self._control(frame):
                         return
+                if reader.broken:
+                    raise WireError(reader.broken)
             except WireError as exc:
                 raise _Fatal(
                     f"{self.address}: not a loopmon telemetry stream, or a broken one: {exc}"

@@ -43,6 +43,7 @@ from loopmon.wire.frames import (
     FROM_CONSUMER,
     GOODBYE,
     TO_PRODUCER_MAX,
+    Frame,
     FrameReader,
 )
 from loopmon.wire.snapshots import Encoded, SnapshotEncoder
@@ -402,6 +403,13 @@ class Publisher:
         except WireError as exc:
             self._fail(consumer, msgs.PROTOCOL, str(exc))
             return
+        self._on_frames(consumer, frames)
+        # Bad bytes after whole frames: those were answered first (a newer hello is told
+        # the versions spoken), now the stream cannot go on.
+        if consumer.reader.broken and consumer.fd in self._consumers:
+            self._fail(consumer, msgs.PROTOCOL, consumer.reader.broken)
+
+    def _on_frames(self, consumer: _Consumer, frames: list[Frame]) -> None:
         for frame in frames:
             if consumer.fd not in self._consumers:
                 return

@@ -16,6 +16,7 @@ from loopmon.stream import publisher as publisher_module
 from loopmon.stream.publisher import Publisher
 from loopmon.wire import (
     Command,
+    ConsumerHello,
     ErrorMessage,
     Lost,
     ProducerHello,
@@ -114,6 +115,21 @@ def test_a_newer_version_is_told_the_versions_spoken(
     consumer = RawConsumer(publisher.address)
     body = b"LMON\x02" + b"anything version 2 says"
     consumer.send(struct.pack(">IB", len(body) + 1, 0x01) + body)
+    error = error_then_close(consumer, reactor)
+    assert error.kind == "version" and error.supported == (1,)
+
+
+def test_a_newer_hello_followed_at_once_by_a_newer_frame_is_told_the_versions(
+    publisher: Publisher, reactor: PumpReactor
+) -> None:
+    """A version-2 consumer may send its next frame (of a type version 1 lacks) with its
+    hello: it is answered as a hello of another version, so it can retry with version 1."""
+    consumer = RawConsumer(publisher.address)
+    consumer.send(
+        encode_message(ConsumerHello(TOKEN, version=2, client="v2"))
+        + struct.pack(">IB", 4, 0x22)
+        + b"new"
+    )
     error = error_then_close(consumer, reactor)
     assert error.kind == "version" and error.supported == (1,)
 
