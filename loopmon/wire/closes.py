@@ -23,7 +23,13 @@ from loopmon.wire.columns import put_floats, put_texts
 from loopmon.wire.frames import HEADER, HEADER_SIZE, TO_CONSUMER_MAX
 from loopmon.wire.rows import put_rows
 
-CLOSED_PER_FRAME: Final = 1000  # closed connections listed in one frame; the rest are counted
+# Closed connections listed in one frame; the rest are counted. Producers list at most 1,000
+# an interval (telemetry, the instrument); a frame lists more when its snapshot stands for
+# several: a catch-up keyframe (the closes of the frames a consumer lost: the publisher keeps
+# 10,000), or a consumer's own encoding of a snapshot that absorbed others (attach --record, a
+# mailbox's carry-over: 10,000). The cap is theirs, so no end of the path cuts what another
+# kept.
+CLOSED_PER_FRAME: Final = 10_000
 
 # (start, end): where a frame's closes section lies, as offsets in the frame's bytes.
 Span = tuple[int, int]
