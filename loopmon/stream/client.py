@@ -49,6 +49,7 @@ FAILED: Final = "failed"
 STOPPED: Final = "stopped"
 
 LINK_LOST: Final = "link lost, outcome unknown"
+NOT_A_STREAM: Final = "not a loopmon telemetry stream, or a broken one"
 _FATAL_KINDS: Final = frozenset({msgs.TOKEN, msgs.VERSION, msgs.PROTOCOL})
 
 
@@ -284,9 +285,10 @@ class Client:
                 if reader.broken:
                     raise WireError(reader.broken)
             except WireError as exc:
-                raise _Fatal(
-                    f"{self.address}: not a loopmon telemetry stream, or a broken one: {exc}"
-                ) from None
+                said = str(exc)
+                if NOT_A_STREAM not in said:  # the frame reader's own words may say it already
+                    said = f"{NOT_A_STREAM}: {said}"
+                raise _Fatal(f"{self.address}: {said}") from None
 
     def _first(self, frame: Any) -> bool:
         if frame.type == ERROR:

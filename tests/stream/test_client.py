@@ -195,6 +195,7 @@ def test_a_wrong_token_is_one_clear_failure() -> None:
     ("sent", "said"),
     [
         (b"HTTP/1.1 400 Bad Request\r\n\r\n", "not a loopmon telemetry stream"),
+        (struct.pack(">IB", 2, 0x77) + b"x", "not a loopmon telemetry stream"),
         (struct.pack(">IB", 10, 0x02) + b"LMON\x02hello", "the producer speaks protocol version 2"),
     ],
 )
@@ -214,6 +215,7 @@ def test_a_stream_it_cannot_read_is_one_clear_failure(sent: bytes, said: str) ->
     try:
         wait_for(lambda: client.status == FAILED)
         assert said in client.error and "\n" not in client.error
+        assert client.error.count("not a loopmon") <= 1  # said once
     finally:
         client.stop()
         listener.close()
