@@ -36,7 +36,9 @@ from loopmon.waker import Waker
 _Logged = tuple[int, LoopEvent]
 
 # Closed connections carried into a replacing snapshot at most; the rest are counted (the
-# producer's own bound is 1,000 a snapshot: ten skipped snapshots' worth).
+# producer's own bound is 1,000 a snapshot: ten skipped snapshots' worth). The telemetry
+# publisher keeps as many for a consumer that loses frames (stream.publisher
+# MAX_MISSED_CLOSES), so a close is kept, or counted, alike at either end of the stream.
 MAX_CARRIED_CLOSES = 10_000
 # Sessions' last unread snapshots held at most (producers restarting faster than the reader
 # takes); past it the oldest goes, counted in ``replaced``.

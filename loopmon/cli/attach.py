@@ -3,7 +3,8 @@
 
 The token: ``--token-file PATH`` or ``LOOPMON_TOKEN`` when given, else, for a producer on this
 machine, its own token file, found by the port (files of dead pids are skipped); never a token
-on the command line, where ``ps`` would show it.
+on the command line, where ``ps`` would show it. It is looked up again before each reconnection:
+a restarted producer has a new token, and a new file.
 
 ``--json`` prints one JSON object per snapshot delivered (``cli.jsonout``), a line each,
 flushed: every snapshot the client decodes is printed (they come through ``on_snapshot``, not a
@@ -25,6 +26,7 @@ out every second even while the producer sends nothing. A recording that stops b
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -38,7 +40,7 @@ from loopmon.cli.jsonout import snapshot_object
 from loopmon.netaddr import format_address, is_loopback, split_address
 from loopmon.snapshot import ProducerInfo, Snapshot
 from loopmon.stream import tokens
-from loopmon.stream.client import FAILED, Client
+from loopmon.stream.client import FAILED, Client, TokenSource
 from loopmon.wire.recording import FILE_MODE, Recorder, RecordingError
 
 __all__ = ["add_arguments", "run"]
@@ -94,10 +96,14 @@ def run(args: argparse.Namespace) -> int:
     if refusal is not None:
         print(f"loopmon attach: {refusal}", file=sys.stderr)
         return 2
+    token = functools.partial(
+        tokens.consumer_token,
+        port,
+        str(args.token_file) if args.token_file else None,
+        is_loopback(host),
+    )
     try:
-        token = tokens.consumer_token(
-            port, str(args.token_file) if args.token_file else None, is_loopback(host)
-        )
+        token()  # none now is one line; later (a restarted producer's) the client retries
     except tokens.TokenError as exc:
         print(f"loopmon attach: {exc}", file=sys.stderr)
         return 1
@@ -217,7 +223,7 @@ class AttachRecording:
         self._flusher.join(2.0)
 
 
-def open_window(args: argparse.Namespace, token: bytes) -> int:
+def open_window(args: argparse.Namespace, token: bytes | TokenSource) -> int:
     absent = window.missing()
     if absent:
         print(window.NO_GUI.format(missing=", ".join(absent)), file=sys.stderr)
@@ -283,7 +289,7 @@ class _Printer:
 def print_json(
     host: str,
     port: int,
-    token: bytes,
+    token: bytes | TokenSource,
     count: int | None,
     wait: float,
     out: TextIO,

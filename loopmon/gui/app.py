@@ -91,8 +91,9 @@ def attach_address(args: argparse.Namespace) -> tuple[str, int]:
 def run_attached(args: argparse.Namespace) -> int:
     """``loopmon attach HOST:PORT``: the window on a producer's stream until it is closed.
 
-    ``args``: ``address`` (host, port) or ``target``; ``token`` (bytes, already found by the
-    caller: a local producer's file, ``--token-file`` or ``LOOPMON_TOKEN``); optionally
+    ``args``: ``address`` (host, port) or ``target``; ``token`` (bytes, or where the caller
+    finds it: a local producer's file, ``--token-file`` or ``LOOPMON_TOKEN``, asked again
+    before each reconnection, as a restarted producer has a new one); optionally
     ``history_mb``, ``backoff`` (first, longest wait between attempts, seconds) and
     ``record_tap`` (called with each snapshot decoded and the producer's hello). The window
     opens at once and says "connecting…" until the producer answers; it reconnects with
@@ -106,8 +107,8 @@ def run_attached(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"loopmon attach: {exc}", file=sys.stderr)
         return 2
-    token = getattr(args, "token", None)
-    if not isinstance(token, bytes):
+    token = getattr(args, "token", None)  # bytes, or where to find it before each reconnect
+    if not isinstance(token, bytes) and not callable(token):
         print("loopmon attach: no token for the producer", file=sys.stderr)
         return 2
     backoff = getattr(args, "backoff", None) or (0.1, 5.0)

@@ -31,7 +31,7 @@ from loopmon.sources import (
     refused,
 )
 from loopmon.stream import client as stream_client
-from loopmon.stream.client import Client
+from loopmon.stream.client import Client, TokenSource
 
 # The client's statuses as the window's words for the link.
 _LINKS: Final = {
@@ -48,7 +48,7 @@ class RemoteSource:
         self,
         host: str,
         port: int,
-        token: bytes,
+        token: bytes | TokenSource,
         *,
         client_name: str = "loopmon attach",
         event_log_size: int = 10_000,

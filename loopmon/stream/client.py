@@ -8,6 +8,11 @@ command in flight when the link drops fails with ``LinkLost("link lost, outcome 
 one sent while no link is up fails at once. What cannot be fixed by retrying (a wrong token,
 a newer protocol, a stream that is not loopmon's) ends the client with ``status`` "failed" and
 one line in ``error``, never a traceback.
+
+The token may be given as where to find it (a ``TokenSource``), asked again before each
+connection attempt: a restarted producer has a new token (32 random bytes per run) and, on
+this machine, a new token file, so a client that kept the first token could never reconnect.
+While the source has none (the producer's file is not written yet) the client keeps trying.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any, Final
 from loopmon.mailbox import Mailbox
 from loopmon.netaddr import describe_error, format_address
 from loopmon.snapshot import ListenerRow, ProducerInfo, Snapshot
+from loopmon.stream.tokens import TokenError
 from loopmon.wire import messages as msgs
 from loopmon.wire.codec import WireError
 from loopmon.wire.frames import (
@@ -49,7 +55,12 @@ FAILED: Final = "failed"
 STOPPED: Final = "stopped"
 
 LINK_LOST: Final = "link lost, outcome unknown"
+NOT_A_STREAM: Final = "not a loopmon telemetry stream, or a broken one"
 _FATAL_KINDS: Final = frozenset({msgs.TOKEN, msgs.VERSION, msgs.PROTOCOL})
+
+
+# The token, asked for before each connection attempt; raises ``TokenError`` when it has none.
+TokenSource = Callable[[], bytes]
 
 
 class LinkLost(ConnectionError):
@@ -74,7 +85,7 @@ class Client:
         self,
         host: str,
         port: int,
-        token: bytes,
+        token: bytes | TokenSource,
         *,
         mailbox: Mailbox | None = None,
         on_snapshot: Callable[[Snapshot], None] | None = None,
@@ -196,33 +207,49 @@ class Client:
     def _run(self) -> None:
         wait = self.backoff[0]
         while not self._stop.is_set():
-            try:
-                sock = socket.create_connection((self.host, self.port), self.connect_timeout)
-            except OSError as exc:
-                self._set_status(
-                    RECONNECTING if self.reconnect else FAILED,
-                    f"cannot connect to {self.address}: {describe_error(exc)}",
-                )
-            else:
-                try:
-                    self._session(sock)
-                    wait = self.backoff[0]
-                except _Fatal as fatal:
-                    self._lose_link()
-                    self._set_status(FAILED, str(fatal))
-                    return
-                except OSError:
-                    pass  # refused for now (busy): self.error says why; try again
-                finally:
-                    sock.close()
-                self._lose_link()
-                if not self._stop.is_set():
-                    self._set_status(RECONNECTING if self.reconnect else FAILED, self.error)
+            outcome = self._attempt()
+            if outcome is None:
+                return  # failed for good
+            if outcome:
+                wait = self.backoff[0]
             if not self.reconnect or self._stop.wait(wait):
                 break
             wait = min(wait * 2, self.backoff[1])
         if self.status != FAILED:
             self._set_status(STOPPED)
+
+    def _attempt(self) -> bool | None:
+        """One connection attempt: True if a session ran, False if none could start (try
+        again), None if it cannot succeed (``status`` is then FAILED)."""
+        try:
+            token = self._token() if callable(self._token) else self._token
+        except TokenError as exc:
+            self._set_status(RECONNECTING if self.reconnect else FAILED, str(exc))
+            return False
+        try:
+            sock = socket.create_connection((self.host, self.port), self.connect_timeout)
+        except OSError as exc:
+            self._set_status(
+                RECONNECTING if self.reconnect else FAILED,
+                f"cannot connect to {self.address}: {describe_error(exc)}",
+            )
+            return False
+        ran = False
+        try:
+            self._session(sock, token)
+            ran = True
+        except _Fatal as fatal:
+            self._lose_link()
+            self._set_status(FAILED, str(fatal))
+            return None
+        except OSError:
+            pass  # refused for now (busy): self.error says why; try again
+        finally:
+            sock.close()
+        self._lose_link()
+        if not self._stop.is_set():
+            self._set_status(RECONNECTING if self.reconnect else FAILED, self.error)
+        return ran
 
     def _lose_link(self) -> None:
         with self._lock:
@@ -234,13 +261,13 @@ class Client:
             if not future.done():
                 future.set_exception(LinkLost(LINK_LOST))
 
-    def _session(self, sock: socket.socket) -> None:
+    def _session(self, sock: socket.socket, token: bytes) -> None:
         """One link, until it drops (returns) or cannot go on (``_Fatal``)."""
         sock.settimeout(self.connect_timeout)
         reader = FrameReader(TO_CONSUMER_MAX, FROM_PRODUCER)
         decoder = SnapshotDecoder()
         try:
-            sock.sendall(msgs.encode_message(msgs.ConsumerHello(self._token, client=self.client)))
+            sock.sendall(msgs.encode_message(msgs.ConsumerHello(token, client=self.client)))
         except OSError as exc:
             self.error = f"{self.address}: {describe_error(exc)}"
             return
@@ -281,10 +308,13 @@ class Client:
                         self._deliver(decoder.decode(frame))
                     elif not self._control(frame):
                         return
+                if reader.broken:
+                    raise WireError(reader.broken)
             except WireError as exc:
-                raise _Fatal(
-                    f"{self.address}: not a loopmon telemetry stream, or a broken one: {exc}"
-                ) from None
+                said = str(exc)
+                if NOT_A_STREAM not in said:  # the frame reader's own words may say it already
+                    said = f"{NOT_A_STREAM}: {said}"
+                raise _Fatal(f"{self.address}: {said}") from None
 
     def _first(self, frame: Any) -> bool:
         if frame.type == ERROR:

@@ -7,9 +7,14 @@ Each consumer must send a valid hello (the run's token, a version spoken here) w
 bound: a consumer holds at most one snapshot frame (a reference to bytes shared by every
 consumer, not a copy) and ``MAX_CONTROL_BYTES`` of replies. A consumer whose socket is still
 full at the next ``publish`` loses that snapshot (counted); once its socket drains it is told
-how many it lost and gets the latest keyframe. One that accepts nothing for ``read_timeout``
-while data waits, sends garbage, an oversized frame or a hello of another version is dropped,
-with the reason logged.
+how many it lost and gets the latest keyframe. The closes of the snapshots it lost are not lost
+with them (shared/DESIGN.md: each close is reported once): the consumer keeps references to
+them, the newest ``MAX_MISSED_CLOSES`` (the records are the snapshots' own, shared by every
+consumer that lags), and its catch-up keyframe lists them in place of the keyframe's own
+(``wire.closes.with_closes``: the shared keyframe's bytes around this consumer's closes
+section), those not kept added to its ``closed_omitted``. One that accepts nothing for
+``read_timeout`` while data waits, sends garbage, an oversized frame or a hello of another
+version is dropped, with the reason logged.
 
 Past 400 lines and still one job: the consumers' lifecycle on one socket each (hello,
 streaming, commands, dropping), whose parts share the per-consumer state and its bounds.
@@ -25,10 +30,12 @@ import socket
 from collections.abc import Callable
 from typing import Any, Final
 
+from loopmon.mailbox import MAX_CARRIED_CLOSES
 from loopmon.netaddr import describe_error, format_address
-from loopmon.snapshot import ListenerRow, ProducerInfo, Snapshot
+from loopmon.snapshot import ClosedConnection, ListenerRow, ProducerInfo, Snapshot
 from loopmon.stream.reactor import Reactor, Timer
 from loopmon.wire import messages as msgs
+from loopmon.wire.closes import with_closes
 from loopmon.wire.codec import WireError
 from loopmon.wire.frames import (
     COMMAND,
@@ -36,6 +43,7 @@ from loopmon.wire.frames import (
     FROM_CONSUMER,
     GOODBYE,
     TO_PRODUCER_MAX,
+    Frame,
     FrameReader,
 )
 from loopmon.wire.snapshots import Encoded, SnapshotEncoder
@@ -50,6 +58,14 @@ MAX_CONTROL_BYTES: Final = 256 << 10  # replies and notices queued for one consu
 RECV_SIZE: Final = 65536
 ACCEPT_BATCH: Final = 16
 LOG_EVERY: Final = 100  # a repeated refusal is logged on its 1st, then every Nth
+# Closes of lost snapshots kept for one consumer (the newest; the rest are counted), and so
+# listed at most in its catch-up keyframe: the bound the window's mailbox carries over a
+# reader that falls behind, so the two ends of the path agree. Every lagging consumer's list
+# is a suffix of one sequence (the closes since it last got a frame, newest kept), so their
+# records are shared: 10,000 held at most (~0.7 KB each, measured: ~7 MB), 8 bytes a
+# reference per consumer, and a consumer's encoded list while its keyframe waits (~55 bytes
+# a close: ~0.55 MB). docs/protocol.md and the README state the bound.
+MAX_MISSED_CLOSES: Final = MAX_CARRIED_CLOSES
 
 # (the call) -> its result (a ListenerRow or None); raises to fail the command.
 Commands = Callable[[msgs.Call], "ListenerRow | None"]
@@ -68,6 +84,9 @@ class _Consumer:
         "fd",
         "lost",
         "lost_total",
+        "missed",
+        "missed_omitted",
+        "missed_session",
         "out",
         "progress_at",
         "reader",
@@ -89,6 +108,13 @@ class _Consumer:
         self.lost = 0  # snapshots skipped since the last it got
         self.lost_total = 0
         self.behind = False  # it lost one: a keyframe is due once it drains
+        # The closes of the snapshots it lost (the newest MAX_MISSED_CLOSES), those beyond
+        # counted, and their session: listed in its catch-up keyframe.
+        self.missed: collections.deque[ClosedConnection] = collections.deque(
+            maxlen=MAX_MISSED_CLOSES
+        )
+        self.missed_omitted = 0
+        self.missed_session = ""
         self.writing = False
 
 
@@ -142,6 +168,7 @@ class Publisher:
         self.dropped: collections.Counter[str] = collections.Counter()
         self.frames_lost = 0
         self.published = 0
+        self.closes_not_kept = 0  # closes of lost snapshots past a consumer's MAX_MISSED_CLOSES
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -244,12 +271,39 @@ class Publisher:
                 consumer.lost_total += 1
                 self.frames_lost += 1
                 consumer.behind = True
+                if snapshot.closed or snapshot.closed_omitted:
+                    self._keep_closes(consumer, snapshot)
                 continue
             frame = encoded.delta if encoded.delta is not None else encoded.keyframe()
             self._queue(consumer, frame)
 
+    def _keep_closes(self, consumer: _Consumer, snapshot: Snapshot) -> None:
+        """``snapshot`` is lost to ``consumer``: keep its closes for the catch-up keyframe."""
+        missed = consumer.missed
+        if snapshot.session != consumer.missed_session:
+            if missed or consumer.missed_omitted:
+                # Ids of another session mean nothing in this one's keyframe.
+                log.info(
+                    "telemetry: consumer %s: %d closes of session %s not sent (a new session)",
+                    consumer.address,
+                    len(missed) + consumer.missed_omitted,
+                    consumer.missed_session,
+                )
+                missed.clear()
+                consumer.missed_omitted = 0
+            consumer.missed_session = snapshot.session
+        closed = snapshot.closed
+        # The deque keeps the newest MAX_MISSED_CLOSES by itself; count what it pushes out.
+        over = len(missed) + len(closed) - MAX_MISSED_CLOSES
+        if over > 0:
+            consumer.missed_omitted += over
+            self.closes_not_kept += over
+        missed.extend(closed)
+        consumer.missed_omitted += snapshot.closed_omitted
+
     def _catch_up(self, consumer: _Consumer) -> None:
-        """It drained after losing frames: tell it how many, then the latest keyframe."""
+        """It drained after losing frames: tell it how many, then the latest keyframe, with
+        the closes of the snapshots it lost (the latest among them) in place of its own."""
         latest = self.latest
         consumer.behind = False
         if consumer.lost:
@@ -257,8 +311,31 @@ class Publisher:
                 consumer, msgs.encode_message(msgs.Lost(consumer.lost, consumer.lost_total))
             )
             consumer.lost = 0
-        if latest is not None:
+        missed = consumer.missed
+        if latest is None:
+            return
+        if (not missed and not consumer.missed_omitted) or (
+            latest.snapshot.session != consumer.missed_session
+        ):
+            missed.clear()
+            consumer.missed_omitted = 0
             self._queue(consumer, latest.keyframe())
+            return
+        omitted = consumer.missed_omitted
+        closes = tuple(missed)
+        missed.clear()
+        consumer.missed_omitted = 0
+        try:
+            parts = with_closes(
+                latest.keyframe(), latest.keyframe_closes(), closes, omitted, MAX_MISSED_CLOSES
+            )
+        except WireError as exc:
+            log.error(
+                "telemetry: cannot list %d closes for %s: %s", len(closes), consumer.address, exc
+            )
+            self._queue(consumer, latest.keyframe())
+            return
+        self._queue_parts(consumer, parts)
 
     # -- sockets --------------------------------------------------------------------------
 
@@ -326,6 +403,13 @@ class Publisher:
         except WireError as exc:
             self._fail(consumer, msgs.PROTOCOL, str(exc))
             return
+        self._on_frames(consumer, frames)
+        # Bad bytes after whole frames: those were answered first (a newer hello is told
+        # the versions spoken), now the stream cannot go on.
+        if consumer.reader.broken and consumer.fd in self._consumers:
+            self._fail(consumer, msgs.PROTOCOL, consumer.reader.broken)
+
+    def _on_frames(self, consumer: _Consumer, frames: list[Frame]) -> None:
         for frame in frames:
             if consumer.fd not in self._consumers:
                 return
@@ -393,6 +477,13 @@ class Publisher:
         if not consumer.out:
             consumer.progress_at = self.reactor.time()
         consumer.out.append(memoryview(frame))
+        self._flush(consumer)
+
+    def _queue_parts(self, consumer: _Consumer, parts: tuple[memoryview, ...]) -> None:
+        """One frame sent as consecutive parts (slices of shared bytes, not copies)."""
+        if not consumer.out:
+            consumer.progress_at = self.reactor.time()
+        consumer.out.extend(part for part in parts if part)
         self._flush(consumer)
 
     def _flush(self, consumer: _Consumer) -> None:

@@ -3,7 +3,8 @@
 ``frames`` cuts a byte stream into length-prefixed frames; ``messages`` codes the hellos,
 errors, commands and replies; ``snapshots`` turns a sequence of snapshots into a keyframe and
 deltas and back (``rows`` and ``columns`` code connection rows column by column, ``records``
-the small records). ``recording`` writes the frames to a file and ``playback`` reads them
+the small records, ``closes`` the closed connections' section, which a consumer that lost
+frames gets rewritten). ``recording`` writes the frames to a file and ``playback`` reads them
 back (``recformat``: the file's layout, docs/recording.md). The standard library only (struct,
 array, varints): no pickle, no marshal. docs/protocol.md is the specification a third party
 writes a client from.

@@ -65,13 +65,21 @@ def encode_frame(kind: int, body: bytes | bytearray, limit: int = TO_CONSUMER_MA
 class FrameReader:
     """Splits a byte stream into frames, however it is cut: ``feed`` returns the frames
     completed so far and keeps the rest. A bad length or type raises ``WireError`` and the
-    reader is then unusable (the stream has no way to resynchronise)."""
+    reader is then unusable (the stream has no way to resynchronise). Frames completed before
+    the bad header in the same ``feed`` are returned first, and ``broken`` then says why the
+    next ``feed`` will raise: a hello followed at once by a frame of a newer version's type is
+    answered as a hello (a version error listing the versions spoken), not as garbage."""
 
     def __init__(self, limit: int, accept: frozenset[int] = FROM_PRODUCER) -> None:
         self.limit = limit
         self.accept = accept
         self._buf = bytearray()
         self._broken = ""
+
+    @property
+    def broken(self) -> str:
+        """Why the stream cannot go on ("" while it can): act on it after the frames."""
+        return self._broken
 
     @property
     def buffered(self) -> int:
@@ -99,6 +107,8 @@ class FrameReader:
                 self._broken = f"a frame of unknown or unexpected type 0x{kind:02x}"
             if self._broken:
                 del buf[:]
+                if frames:
+                    return frames  # the next feed raises; ``broken`` says so now
                 raise WireError(self._broken)
             stop = pos + 4 + length
             if stop > end:

@@ -46,6 +46,7 @@ from loopmon.snapshot import (
     TaskRow,
 )
 from loopmon.wire import records
+from loopmon.wire.closes import Span, put_closes
 from loopmon.wire.codec import (
     Reader,
     WireError,
@@ -55,8 +56,8 @@ from loopmon.wire.codec import (
     put_svarint,
     put_uvarint,
 )
-from loopmon.wire.columns import get_floats, get_texts, put_floats, put_texts
-from loopmon.wire.frames import DELTA, KEYFRAME, Frame, encode_frame
+from loopmon.wire.columns import get_floats, get_texts
+from loopmon.wire.frames import DELTA, HEADER_SIZE, KEYFRAME, Frame, encode_frame
 from loopmon.wire.rows import (
     ID_INDEX,
     MAX_ROWS,
@@ -68,12 +69,12 @@ from loopmon.wire.rows import (
     put_rows,
 )
 
-CLOSED_PER_FRAME: Final = 1000  # closed connections listed in one frame; the rest are counted
 EVENTS_PER_KIND: Final = 1000  # events of one kind in one frame: the newest are kept
 MAX_RECORDS: Final = 1 << 16  # listeners, loops, tasks or events in one frame
 
 _row_id: Callable[[ConnectionRow], int] = operator.itemgetter(ID_INDEX)
 _R = TypeVar("_R", ListenerRow, LoopRow, TaskRow)
+_T = TypeVar("_T")
 
 
 def _cap_events(events: Sequence[LoopEvent]) -> tuple[Sequence[LoopEvent], int]:
@@ -130,20 +131,27 @@ def _get_records(
 class Encoded:
     """One snapshot, encoded: the delta against the previous one (None when there is none to
     apply it to: the first of a session), and the keyframe, built on first use and then kept,
-    so it costs one encoding however many consumers need it."""
+    so it costs one encoding however many consumers need it. ``keyframe_closes()`` says where
+    the keyframe's closes section lies (``wire.closes``: a consumer that lost frames gets this
+    keyframe with its own closes in that place)."""
 
-    __slots__ = ("_keyframe", "delta", "seq", "snapshot")
+    __slots__ = ("_keyframe", "_keyframe_closes", "delta", "seq", "snapshot")
 
     def __init__(self, snapshot: Snapshot, delta: bytes | None) -> None:
         self.snapshot = snapshot
         self.seq = snapshot.seq
         self.delta = delta
         self._keyframe: bytes | None = None
+        self._keyframe_closes: Span = (0, 0)
 
     def keyframe(self) -> bytes:
         if self._keyframe is None:
-            self._keyframe = encode_keyframe(self.snapshot)
+            self._keyframe, self._keyframe_closes = encode_keyframe_spanned(self.snapshot)
         return self._keyframe
+
+    def keyframe_closes(self) -> Span:
+        self.keyframe()
+        return self._keyframe_closes
 
 
 class _State:
@@ -176,18 +184,11 @@ def _put_header(out: bytearray, snap: Snapshot) -> None:
     put_str(out, snap.error)
 
 
-def _put_tail(out: bytearray, snap: Snapshot, state: _State) -> None:
-    """Everything after the connections; updates ``state``'s listeners, loops and tasks."""
-    closed = snap.closed
-    omitted = snap.closed_omitted
-    if len(closed) > CLOSED_PER_FRAME:
-        omitted += len(closed) - CLOSED_PER_FRAME
-        closed = closed[:CLOSED_PER_FRAME]
-    put_rows(out, [c.row for c in closed])
-    if closed:
-        put_floats(out, [c.closed_at for c in closed])
-        put_texts(out, [c.reason for c in closed])
-    put_uvarint(out, omitted)
+def _put_tail(out: bytearray, snap: Snapshot, state: _State) -> int:
+    """Everything after the connections; updates ``state``'s listeners, loops and tasks.
+    Returns where the closes section (which comes first) ends in ``out``."""
+    put_closes(out, snap.closed, snap.closed_omitted)
+    closes_end = len(out)
     events, cut = _cap_events(snap.events)
     put_uvarint(out, len(events))
     for event in events:
@@ -206,13 +207,14 @@ def _put_tail(out: bytearray, snap: Snapshot, state: _State) -> None:
         put_bool(out, True)
         for count in snap.closed_ready:
             put_svarint(out, count)
+    return closes_end
 
 
-def _encoding(what: str) -> Callable[[Callable[..., bytes]], Callable[..., bytes]]:
+def _encoding(what: str) -> Callable[[Callable[..., _T]], Callable[..., _T]]:
     """Turn whatever a bad record makes the encoders raise into ``WireError``."""
 
-    def wrap(fn: Callable[..., bytes]) -> Callable[..., bytes]:
-        def encode(*args: Any) -> bytes:
+    def wrap(fn: Callable[..., _T]) -> Callable[..., _T]:
+        def encode(*args: Any) -> _T:
             try:
                 return fn(*args)
             except WireError:
@@ -225,9 +227,14 @@ def _encoding(what: str) -> Callable[[Callable[..., bytes]], Callable[..., bytes
     return wrap
 
 
-@_encoding("a keyframe")
 def encode_keyframe(snap: Snapshot) -> bytes:
     """A frame holding the whole of ``snap``."""
+    return encode_keyframe_spanned(snap)[0]
+
+
+@_encoding("a keyframe")
+def encode_keyframe_spanned(snap: Snapshot) -> tuple[bytes, Span]:
+    """``encode_keyframe``, and where in the frame its closes section lies."""
     out = bytearray()
     put_uvarint(out, snap.seq)
     _put_header(out, snap)
@@ -237,8 +244,9 @@ def encode_keyframe(snap: Snapshot) -> bytes:
     put_rows(out, rows)
     put_uvarint(out, 0)  # no changes
     put_uvarint(out, 0)  # no removals
-    _put_tail(out, snap, state)
-    return encode_frame(KEYFRAME, out)
+    closes_start = len(out)
+    closes_end = _put_tail(out, snap, state)
+    return encode_frame(KEYFRAME, out), (HEADER_SIZE + closes_start, HEADER_SIZE + closes_end)
 
 
 class SnapshotEncoder:

@@ -79,8 +79,16 @@ class PumpReactor:
 
 
 class RawConsumer:
-    def __init__(self, address: tuple[str, int]) -> None:
-        self.sock = socket.create_connection(address, timeout=5)
+    def __init__(self, address: tuple[str, int], rcvbuf: int = 0) -> None:
+        """``rcvbuf``: a receive buffer set before connecting, so the window it offers is
+        small from the start (a consumer that stops reading fills it at once)."""
+        if rcvbuf:
+            self.sock = socket.socket()
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(5)
+            self.sock.connect(address)
+        else:
+            self.sock = socket.create_connection(address, timeout=5)
         self.sock.setblocking(False)
         self.reader = FrameReader(TO_CONSUMER_MAX)
         self.frames: list[Frame] = []

@@ -20,6 +20,7 @@ from loopmon.snapshot import ProducerInfo, Snapshot
 from loopmon.stream.client import FAILED, LINK_LOST, Client, CommandFailed, LinkLost
 from loopmon.stream.publisher import Publisher, echo_commands
 from loopmon.stream.reactor import AsyncioReactor, IOLoopReactor
+from loopmon.stream.tokens import TokenError
 from loopmon.telemetry import Telemetry
 from loopmon.wire import ConsumerHello, encode_message
 from loopmon.wire.messages import COMMANDS
@@ -37,9 +38,10 @@ def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyp
 class Producer:
     """What serve does: an echo server, telemetry and a publisher on one loop thread."""
 
-    def __init__(self, port: int = 0, session: str = "s1") -> None:
+    def __init__(self, port: int = 0, session: str = "s1", token: bytes = TOKEN) -> None:
         self.port = port
         self.session = session
+        self.token = token
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._main, daemon=True)
         self.loop: IOLoop | None = None
@@ -54,7 +56,7 @@ class Producer:
             "serve", "loopmon serve", 1, loop.backend, self.session, time.time(), COMMANDS
         )
         self.publisher = Publisher(
-            IOLoopReactor(loop), info, TOKEN, port=self.port, commands=echo_commands(server)
+            IOLoopReactor(loop), info, self.token, port=self.port, commands=echo_commands(server)
         )
         self.publisher.start()
         self.port = self.publisher.address[1]
@@ -148,6 +150,43 @@ def test_a_restarted_producer_is_a_new_session() -> None:
         client.stop()
 
 
+def test_a_token_source_is_asked_before_each_attempt_until_it_has_one() -> None:
+    """A restarted producer has a new token: the client asks where it is each time, and
+    keeps trying while there is none yet (its file not written), then uses the new one."""
+    first = Producer(session="s1").start()
+    sessions: list[str] = []
+    asked: list[bytes | None] = []
+    current: list[bytes | None] = [TOKEN]
+
+    def token() -> bytes:
+        asked.append(current[0])
+        if current[0] is None:
+            raise TokenError("no token for the port yet")
+        return current[0]
+
+    client = Client(
+        "127.0.0.1", first.port, token, on_snapshot=lambda s: sessions.append(s.session),
+        backoff=(0.02, 0.05),
+    )  # fmt: skip
+    client.start()
+    try:
+        wait_for(lambda: "s1" in sessions)
+        current[0] = None
+        first.stop()
+        wait_for(lambda: asked.count(None) >= 2)  # tried, and had none
+        assert client.status == "reconnecting" and "no token" in client.error
+        new = bytes(range(100, 132))
+        second = Producer(port=first.port, session="s2", token=new).start()
+        current[0] = new
+        try:
+            wait_for(lambda: "s2" in sessions)
+            assert client.connections == 2
+        finally:
+            second.stop()
+    finally:
+        client.stop()
+
+
 def test_a_command_in_flight_when_the_link_drops_fails_link_lost() -> None:
     reactor = PumpReactor()
     publisher: Publisher
@@ -195,6 +234,7 @@ def test_a_wrong_token_is_one_clear_failure() -> None:
     ("sent", "said"),
     [
         (b"HTTP/1.1 400 Bad Request\r\n\r\n", "not a loopmon telemetry stream"),
+        (struct.pack(">IB", 2, 0x77) + b"x", "not a loopmon telemetry stream"),
         (struct.pack(">IB", 10, 0x02) + b"LMON\x02hello", "the producer speaks protocol version 2"),
     ],
 )
@@ -214,6 +254,7 @@ def test_a_stream_it_cannot_read_is_one_clear_failure(sent: bytes, said: str) ->
     try:
         wait_for(lambda: client.status == FAILED)
         assert said in client.error and "\n" not in client.error
+        assert client.error.count("not a loopmon") <= 1  # said once
     finally:
         client.stop()
         listener.close()

@@ -3,17 +3,20 @@ or slow consumers cannot do to it."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import struct
 
 import pytest
-from stream_helpers import INFO, TOKEN, PumpReactor, RawConsumer, snapshot
+from stream_helpers import INFO, TOKEN, PumpReactor, RawConsumer, row, snapshot
 
-from loopmon.snapshot import ListenerRow
+from loopmon.snapshot import ClosedConnection, ListenerRow, Snapshot
+from loopmon.stream import publisher as publisher_module
 from loopmon.stream.publisher import Publisher
 from loopmon.wire import (
     Command,
+    ConsumerHello,
     ErrorMessage,
     Lost,
     ProducerHello,
@@ -112,6 +115,21 @@ def test_a_newer_version_is_told_the_versions_spoken(
     consumer = RawConsumer(publisher.address)
     body = b"LMON\x02" + b"anything version 2 says"
     consumer.send(struct.pack(">IB", len(body) + 1, 0x01) + body)
+    error = error_then_close(consumer, reactor)
+    assert error.kind == "version" and error.supported == (1,)
+
+
+def test_a_newer_hello_followed_at_once_by_a_newer_frame_is_told_the_versions(
+    publisher: Publisher, reactor: PumpReactor
+) -> None:
+    """A version-2 consumer may send its next frame (of a type version 1 lacks) with its
+    hello: it is answered as a hello of another version, so it can retry with version 1."""
+    consumer = RawConsumer(publisher.address)
+    consumer.send(
+        encode_message(ConsumerHello(TOKEN, version=2, client="v2"))
+        + struct.pack(">IB", 4, 0x22)
+        + b"new"
+    )
     error = error_then_close(consumer, reactor)
     assert error.kind == "version" and error.supported == (1,)
 
@@ -307,3 +325,101 @@ def test_a_tap_added_after_unencoded_snapshots_starts_from_a_keyframe(
     publisher.publish(snapshot(3, bump=2))
     [encoded] = taken
     assert encoded.delta is None  # not a delta against snapshot 1, which no tap has seen
+
+
+def _stalled(publisher: Publisher, reactor: PumpReactor) -> tuple[RawConsumer, SnapshotDecoder]:
+    """A consumer that stopped reading: its socket full of a keyframe it has not taken."""
+    consumer = RawConsumer(publisher.address, rcvbuf=4096)
+    consumer.hello()
+    [hello] = consumer.read(reactor, 1)
+    assert hello.type == PRODUCER_HELLO
+    [state] = [c for c in publisher._consumers.values() if c.address.endswith(
+        f":{consumer.sock.getsockname()[1]}"
+    )]  # fmt: skip
+    state.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    publisher.publish(snapshot(1, n=BIG))
+    reactor.pump(1, 0)
+    assert state.out  # it holds a frame its socket has not taken
+    return consumer, SnapshotDecoder()
+
+
+BIG = 2_000  # rows: a keyframe (~26 KB) larger than the consumer's socket takes unread
+
+
+def _with_closes(seq: int, first: int, n: int, omitted: int = 0) -> Snapshot:
+    """Snapshot ``seq`` (the same BIG rows) reporting ``n`` closes, ids from ``first``:
+    connections opened and closed within the interval."""
+    closes = tuple(
+        ClosedConnection(row(i, state="closed", bytes_in=i), seq / 25, f"closed {i}")
+        for i in range(first, first + n)
+    )
+    return dataclasses.replace(snapshot(seq, n=BIG), closed=closes, closed_omitted=omitted)
+
+
+def _read_snapshots(
+    consumer: RawConsumer, decoder: SnapshotDecoder, reactor: PumpReactor, until_seq: int
+) -> tuple[list[Snapshot], list[Lost]]:
+    """Read (pumping) until the snapshot ``until_seq`` is decoded."""
+    snaps: list[Snapshot] = []
+    lost: list[Lost] = []
+    for _ in range(400):
+        for f in consumer.read(reactor, 1000, rounds=5):
+            if f.type in (KEYFRAME, DELTA):
+                snaps.append(decoder.decode(f))
+            elif f.type == LOST:
+                message = decode_message(f)
+                assert isinstance(message, Lost)
+                lost.append(message)
+        if snaps and snaps[-1].seq == until_seq:
+            break
+    return snaps, lost
+
+
+def test_a_lagging_consumer_gets_every_close_of_the_frames_it_lost(
+    publisher: Publisher, reactor: PumpReactor
+) -> None:
+    steady = attached(publisher, reactor)
+    lagging, decoder = _stalled(publisher, reactor)
+    steady_decoder = SnapshotDecoder()
+    # Connections close while it does not read: 7 snapshots of 3 closes each, one of which
+    # the producer itself could not list (counted in closed_omitted).
+    sent: list[ClosedConnection] = []
+    for seq in range(2, 9):
+        snap = _with_closes(seq, 100_000 + 3 * seq, 3, omitted=1 if seq == 5 else 0)
+        sent += snap.closed
+        publisher.publish(snap)
+        reactor.pump(1, 0)
+    snaps, lost = _read_snapshots(lagging, decoder, reactor, until_seq=8)
+    assert [s.seq for s in snaps] == [1, 8]  # the stalled keyframe, then the catch-up one
+    assert sum(m.frames for m in lost) == 7
+    # Every close of the lost frames, in the order they closed, with its figures and reason.
+    assert snaps[1].closed == tuple(sent)
+    assert snaps[1].closed_omitted == 1
+    assert len(snaps[1].connections) == BIG
+    # The consumer that kept up got each close once, in the delta of its own snapshot.
+    seen, _ = _read_snapshots(steady, steady_decoder, reactor, until_seq=8)
+    assert [c for s in seen for c in s.closed] == sent
+    # Deltas go on from the catch-up keyframe, with their own closes only.
+    publisher.publish(_with_closes(9, 200_000, 2))
+    [after], _ = _read_snapshots(lagging, decoder, reactor, until_seq=9)
+    assert [c.row.id for c in after.closed] == [200_000, 200_001]
+    assert publisher.closes_not_kept == 0
+
+
+def test_closes_past_the_bound_are_counted_and_told_the_newest_kept(
+    publisher: Publisher, reactor: PumpReactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(publisher_module, "MAX_MISSED_CLOSES", 5)
+    lagging, decoder = _stalled(publisher, reactor)
+    sent: list[ClosedConnection] = []
+    for seq in range(2, 6):
+        snap = _with_closes(seq, 100_000 + 4 * seq, 4)
+        sent += snap.closed
+        publisher.publish(snap)
+    snaps, _ = _read_snapshots(lagging, decoder, reactor, until_seq=5)
+    assert snaps[-1].closed == tuple(sent[-5:])  # the newest five: the bound
+    assert snaps[-1].closed_omitted == len(sent) - 5  # and the rest, counted
+    assert publisher.closes_not_kept == len(sent) - 5
+    # Nothing is held for it once it caught up.
+    [state] = publisher._consumers.values()
+    assert not state.missed and state.missed_omitted == 0

@@ -152,6 +152,28 @@ def test_a_close_between_objects_is_in_closed_with_its_reason(serve: Serve) -> N
         attach.proc.kill()
 
 
+def test_attach_follows_a_restarted_producer_and_its_new_token() -> None:
+    """Each run has a token of its own: attach finds the new one when it reconnects."""
+    first = Serve()
+    attach = Attach(first.telemetry)
+    second = None
+    try:
+        session = attach.next()["session"]
+        first.stop()
+        assert not first.token_file.exists()
+        second = Serve(telemetry=first.telemetry)
+        assert second.token != first.token
+        obj = attach.until(lambda o: o["session"] != session)
+        assert obj["listeners"][0]["address"] == f"127.0.0.1:{second.echo_port}"
+        assert attach.stop() == 0
+        assert attach.err.rest(1.0) == []
+    finally:
+        attach.stop()
+        first.kill()
+        if second is not None:
+            second.kill()
+
+
 def test_a_wrong_token_is_one_line(serve: Serve) -> None:
     result = attach_once(serve.telemetry, environ=env(LOOPMON_TOKEN="00" * 32))
     assert result.returncode == 1 and result.stdout == ""

@@ -59,6 +59,17 @@ def test_a_gigabyte_prefix_is_refused_before_any_body() -> None:
         reader.feed(b"")
 
 
+def test_frames_before_a_bad_header_come_out_first_and_then_it_is_broken() -> None:
+    reader = FrameReader(TO_PRODUCER_MAX, FROM_CONSUMER)
+    hello = encode_frame(CONSUMER_HELLO, b"hello")
+    assert reader.feed(hello + encode_frame(0x22, b"a newer type")) == [
+        Frame(CONSUMER_HELLO, b"hello")
+    ]
+    assert "type 0x22" in reader.broken
+    with pytest.raises(WireError, match="type 0x22"):
+        reader.feed(hello)
+
+
 def test_text_typed_at_the_port_is_refused_at_once() -> None:
     with pytest.raises(WireError):
         FrameReader(TO_PRODUCER_MAX, FROM_CONSUMER).feed(b"GET / HTTP/1.1\r\n")

@@ -391,3 +391,25 @@ def test_snapshots_encoded_elsewhere_record_the_same(tmp_path: Path) -> None:
         clock.now += 0.04
     rec.close()
     assert read_all(tmp_path / "r")[1] == live(snaps)
+
+
+def test_a_snapshot_that_absorbed_lost_frames_is_recorded_with_every_close(
+    tmp_path: Path,
+) -> None:
+    """What attach decodes after losing frames (a catch-up keyframe listing the lost frames'
+    closes, up to the publisher's bound) or what a mailbox carried over a slow reader, is
+    recorded as decoded: a recording made by attach replays what attach printed."""
+    from loopmon.mailbox import MAX_CARRIED_CLOSES
+    from loopmon.stream.publisher import MAX_MISSED_CLOSES
+    from loopmon.wire.closes import CLOSED_PER_FRAME
+
+    many = tuple(
+        ClosedConnection(row(1000 + i, state="closed"), 1.0 + i / 1e4, "peer closed")
+        for i in range(MAX_MISSED_CLOSES)
+    )
+    snaps = session(3)
+    snaps[1] = dataclasses.replace(snaps[1], closed=many, closed_omitted=2)
+    record(tmp_path / "r", snaps)
+    _, got = read_all(tmp_path / "r")
+    assert got[1].closed == many and got[1].closed_omitted == 2
+    assert MAX_CARRIED_CLOSES == MAX_MISSED_CLOSES <= CLOSED_PER_FRAME

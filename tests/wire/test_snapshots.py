@@ -22,8 +22,9 @@ from wire_strategies import (
 
 from loopmon.snapshot import ClosedConnection, ConnectionRow, ListenerRow, LoopEvent, Snapshot
 from loopmon.wire import SnapshotDecoder, SnapshotEncoder, WireError
+from loopmon.wire.closes import CLOSED_PER_FRAME
 from loopmon.wire.frames import DELTA, KEYFRAME, TO_CONSUMER_MAX, Frame, FrameReader
-from loopmon.wire.snapshots import CLOSED_PER_FRAME, EVENTS_PER_KIND
+from loopmon.wire.snapshots import EVENTS_PER_KIND
 
 
 def frame(data: bytes) -> Frame:
