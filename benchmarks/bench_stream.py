@@ -2,12 +2,14 @@
 server headless and with ``--telemetry`` and one consumer attached.
 
     .venv/bin/python benchmarks/bench_stream.py [--rounds 8] [--duration 3] [--hz 25]
-        [--consumer json|window] [--workloads rr-1k,rr-128] [--record]
+        [--consumer json|window|null] [--workloads rr-1k,rr-128] [--record]
 
 Two ``loopmon serve --backend epoll --strategy direct --quiet`` run side by side on the servers'
 core: A headless, B with ``--telemetry 127.0.0.1:0 --telemetry-hz HZ`` and one consumer,
-``loopmon attach --json`` (or the attached window, offscreen, with ``--consumer window``),
-pinned with the load client on the other core, as the bench pins clients. The same
+``loopmon attach --json`` (or the attached window, offscreen, with ``--consumer window``, or
+``benchmarks/stream_sink.py``, which reads and decodes nothing, with ``--consumer null``: what
+the producer side alone costs), pinned with the load client on the other core, as the bench
+pins clients. The same
 ``loopmon load`` client drives A and B in alternating order (A B, B A, ...). The figure is the
 server's CPU time per round trip (bench's ``srv us/rt``), which stays true when the Python
 client is the limit; the result is the median of the per-round ratios B / A. A cost target
@@ -68,6 +70,8 @@ def start_consumer(
 ) -> tuple[object, Path]:
     if kind == "json":
         argv = [sys.executable, "-m", "loopmon", "attach", "--json", address]
+    elif kind == "null":
+        argv = [sys.executable, str(Path(__file__).with_name("stream_sink.py")), address]
     else:
         argv = [sys.executable, "-m", "loopmon", "attach", address]
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # the window's, inherited
@@ -90,7 +94,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--hz", type=float, default=25.0)
-    parser.add_argument("--consumer", choices=("json", "window"), default="json")
+    parser.add_argument("--consumer", choices=("json", "window", "null"), default="json")
     parser.add_argument("--workloads", default="rr-1k,rr-128")
     parser.add_argument(
         "--record", action="store_true", help="A: --telemetry; B: --telemetry --record FILE"
@@ -145,7 +149,7 @@ def main() -> int:
                         if not r.ok or r.server_cpu_us_per_rt is None:
                             raise SystemExit(f"{w.name} round {i} {n}: {r.problem}")
                         us[n].append(r.server_cpu_us_per_rt)
-                        if n == b and args.consumer == "json":
+                        if n == b and args.consumer != "window":
                             rates.append(
                                 (count_objects(consumer_out) - before) / (time.monotonic() - t0)
                             )

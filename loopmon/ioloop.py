@@ -35,7 +35,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Coroutine
+import types
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from typing import Any, ClassVar, TypeVar
 
@@ -174,6 +175,7 @@ class IOLoop:
         self._created = self.time()
         self._handlers: dict[int, _Cells] = {}
         self._stats: dict[int, FdStat] = {}
+        self.fd_stats: Mapping[int, FdStat] = types.MappingProxyType(self._stats)
         self._callbacks: collections.deque[
             tuple[contextvars.Context, Callable[..., Any], tuple[Any, ...]]
         ] = collections.deque()
@@ -837,7 +839,8 @@ class IOLoop:
         )
 
     def fd_stat(self, fd: int) -> FdStat | None:
-        """The live counters of a registered fd (loop thread only: they change under you)."""
+        """The live counters of a registered fd (loop thread only: they change under you).
+        ``fd_stats`` is the same as a read-only mapping, for readers of many fds at once."""
         return self._stats.get(fd)
 
     def take_touched(self) -> set[int]:

@@ -49,7 +49,7 @@ def world() -> Iterator[tuple[IOLoop, FakeClock, FakeServer, Telemetry, list[soc
     loop = IOLoop(make_current=False, time_func=clock)
     server = FakeServer()
     box = Mailbox()
-    telemetry = Telemetry(loop, server, box, hz=1.0)
+    telemetry = Telemetry(loop, server, box, hz=1.0, cost_clock=clock)
     socks: list[socket.socket] = []
     yield loop, clock, server, telemetry, socks
     loop.close()
@@ -253,7 +253,7 @@ def test_periodic_cadence_on_the_fake_clock(world) -> None:  # type: ignore[no-u
 def test_telemetry_skips_ticks_to_bound_its_share(world) -> None:  # type: ignore[no-untyped-def]
     _loop, clock, _server, telemetry, _socks = world
     telemetry.max_share = 0.05
-    telemetry.build_seconds = 0.1  # as if the last build took 100 ms
+    telemetry.tick_seconds = telemetry._tick_before = 0.1  # as if the last ticks took 100 ms
     telemetry.tick()  # 0 s since the last build: skipped
     assert telemetry.skipped == 1
     clock.advance(1.0)  # 1 s < 0.1 / 0.05 = 2 s: still skipped
@@ -264,6 +264,24 @@ def test_telemetry_skips_ticks_to_bound_its_share(world) -> None:  # type: ignor
     assert telemetry.skipped == 2
     snap, _, _ = telemetry.mailbox.take()
     assert snap is not None and snap.interval.span_s == pytest.approx(2.5)
+
+
+def test_the_share_counts_the_observers_too(world) -> None:  # type: ignore[no-untyped-def]
+    # The publisher's encoding and sends run as an observer of the tick: they are telemetry's
+    # cost to the loop as much as the build is, so the throttle counts them (on its cost
+    # clock, the thread's CPU time unless told: here the fake clock).
+    _loop, clock, _server, telemetry, _socks = world
+    telemetry.observers.append(lambda snap: clock.advance(0.2))  # an observer taking 200 ms
+    clock.advance(1.0)
+    telemetry.tick()
+    assert telemetry.tick_seconds == pytest.approx(0.2)
+    assert telemetry.build_seconds == 0.0
+    clock.advance(1.0)  # one slow tick alone skips nothing (a GC, a preemption)
+    telemetry.tick()
+    assert telemetry.skipped == 0
+    clock.advance(1.0)  # two: 1 s < 0.2 / 0.1 = 2 s since the last tick: skipped
+    telemetry.tick()
+    assert telemetry.skipped == 1
 
 
 def test_lag_is_the_quantile_of_the_last_ten_seconds_of_probe_samples() -> None:
@@ -371,3 +389,66 @@ def test_the_byte_sums_kept_as_rows_change_equal_the_rows_sums(world) -> None:  
             open_in = sum(r.bytes_in for r in rows)
             assert snap.bytes_in == server.closed_bytes_in + open_in
             assert snap.bytes_out == server.closed_bytes_out + sum(r.bytes_out for r in rows)
+
+
+def test_the_row_fast_path_keeps_the_entry_times_and_stays_exact(world) -> None:  # type: ignore[no-untyped-def]
+    # ROW FAST PATH: a connection busy under a constant mask gets fractions of exactly 1 and
+    # 0 by its mask, its entry keeps the times of the build that last did the arithmetic, and
+    # a flip after several such intervals is still measured from the right base.
+    loop, clock, server, telemetry, socks = world
+    a, b = socket.socketpair()
+    socks += [a, b]
+
+    def on_read(fd: int, events: int) -> None:
+        a.recv(100)
+        loop.stop()
+
+    loop.add_handler(a.fileno(), on_read, READ)
+    conn = FakeConn(a.fileno(), created=clock.now)
+    server.connections[a.fileno()] = conn
+    clock.advance(1.0)
+    telemetry.build()  # built with the arithmetic: its entry's times are taken now
+    times = list(telemetry._tracked[a.fileno()][2:])
+    rows = []
+    for _ in range(3):
+        b.send(b"x")
+        loop.start()
+        conn.bytes_in += 1
+        clock.advance(1.0)
+        (row,) = telemetry.build().connections
+        rows.append(row)
+        assert (row.read_fraction, row.write_fraction) == (1.0, 0.0)
+    assert telemetry._tracked[a.fileno()][2:] == times  # the fast path: untouched times
+    assert [r.ready_read for r in rows] == [1, 2, 3]
+    assert telemetry.last is not None and telemetry.last.bytes_in == 3
+    # Busy last time, quiet now: nothing moved, the same row object stands.
+    clock.advance(1.0)
+    assert telemetry.build().connections[0] is rows[-1]
+    clock.advance(0.25)
+    loop.update_handler(a.fileno(), READ | WRITE)
+    clock.advance(0.75)
+    (flipped,) = telemetry.build().connections
+    assert flipped.read_fraction == pytest.approx(1.0)
+    assert flipped.write_fraction == pytest.approx(0.75)
+
+
+def test_gc_headroom_raises_the_gen0_threshold_and_never_lowers_it() -> None:
+    # GC HEADROOM: serve's frames leave nothing behind but their peak of young objects (one
+    # per changed row) must not trip the collector every frame.
+    import gc
+
+    from loopmon.telemetry import GC_GEN0_THRESHOLD, give_gc_headroom
+
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 11, 12)
+        give_gc_headroom()
+        assert gc.get_threshold() == (GC_GEN0_THRESHOLD, 11, 12)
+        gc.set_threshold(GC_GEN0_THRESHOLD * 2, 10, 10)
+        give_gc_headroom()
+        assert gc.get_threshold()[0] == GC_GEN0_THRESHOLD * 2
+        gc.set_threshold(0)  # turned off: stays off
+        give_gc_headroom()
+        assert gc.get_threshold()[0] == 0
+    finally:
+        gc.set_threshold(*saved)

@@ -134,6 +134,7 @@ def run(
     ) as exc:
         print(f"loopmon serve: {exc}", file=err)
         return 2
+    telemetry.give_gc_headroom()  # serve owns its process (see telemetry's GC HEADROOM)
     info = producer_info(runner)
     if stream_plan is not None and not is_loopback(stream_plan.address[0]):
         warning = stream_options.remote_warning(*stream_plan.address)

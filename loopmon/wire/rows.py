@@ -163,15 +163,33 @@ def put_changes(
     out: bytearray, rows: Sequence[ConnectionRow], olds: Sequence[ConnectionRow]
 ) -> None:
     """``rows`` (ascending ids) against ``olds``, the previous rows of the same ids."""
-    n = len(rows)
+    if len(rows) > MAX_ROWS:
+        raise WireError(f"{len(rows)} rows in one block, over the {MAX_ROWS} allowed")
+    if not rows:
+        put_uvarint(out, 0)
+        return
+    put_change_columns(out, list(zip(*rows, strict=False)), list(zip(*olds, strict=False)))
+
+
+def put_change_columns(
+    out: bytearray,
+    new_columns: Sequence[Sequence[Any]],
+    old_columns: Sequence[Sequence[Any]],
+    id_block: bytes | None = None,
+) -> bytes:
+    """A change block from the rows' columns (``zip(*rows)``: one per field, ascending ids,
+    at least one row) and those of the rows they replace. ``id_block``, when given, is what
+    this returned for the same id column before (reused, not coded again). Returns the id
+    block."""
+    n = len(new_columns[ID_INDEX])
     if n > MAX_ROWS:
         raise WireError(f"{n} rows in one block, over the {MAX_ROWS} allowed")
-    put_uvarint(out, n)
-    if not n:
-        return
-    new_columns = list(zip(*rows, strict=False))
-    old_columns = list(zip(*olds, strict=False))
-    put_ints(out, _id_gaps(new_columns[ID_INDEX]))  # first: the decoder finds the old rows by it
+    if id_block is None:
+        ids = bytearray()
+        put_uvarint(ids, n)
+        put_ints(ids, _id_gaps(new_columns[ID_INDEX]))  # first: the decoder finds the rows by it
+        id_block = bytes(ids)
+    out += id_block
     body = bytearray()
     present = 0
     for i, (_, kind) in enumerate(FIELDS):
@@ -217,6 +235,7 @@ def put_changes(
             _put_values(body, kind, new)
     put_uvarint(out, present)
     out += body
+    return id_block
 
 
 def get_changes(

@@ -201,9 +201,85 @@ def test_only_changed_rows_travel() -> None:
         busy[i] = busy[i]._replace(bytes_in=4096 + i, bytes_out=4000 + i, ready_read=3 + i % 3)
     many = encoder.encode(snap(4, tuple(busy))).delta
     assert many is not None and (len(many) - len(quiet)) / 100 <= 12
-    # A rebuilt row equal to the last is not a change.
-    rebuilt = [r._replace() for r in busy]
+    # A rebuilt row equal to the last is not a change (with fewer than three rows in four
+    # rebuilt: past that, the whole table travels, below).
+    rebuilt = [r._replace() if i % 2 else r for i, r in enumerate(busy)]
     assert len(encoder.encode(snap(5, tuple(rebuilt))).delta) == len(quiet)  # type: ignore[arg-type]
+
+
+def busy_frames(n: int, frames: int, share: float, seed: int) -> list[Snapshot]:
+    """Snapshots of ``n`` rows where a random ``share`` of them changes each frame, as an
+    echo server's busy connections do, the rest being the same objects."""
+    import random
+
+    rng = random.Random(seed)
+    rows = tuple(row(i) for i in range(1, n + 1))
+    out = [snap(1, rows)]
+    for seq in range(2, frames + 2):
+        rows = tuple(
+            r._replace(
+                bytes_in=r.bytes_in + rng.randint(1, 900),  # type: ignore[operator]
+                ready_read=r.ready_read + 1,
+                write_fraction=rng.choice((0.0, 0.5)),
+            )
+            if rng.random() < share
+            else r
+            for r in rows
+        )
+        out.append(snap(seq, rows))
+    return out
+
+
+@pytest.mark.parametrize("share", [1.0, 0.86, 0.5])
+def test_the_whole_table_decodes_as_the_row_by_row_deltas(share: float) -> None:
+    # The WHOLE TABLE path (most rows changed, the same rows as the last frame) gives the
+    # snapshots the row-by-row deltas give, and is taken exactly when three rows in four or
+    # more changed.
+    frames = busy_frames(40, 12, share, seed=int(share * 100))
+    encoder = SnapshotEncoder()
+    decoder = SnapshotDecoder()
+    for s in frames:
+        encoded = encoder.encode(s)
+        got = decoder.decode(frame(encoded.keyframe() if encoded.delta is None else encoded.delta))
+        assert got == canonical(s)
+    if share == 0.5:
+        assert encoder.whole_frames == 0
+    else:
+        assert encoder.whole_frames >= 10  # the last frames all took it (the first two may not)
+
+
+def test_the_whole_table_keeps_its_columns_and_starts_over_after_a_change_of_rows() -> None:
+    frames = busy_frames(40, 6, 1.0, seed=3)
+    encoder = SnapshotEncoder()
+    decoder = SnapshotDecoder()
+    for s in frames[:4]:
+        encoded = encoder.encode(s)
+        decoder.decode(frame(encoded.keyframe() if encoded.delta is None else encoded.delta))
+    assert encoder.whole_frames == 3
+    kept = encoder._table
+    assert kept is not None and kept[2] is not None  # the ids' coding, kept for the next
+    # A connection goes: not the same rows, so row by row; then whole again.
+    fewer = dataclasses.replace(frames[4], connections=frames[4].connections[1:])
+    for s in (fewer, dataclasses.replace(frames[5], connections=frames[5].connections[1:])):
+        encoded = encoder.encode(s)
+        assert encoded.delta is not None
+        assert decoder.decode(frame(encoded.delta)) == canonical(s)
+    assert encoder.whole_frames == 4
+
+
+def test_a_table_of_rebuilt_equal_rows_is_no_change_at_all() -> None:
+    held = tuple(row(i) for i in range(1, 1001))
+    encoder = SnapshotEncoder()
+    encoder.encode(snap(1, held))
+    quiet = encoder.encode(snap(2, held)).delta
+    rebuilt = encoder.encode(snap(3, tuple(r._replace() for r in held))).delta
+    assert quiet is not None and rebuilt is not None
+    assert encoder.whole_frames == 0 and len(rebuilt) == len(quiet)
+    # Most rebuilt, a few changed: the whole table, whose unchanged rows cost next to nothing.
+    some = tuple(r._replace(ready_read=1) if r.id % 100 == 0 else r._replace() for r in held)
+    changed = encoder.encode(snap(4, some)).delta
+    assert changed is not None and encoder.whole_frames == 1
+    assert len(changed) - len(quiet) <= 40  # the ids (all gaps 1) and one sparse column
 
 
 def test_the_keyframe_is_built_once() -> None:
