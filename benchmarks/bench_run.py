@@ -279,6 +279,7 @@ def case(
     cores = (0, 1) if two else (None, None)
     us: dict[str, list[float]] = {"plain": []}
     rates: dict[str, list[float]] = {}
+    shares: dict[str, list[float]] = {}  # the consumer's CPU, a share of the client's core
     with tempfile.TemporaryDirectory(prefix="loopmon-bench-run-") as tmp:
         servers = [Server("plain", BASE_ARGS, False, tasks, cores, Path(tmp))]
         for v in args.variants:
@@ -287,6 +288,7 @@ def case(
             us[v] = []
             if consumer:
                 rates[v] = []
+                shares[v] = []
         try:
             for s in servers:  # warm-up, not counted: first connections, caches
                 load_round(s, clients, size, min(args.duration, 1.0), cores[1])
@@ -297,9 +299,13 @@ def case(
                     order.reverse()
                 for s in order:
                     before, t0 = s.delivered(), time.monotonic()
+                    consumer_cpu = cpu_ns(s.consumer.pid) if s.consumer is not None else 0
                     us[s.name].append(load_round(s, clients, size, args.duration, cores[1]))
                     if s.name in rates:
-                        rates[s.name].append((s.delivered() - before) / (time.monotonic() - t0))
+                        wall = time.monotonic() - t0
+                        rates[s.name].append((s.delivered() - before) / wall)
+                        assert s.consumer is not None
+                        shares[s.name].append((cpu_ns(s.consumer.pid) - consumer_cpu) / 1e9 / wall)
                 line = ", ".join(
                     f"{n} {v[-1]:.2f} us/rt"
                     + (f" x{v[-1] / us['plain'][-1]:.3f}" if n != "plain" else "")
@@ -325,6 +331,8 @@ def case(
         if v in rates:
             figures["delivered_hz_median"] = round(statistics.median(rates[v]), 1)
             figures["delivered_hz_min"] = round(min(rates[v]), 1)
+            # on the client's core: the load client has that much less of it in these rounds
+            figures["consumer_cpu_share"] = round(statistics.median(shares[v]), 4)
         result[v] = figures
     result["baseline"] = stats["plain"]
     print(json.dumps(result), flush=True)
