@@ -171,6 +171,7 @@ class Instrument:
         self.built = 0
         self.skipped = 0
         self._tick_watch: Watch | None = None
+        self._tick_due = 0.0  # when the armed tick is due (0: none armed on this loop run)
         self._tick_cancel: Callable[[], None] | None = None
 
     # -- installing ------------------------------------------------------------------------
@@ -435,7 +436,14 @@ class Instrument:
         if not (self._sinks or self._pumps) or self._tick_watch is not None or not self.enabled:
             return
         self._tick_watch = watch
-        self._tick_cancel = watch.call_later(1.0 / self.hz, self._tick)
+        period = 1.0 / self.hz
+        now = self.clock()
+        # Due a period after the previous tick was due, not after it ended: re-armed from
+        # its end, 25 Hz ran at ~23 (the tick's own time and the timer's lateness added up).
+        # A tick later than a whole period is not made up for by a burst.
+        due = self._tick_due + period if self._tick_due else now + period
+        self._tick_due = max(due, now)
+        self._tick_cancel = watch.call_later(self._tick_due - now, self._tick)
 
     def _watch_stopped(self, watch: Watch) -> None:
         if self._tick_watch is watch:
@@ -443,6 +451,7 @@ class Instrument:
                 self._tick_cancel()
             self._tick_watch = None
             self._tick_cancel = None  # the next loop to start running takes the tick
+            self._tick_due = 0.0
 
     def _tick(self) -> None:
         watch = self._tick_watch

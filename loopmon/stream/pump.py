@@ -179,7 +179,11 @@ class PublisherPump:
         self.publisher.start()
 
     def publish(self, snapshot: Snapshot) -> None:
-        """Encode and send ``snapshot`` (queued where a socket is full), then one pump."""
+        """A pump, then ``snapshot`` encoded and sent (queued where a socket is full), then
+        another. The first one sends what the previous tick left queued, if the consumer's
+        socket has room now: without it, a frame that did not go out whole at once made the
+        consumer lose the next one (the publisher's rule for a consumer still full)."""
+        self.reactor.pump()
         self.publisher.publish(snapshot)
         self.reactor.pump()
 

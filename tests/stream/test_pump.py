@@ -126,3 +126,26 @@ def test_a_consumer_is_served_on_the_callers_thread_and_told_goodbye() -> None:
         assert sock.fileno() == -1
     finally:
         consumer.close()
+
+
+def test_publish_sends_what_waits_before_the_new_frame() -> None:
+    # A frame left queued by the previous tick goes out first, while the socket has room:
+    # otherwise the publisher counts the consumer as still full and it loses this one.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    pump = PublisherPump(sock, INFO, TOKEN, own=lambda _: None, disown=lambda _: None)
+    pump.start()
+    a, b = socket.socketpair()
+    order: list[str] = []
+    try:
+        pump.reactor.add_writer(a.fileno(), lambda: order.append("queued frames sent"))
+        publish = pump.publisher.publish
+        pump.publisher.publish = lambda s: (order.append("publish"), publish(s))  # type: ignore[assignment, func-returns-value]
+        pump.publish(snapshot(1))
+        assert order == ["queued frames sent", "publish", "queued frames sent"]
+    finally:
+        pump.reactor.remove_writer(a.fileno())
+        pump.close()
+        a.close()
+        b.close()
