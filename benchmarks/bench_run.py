@@ -57,6 +57,7 @@ VARIANTS: dict[str, tuple[list[str], bool]] = {
 # What the baseline runs under: plainly (None), or loopmon run with --base-args (to price one
 # option against the rest, e.g. --metrics against --build-snapshots).
 BASE_ARGS: list[str] | None = None
+LAYOUT: list[str] = []  # same_layout(), unless --any-layout
 SCRAPE_HZ = [0.0]  # scrapes a second of a server's --metrics while it is up (--scrape-hz)
 
 
@@ -132,6 +133,16 @@ def pin(core: int | None) -> list[str]:
     return ["taskset", "-c", str(core)] if core is not None else []
 
 
+def same_layout() -> list[str]:
+    """Every server with the same address layout (no ASLR: ``setarch -R``) and, through the
+    environment, the same string hashes: two processes of one program otherwise differ by a
+    fixed few per cent (cache alignment, dict orders) that no number of rounds averages out,
+    and one process of each is all a case has."""
+    machine = os.uname().machine
+    probe = subprocess.run(["setarch", machine, "-R", "true"], capture_output=True, check=False)
+    return ["setarch", machine, "-R"] if probe.returncode == 0 else []
+
+
 def scrape_forever(port: int, hz: float, stop: threading.Event, counts: list[int]) -> None:
     """GET /metrics ``hz`` times a second until ``stop`` (as Prometheus would: one request a
     connection, the whole page read)."""
@@ -178,12 +189,12 @@ class Server:
         if run_args is not None and run_args != ["plain"]:  # plain: an A/A check of the bench
             argv += ["-m", "loopmon.cli.run", *run_args]
         argv += [here, "--serve", "--tasks", str(tasks)]
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONHASHSEED="0")
         self.name = name
         self.err = workdir / f"{name}.err"
         with self.err.open("wb") as err:
             self.proc = subprocess.Popen(
-                pin(cores[0]) + argv, stdout=subprocess.PIPE, stderr=err, env=env
+                pin(cores[0]) + LAYOUT + argv, stdout=subprocess.PIPE, stderr=err, env=env
             )
         assert self.proc.stdout is not None
         self.scrapes = [0, 0]  # answered, failed
@@ -371,7 +382,14 @@ def main() -> int:
         help="loopmon run's options for the 'run' variant (default: "
         f"{' '.join(VARIANTS['run'][0])})",
     )
+    parser.add_argument(
+        "--any-layout",
+        action="store_true",
+        help="let each server have its own address layout and hash seed (the default: one)",
+    )
     args = parser.parse_args()
+    if not args.serve and not args.any_layout:
+        LAYOUT[:] = same_layout()
     args.variants = [v for v in args.variants.split(",") if v]
     if not args.serve and any(v not in VARIANTS for v in args.variants):
         parser.error(f"--variants: of {', '.join(VARIANTS)}")
