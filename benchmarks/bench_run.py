@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import http.client
 import json
 import os
@@ -83,11 +84,26 @@ def serve(tasks: int) -> None:
     held = [loop.create_task(waiter(never)) for _ in range(tasks)]
     # A plain signal handler, not add_signal_handler: no wakeup fd, no extra passes.
     signal.signal(signal.SIGTERM, lambda *_: loop.call_soon_threadsafe(loop.stop))
+    gc_s = [0.0, 0.0, 0.0]  # seconds in collections of each generation
+    gc_began = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_began[0] = time.perf_counter()
+        else:
+            gc_s[info["generation"]] += time.perf_counter() - gc_began[0]
+
+    gc.callbacks.append(on_gc)
+    collections_before = [g["collections"] for g in gc.get_stats()]
     started = time.monotonic()
     print("port", server.sockets[0].getsockname()[1], flush=True)
     loop.run_forever()
     elapsed = time.monotonic() - started
     stats: dict[str, object] = {"tasks": len(held)}
+    stats["gc_collections"] = [
+        g["collections"] - b for g, b in zip(gc.get_stats(), collections_before, strict=True)
+    ]
+    stats["gc_ms"] = [round(x * 1000, 1) for x in gc_s]
     try:
         import loopmon.instrument
     except ImportError:
