@@ -214,6 +214,7 @@ class Server:
             )
         assert self.proc.stdout is not None
         self.scrapes = [0, 0]  # answered, failed
+        self.rates: list[float] = []  # round trips a second, each counted round
         self._stop_scraping = threading.Event()
         self.consumer: subprocess.Popen[bytes] | None = None
         self.consumer_out = workdir / f"{name}.consumer.jsonl"
@@ -283,7 +284,8 @@ class Server:
 
 
 def load_round(server: Server, clients: int, size: int, duration: float, core: int | None) -> float:
-    """Server CPU microseconds per round trip over one load run."""
+    """Server CPU microseconds per round trip over one load run (and the round trips a
+    second, kept on the server: the client's rate sets how many events a pass batches)."""
     argv = [
         *pin(core),
         sys.executable, "-m", "loopmon", "load", "--port", str(server.port),
@@ -295,7 +297,9 @@ def load_round(server: Server, clients: int, size: int, duration: float, core: i
     after = cpu_ns(server.proc.pid)
     if done.returncode != 0:
         raise SystemExit(f"load failed: {done.stderr.decode()[-500:]}")
-    trips = json.loads(done.stdout.decode().strip().splitlines()[-1])["round_trips"]
+    report = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    trips = report["round_trips"]
+    server.rates.append(report["round_trips_per_s"])
     return (after - before) / 1000 / max(trips, 1)
 
 
@@ -319,6 +323,7 @@ def case(
         try:
             for s in servers:  # warm-up, not counted: first connections, caches
                 load_round(s, clients, size, min(args.duration, 1.0), cores[1])
+                s.rates.clear()
             for r in range(args.rounds):
                 k = r % len(servers)
                 order = servers[k:] + servers[:k]
@@ -342,9 +347,11 @@ def case(
                 print(f"  {name} round {r + 1}: {line}", flush=True)
         finally:
             stats = {s.name: s.stop() for s in servers}
+            by_name = {s.name: s for s in servers}
     result: dict[str, object] = {
         "case": name,
         "plain_us_per_rt": round(statistics.median(us["plain"]), 2),
+        "plain_rt_per_s": round(statistics.median(by_name["plain"].rates)),
     }
     for v in args.variants:
         ratios = [w / p for w, p in zip(us[v], us["plain"], strict=True)]
@@ -353,6 +360,7 @@ def case(
             "ratio_min": round(min(ratios), 3),
             "ratio_max": round(max(ratios), 3),
             "us_per_rt": round(statistics.median(us[v]), 2),
+            "rt_per_s": round(statistics.median(by_name[v].rates)),
             "instrument": stats[v],
         }
         if v in rates:
