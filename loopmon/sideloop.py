@@ -1,8 +1,9 @@
-"""A loopmon IOLoop on a daemon thread of loopmon's own: where ``loopmon run`` serves its ports
-(``/metrics``, the telemetry stream), since the program's loops are the program's.
+"""A loopmon IOLoop on a daemon thread of loopmon's own: where ``loopmon run`` serves
+``/metrics``, since the program's loops are the program's (the telemetry stream is served from
+the program's loop instead, pumped at the instrument's ticks: ``stream.pump`` says why).
 
-What ``stream.thread`` and ``metrics.thread`` share, and why each is built so (their docstrings
-say why a thread at all): the loop is never current anywhere nor ``IOLoop.instance()``;
+What ``metrics.thread`` needs, and why it is built so (its docstring says why a thread at
+all): the loop is never current anywhere nor ``IOLoop.instance()``;
 ``own_loop`` keeps the instrument from watching it and ``own`` keeps the listening socket out of
 the rows (and closed in a forked child); the thread is a daemon that blocks every signal, so the
 kernel delivers the process's signals to the program's threads. ``start`` and ``close`` run on

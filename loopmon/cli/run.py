@@ -29,7 +29,7 @@ from loopmon.snapshot import Snapshot
 from loopmon.stream import options as stream_options
 from loopmon.stream import tokens
 from loopmon.stream.options import TelemetryError
-from loopmon.stream.thread import PublisherThread
+from loopmon.stream.pump import PublisherPump
 
 if TYPE_CHECKING:
     from loopmon.metrics.thread import ExporterThread
@@ -122,10 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def open_stream(instrument: Instrument, args: argparse.Namespace, program: str) -> _Stream | None:
-    """With ``--telemetry`` (or ``--window``, which needs it): the telemetry port on a thread
-    of loopmon's own (``stream.thread`` says why), bound and announced on stderr before the
-    program starts, and the window opened on it. Raises ``TelemetryError`` (or argparse's
-    error for a malformed address) when the port cannot be used: the program does not run."""
+    """With ``--telemetry`` (or ``--window``, which needs it): the telemetry port, served from
+    the program's loop at the instrument's ticks (``stream.pump`` says why not a thread), bound
+    and announced on stderr before the program starts, and the window opened on it. Raises
+    ``TelemetryError`` (or argparse's error for a malformed address) when the port cannot be
+    used: the program does not run."""
     if args.telemetry is None and not args.window:
         return None
     plan = stream_options.prepare(
@@ -134,31 +135,30 @@ def open_stream(instrument: Instrument, args: argparse.Namespace, program: str) 
         max_consumers=args.max_consumers,
     )
     assert plan is not None
-    thread = PublisherThread(
+    pump = PublisherPump(
         plan.sock,
         instrument.producer_info(program),
         plan.token,
         max_consumers=plan.max_consumers,
-        note=instrument.say,
         own=instrument.own,
         disown=instrument.disown,
-        own_loop=instrument.own_loop,
     )
-    thread.start()
-    instrument.say(f"loopmon: telemetry on {thread.address_text}")
+    pump.start()
+    instrument.add_pump(pump.pump)
+    instrument.say(f"loopmon: telemetry on {pump.address_text}")
     instrument.say(f"loopmon: token file {plan.token_file}")
     if args.window:
-        open_window(instrument, thread.address_text, plan.token)
-    return _Stream(thread, plan)
+        open_window(instrument, pump.address_text, plan.token)
+    return _Stream(pump, plan)
 
 
 class _Stream:
-    """The publisher's thread and its plan (the token file), closed together at exit."""
+    """The publisher and its plan (the token file), closed together at exit."""
 
-    def __init__(self, thread: PublisherThread, plan: stream_options.Plan) -> None:
-        self.thread = thread
+    def __init__(self, pump: PublisherPump, plan: stream_options.Plan) -> None:
+        self.pump = pump
         self.plan = plan
-        self.publish = thread.publish
+        self.publish = pump.publish
         self._pid = os.getpid()
 
     def close(self) -> None:
@@ -166,7 +166,7 @@ class _Stream:
             # A forked child of the program's that ran to its end: the port and the token
             # file are its parent's (the instrument closed the sockets in the child).
             return
-        self.thread.close("the program exited")
+        self.pump.close("the program exited")
         tokens.remove_token(self.plan.token_file)
 
 

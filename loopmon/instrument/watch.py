@@ -157,6 +157,14 @@ class AsyncioWatch:
         self.running = False
         if self.selector is not None:
             self.selector.pause()
+        watchdog = self._watchdog
+        if watchdog is not None and watchdog.mode == "signal":
+            # The program's signals are its own again while no loop of it runs: a timer left
+            # armed killed a program that exits without closing its loop (Python resets the
+            # handler at exit; the next SIGALRM ends the process, status 142). ``started``
+            # arms it again. A watch thread stays: it changes no signal, and making one per
+            # run_until_complete would cost more than it sleeping.
+            self._stop_watchdog()
         if self._probe is not None:
             self._probe.cancel()
             self._probe = None

@@ -263,3 +263,66 @@ def test_task_rows_are_refreshed_a_chunk_at_a_time() -> None:
     # The main task is one of them, counted and listed as well.
     total = CHUNK * 2 + 51
     assert asyncio.run(main()) == [CHUNK, 2 * CHUNK, total, total, 1, 1]
+
+
+def test_the_tick_throttle_reads_the_loop_threads_cpu_not_the_wall_clock() -> None:
+    # A tick that took 30 ms of wall time (preempted on a busy machine) but 0.1 ms of the
+    # thread's CPU must not make the next tick skip: the 2 % budget is the program's CPU.
+    wall = [100.0]
+    cpu = [5.0]
+    inst = Instrument(stall_threshold=0.1, stall_watch="off", clock=lambda: wall[0])
+    inst.cpu_clock = lambda: cpu[0]
+    got: list[Snapshot] = []
+
+    def sink(snapshot: Snapshot) -> None:
+        got.append(snapshot)
+        wall[0] += 0.030
+        cpu[0] += 0.0001
+
+    class Idle:
+        def is_running(self) -> bool:
+            return False
+
+    inst.start_periodic(sink, 25.0)
+    for _ in range(3):
+        wall[0] += 0.040
+        inst._tick_watch = Idle()  # type: ignore[assignment]
+        inst._tick()
+    assert len(got) == 3 and inst.skipped == 0
+    assert inst.build_seconds == pytest.approx(0.0001)
+    # a build of 2 ms of CPU: 2 ms / 2 % = 100 ms before the next one
+    inst._sinks[:] = [lambda s: cpu.__setitem__(0, cpu[0] + 0.002)]
+    wall[0] += 0.040
+    inst._tick_watch = Idle()  # type: ignore[assignment]
+    inst._tick()
+    wall[0] += 0.040
+    inst._tick_watch = Idle()  # type: ignore[assignment]
+    inst._tick()
+    assert inst.skipped == 1
+
+
+def test_ticks_keep_their_period_from_each_ticks_start() -> None:
+    # Re-armed a period after the tick ended, 25 Hz ran at ~23 (the tick's own time and the
+    # timer's lateness added up); each tick is armed from the previous one's start.
+    wall = [100.0]
+    inst = Instrument(stall_threshold=0.1, stall_watch="off", clock=lambda: wall[0])
+    delays: list[float] = []
+
+    class Watch:
+        def is_running(self) -> bool:
+            return True
+
+        def call_later(self, delay: float, fn: object) -> object:
+            delays.append(round(delay, 6))
+            return lambda: None
+
+    def slow_sink(snapshot: Snapshot) -> None:
+        wall[0] += 0.010  # the tick takes 10 ms
+
+    inst.start_periodic(slow_sink, 25.0)
+    inst.cpu_clock = lambda: 0.0
+    inst._arm_tick(Watch())  # type: ignore[arg-type]
+    for late in (0.0, 0.005, 0.100):  # on time, 5 ms late, later than a whole period
+        wall[0] += delays[-1] + late
+        inst._tick()
+    assert delays == [0.04, 0.03, 0.025, 0.0]

@@ -85,3 +85,26 @@ def test_telemetry_before_the_stream_exists_says_so_and_runs(tmp_path: Path) -> 
     )
     assert watched.returncode == 0 and watched.stdout == b"ran\n"
     assert all(line.startswith(b"loopmon:") for line in watched.stderr.splitlines())
+
+
+UNCLOSED = """\
+import asyncio, signal
+loop = asyncio.new_event_loop()
+loop.call_later(0.3, loop.stop)  # long enough for the stall watch's timer to fire
+loop.run_forever()
+print(signal.getsignal(signal.SIGALRM) == signal.SIG_DFL, signal.getitimer(signal.ITIMER_REAL))
+"""
+
+
+def test_a_loop_left_unclosed_leaves_no_alarm_behind(tmp_path: Path) -> None:
+    # The SIGALRM stall watch once kept its interval timer armed after the loop stopped: a
+    # program that exits without closing its loop (common: run_forever, then exit) died of
+    # SIGALRM (status 142) once Python reset the handler during finalization.
+    script = tmp_path / "unclosed.py"
+    script.write_text(UNCLOSED)
+    plain = subprocess.run([sys.executable, str(script)], capture_output=True, env=env())
+    watched = subprocess.run(
+        [sys.executable, "-m", "loopmon.cli.run", str(script)], capture_output=True, env=env()
+    )
+    assert watched.returncode == plain.returncode == 0, watched.stderr
+    assert watched.stdout == plain.stdout == b"True (0.0, 0.0)\n"

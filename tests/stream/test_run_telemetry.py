@@ -111,3 +111,26 @@ def test_a_forked_child_leaves_its_parents_token_file(tmp_path: Path) -> None:
     # The child closes nothing of its parent's (it once tried to close the parent's
     # running loop, a traceback on the program's stderr).
     assert [line for line in result.stderr.splitlines() if not line.startswith("loopmon:")] == []
+
+
+THREADS = """
+import asyncio, threading
+async def main():
+    await asyncio.sleep(0.3)  # several of the instrument's ticks, each pumping the stream
+    print(threading.active_count(), [t.name for t in threading.enumerate()])
+asyncio.run(main())
+"""
+
+
+def test_the_stream_makes_no_thread(tmp_path: Path) -> None:
+    # stream.pump: a second thread, even asleep, costs a single-threaded program ~2 % of a
+    # round trip (glibc's and CPython's multi-threaded paths); the stream is pumped from the
+    # program's loop at the ticks instead.
+    program = tmp_path / "threads.py"
+    program.write_text(THREADS)
+    result = subprocess.run(
+        command("run", "--telemetry", "127.0.0.1:0", str(program)),
+        cwd=ROOT, capture_output=True, text=True, env=env(), timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "1 ['MainThread']\n"
