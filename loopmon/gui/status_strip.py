@@ -43,6 +43,7 @@ class StatusStrip(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self._clock = clock
         self._received_at: float | None = None
+        self._replay = ""  # a replay's position, said where a live source's age is
         self.stale = False
         self.labels: dict[str, QLabel] = {}
         layout = QHBoxLayout(self)
@@ -158,6 +159,12 @@ class StatusStrip(QWidget):
             f"{text}{where}: {error}" if error and link != CONNECTED else f"{text}{where}"
         )
 
+    def show_replay(self, text: str) -> None:
+        """A replay's position (``wording.replay_position``), in place of the snapshot age: a
+        replayed snapshot is fresh however old its moment, and a paused replay is not stale."""
+        self._replay = text
+        self.check_age()
+
     def age(self) -> float | None:
         if self._received_at is None:
             return None
@@ -166,6 +173,13 @@ class StatusStrip(QWidget):
     def check_age(self) -> None:
         age = self.age()
         label = self.labels["age"]
+        if self.link == RECORDING:
+            label.setText(self._replay or "replay")
+            if self.stale:
+                label.setStyleSheet("")
+            label.setToolTip("the recorded moment the replay has reached, and whether it plays")
+            self.stale = False
+            return
         if age is None:
             label.setText("no snapshot yet")
             stale = True
