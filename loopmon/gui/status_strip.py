@@ -1,6 +1,11 @@
 """The status strip: backend, uptime, connections, events/s, utilization, lag, and beside the
 snapshot age the producer (program, pid, kind) and the link to it, when it is another process's.
 
+Its figures flow onto a second line when the window is too narrow for one (a 1,070 px window
+cut the lag and history texts), so no figure is cut; the strip grows by a line rather than
+shrinking back and forth while a figure's text changes length, and takes its height again when
+the window is resized.
+
 The age is checked by a timer, not on arrival: a hung loop sends nothing, and the strip has to
 say so by itself. It turns red once the last snapshot is older than ``STALE_AFTER_S``.
 """
@@ -10,9 +15,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QWidget
+from PySide6.QtCore import QEvent, QSize, QTimer
+from PySide6.QtGui import QResizeEvent
+from PySide6.QtWidgets import QLabel, QSizePolicy, QWidget
 
+from loopmon.gui.flow_layout import FlowLayout
 from loopmon.gui.model import units
 from loopmon.gui.model.rates import Rates
 from loopmon.gui.model.wording import plural
@@ -39,16 +46,18 @@ class StatusStrip(QWidget):
         super().__init__(parent)
         # The strip takes the width the status bar has and never asks for more: its texts
         # lengthen as figures grow, and a window must not widen itself to follow them (what
-        # does not fit is cut at the right; each label's tooltip says what it is).
-        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        # does not fit on a line goes to the next; each label's tooltip says what it is). Its
+        # height is the lines its width needs, given as its size hint: QStatusBar ignores
+        # height-for-width.
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self._height = 0
         self._clock = clock
         self._received_at: float | None = None
         self._replay = ""  # a replay's position, said where a live source's age is
         self.stale = False
         self.labels: dict[str, QLabel] = {}
-        layout = QHBoxLayout(self)
+        layout = self.flow = FlowLayout(self, spacing=14)
         layout.setContentsMargins(6, 2, 6, 2)
-        layout.setSpacing(14)
         for name, tip in (
             ("backend", "poller backend and echo strategy"),
             ("uptime", "time since the loop started"),
@@ -78,7 +87,6 @@ class StatusStrip(QWidget):
             label.setObjectName(f"status_{name}")
             self.labels[name] = label
             layout.addWidget(label)
-        layout.addStretch(1)
         self.labels["paused"].setText("")
         self.link = IN_PROCESS
         for name in ("producer", "link"):  # the loop in this process: nothing to name
@@ -88,6 +96,33 @@ class StatusStrip(QWidget):
         self.timer.timeout.connect(self.check_age)
         self.timer.start()
         self.check_age()
+
+    # -- the lines it takes ------------------------------------------------------------------
+    def _lines_height(self) -> int:
+        return self.flow.heightForWidth(max(self.width(), 1))
+
+    def hasHeightForWidth(self) -> bool:
+        return False  # its size hint says the height (QStatusBar would ask for the narrowest)
+
+    def sizeHint(self) -> QSize:
+        return QSize(0, self._height or self._lines_height())
+
+    def minimumSizeHint(self) -> QSize:
+        return self.sizeHint()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._refit(self._lines_height())
+
+    def event(self, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.LayoutRequest:  # a text changed length: more lines?
+            self._refit(max(self._height, self._lines_height()))
+        return super().event(event)
+
+    def _refit(self, height: int) -> None:
+        if height != self._height:
+            self._height = height
+            self.updateGeometry()
 
     def show_snapshot(self, snapshot: Snapshot, rates: Rates) -> None:
         self._received_at = self._clock()
