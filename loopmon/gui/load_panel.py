@@ -6,6 +6,10 @@ about once a second (elapsed_s, round_trips, round_trips_per_s, mb_per_s, errors
 open_connections) and one JSON summary line to stdout when it ends; it exits non-zero if any
 byte came back wrong or any connection failed. Throughput shows in MiB/s, as every size in the
 window is in IEC units.
+
+Past 400 lines and still one job, the load run's panel: choosing the target and the clients,
+starting and stopping the process, and reading what it says; greyed with the reason where
+nothing can be loaded (a replay).
 """
 
 from __future__ import annotations
