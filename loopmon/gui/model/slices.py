@@ -320,6 +320,11 @@ def merge(parts: Sequence[Slice]) -> Slice:
     out.loop = loop
     if all(part.ids == first.ids for part in parts):
         return _merge_same_ids(parts, out)
+    return _merge_by_id(parts, out)
+
+
+def _merge_by_id(parts: Sequence[Slice], out: Slice) -> Slice:
+    """``merge`` of slices holding different connections: per id, in order."""
     # Per id, in order: [watched, read, write, qmax, slice, column] (the end from the latest).
     acc: dict[int, list[object]] = {}
     for part in parts:

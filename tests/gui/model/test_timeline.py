@@ -211,3 +211,32 @@ def test_a_write_flip_shorter_than_a_frame_is_kept_in_its_slice() -> None:
     part = tl.slices[tl.slice_index(100.0 + 7 * SPAN)]
     read, write = part.fractions(part.column(1) or 0)
     assert read == pytest.approx(1.0) and 0 < write < 0.01  # a sliver of the slice, not lost
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1), st.integers(0, 10**9)), min_size=3,
+                 max_size=3),
+        min_size=2, max_size=6,
+    )
+)  # fmt: skip
+def test_merging_slices_of_the_same_connections_in_c_equals_merging_per_id(
+    frames: list[list[tuple[float, float, int]]],
+) -> None:
+    """The hot path (slices.py's ``_merge_same_ids``, column sums in C) gives what the per-id
+    merge gives, to the bit."""
+    from loopmon.gui.model.slices import Slice, SliceBuilder, _merge_by_id, merge
+
+    parts = []
+    for k, frame in enumerate(frames):
+        builder = SliceBuilder("s", k * 0.2, (k + 1) * 0.2)
+        rows = tuple(
+            row(i + 1, read=r, write=w, queue=q, bytes_in=q) for i, (r, w, q) in enumerate(frame)
+        )
+        builder.add(snap(k + 1, rows), rows)
+        parts.append(builder.finish())
+    fast = merge(parts)
+    slow = _merge_by_id(parts, Slice("s", parts[0].start, parts[-1].end))
+    for name in ("ids", "watched", "read", "write", "qmax", "mask", "state", "figs"):
+        assert getattr(fast, name) == getattr(slow, name), name
