@@ -629,6 +629,10 @@ class MainWindow(QMainWindow):
         if not self._fitted:  # the frame's size is known once the window is shown
             self._fitted = True
             self._fit_screen()
+            # The keys the time axis takes (Space, End, the arrows) work from the start: Qt
+            # would focus the first text field (the listener's host), which keeps them, and
+            # Space typed a blank into it instead of pausing.
+            self.table.view.setFocus(Qt.FocusReason.OtherFocusReason)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_settings()

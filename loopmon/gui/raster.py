@@ -104,6 +104,7 @@ class MaskRaster(PlotPanel):
             LEGEND_SAMPLE_PX + label.boundingRect().width() for _, label in self.legend.items
         ]
         self._selected: list[Key] = []
+        self._ticks: list[tuple[float, str]] = []
         self._busiest: list[Key] = []
         self._ranked: tuple[float, float] = (0.0, 0.0)
         self._ranked_at = -1e9
@@ -163,6 +164,7 @@ class MaskRaster(PlotPanel):
         self.rows = [s.fd if s is not None else -1 for s in statics]
         if not keys:
             self.image.clear()
+            self._ticks = []
             self.plot.getAxis("left").setTicks([[]])
             return
         grid = ConnectionGrid(self.timeline, keys, t0, t1, self._cache)
@@ -182,4 +184,6 @@ class MaskRaster(PlotPanel):
             key, fd = keys[i], self.rows[i]
             mark = "▸" if key in selected else ""
             ticks.append((i + 0.5, f"{mark}{fd}{' ✕' if key in self.ghost_rows else ''}"))
-        self.plot.getAxis("left").setTicks([ticks])
+        if ticks != self._ticks:  # new ticks redraw the axis (its labels, in Python)
+            self._ticks = ticks
+            self.plot.getAxis("left").setTicks([ticks])

@@ -29,6 +29,7 @@ from loopmon.sources import CONNECTED, CONNECTING, IN_PROCESS, LOST, RECONNECTIN
 STALE_AFTER_S = 1.0
 CHECK_MS = 250
 RED = "color: white; background: #c62828; border-radius: 3px; padding: 0 4px;"
+PAUSED_STYLE = "color: #ffb74d; font-weight: bold;"
 AMBER = "color: black; background: #ffb74d; border-radius: 3px; padding: 0 4px;"
 _LINK_WORDS = {
     CONNECTING: ("connecting…", AMBER),
@@ -56,8 +57,14 @@ class StatusStrip(QWidget):
         self._replay = ""  # a replay's position, said where a live source's age is
         self.stale = False
         self.labels: dict[str, QLabel] = {}
-        layout = self.flow = FlowLayout(self, spacing=14)
+        # The labels sit on a child the strip places itself, with no layout of the strip's
+        # own: a figure whose text changes length rearranges the labels and nothing else. Laid
+        # out by the strip's layout, each change laid out the status bar and the window
+        # (QLayout.activate always tells the parent), at every snapshot and cursor move.
+        self.lines = QWidget(self)
+        layout = self.flow = FlowLayout(self.lines, spacing=14)
         layout.setContentsMargins(6, 2, 6, 2)
+        layout.setSizeConstraint(FlowLayout.SizeConstraint.SetNoConstraint)
         for name, tip in (
             ("backend", "poller backend and echo strategy"),
             ("uptime", "time since the loop started"),
@@ -112,6 +119,7 @@ class StatusStrip(QWidget):
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
+        self.lines.setGeometry(self.rect())
         self._refit(self._lines_height())
 
     def event(self, event: QEvent) -> bool:
@@ -141,15 +149,22 @@ class StatusStrip(QWidget):
             )
         if not snapshot.alive:
             lb["backend"].setText(f"loop died: {snapshot.error or 'unknown reason'}")
-            lb["backend"].setStyleSheet(RED)
+            self._style(lb["backend"], RED)
         else:
-            lb["backend"].setStyleSheet("")
+            self._style(lb["backend"], "")
         self.check_age()
 
     def set_paused(self, paused: bool) -> None:
         label = self.labels["paused"]
         label.setText("PAUSED" if paused else "")
-        label.setStyleSheet("color: #ffb74d; font-weight: bold;" if paused else "")
+        self._style(label, PAUSED_STYLE if paused else "")
+
+    @staticmethod
+    def _style(label: QLabel, style: str) -> None:
+        """A style sheet set only when it changes: setting one restyles, relays out and
+        repaints the label even when it is the same (a scrub set it at every cursor move)."""
+        if label.styleSheet() != style:
+            label.setStyleSheet(style)
 
     def show_time(self, behind_s: float | None, clock: str = "", session: int = 1) -> None:
         """The moment the views show: None for live, else how far behind now it is."""
@@ -159,7 +174,7 @@ class StatusStrip(QWidget):
             return
         where = f"session {session}, " if session > 1 else ""
         label.setText(f"PAUSED at {clock} ({where}{units.duration(behind_s)} ago)")
-        label.setStyleSheet("color: #ffb74d; font-weight: bold;")
+        self._style(label, PAUSED_STYLE)
 
     def show_history(self, used: int, budget: int) -> None:
         self.labels["history"].setText(
@@ -188,7 +203,7 @@ class StatusStrip(QWidget):
             producer_label.setText(address or "no producer yet")
         text, style = _LINK_WORDS.get(link, (link, RED))
         link_label.setText(text)
-        link_label.setStyleSheet(style)
+        self._style(link_label, style)
         where = f" ({address})" if address else ""
         link_label.setToolTip(
             f"{text}{where}: {error}" if error and link != CONNECTED else f"{text}{where}"

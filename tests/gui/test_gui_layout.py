@@ -146,3 +146,48 @@ def test_short_health_plots_label_their_y_axis_without_crowding(qtbot: Any) -> N
     assert 2 <= len(ticks) <= max(height // 28 + 1, 2), (len(ticks), height)
     values = [v for v, _ in ticks]
     assert all(b - a >= 1 for a, b in itertools.pairwise(values))
+
+
+def test_the_time_keys_work_as_soon_as_the_window_opens(qtbot: Any, window: MainWindow) -> None:
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    window.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is not None)
+    focused = QApplication.focusWidget()
+    assert focused is window.table.view, type(focused).__name__  # not a text field
+    QTest.keyClick(focused, Qt.Key.Key_Space)
+    assert window.paused
+    QTest.keyClick(focused, Qt.Key.Key_End)
+    assert not window.paused
+    QTest.keyClick(focused, Qt.Key.Key_Left)
+    assert window.paused and window.axis.cursor is not None
+
+
+def test_a_cursor_move_restyles_nothing_and_lays_out_only_the_strip(
+    qtbot: Any, window: MainWindow
+) -> None:
+    """At every move the PAUSED label's text changes; its style sheet was set again (a
+    restyle) and the strip's layout set the strip's minimum size, so the status bar and the
+    window were laid out anew, at every move and every snapshot."""
+    from PySide6.QtCore import QEvent, QObject
+
+    strip = window.status
+    strip.show_time(12.0, "12:00:00.000")
+    settle(window)
+    seen: list[tuple[str, str]] = []
+
+    class Watch(QObject):
+        def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+            if event.type() in (QEvent.Type.StyleChange, QEvent.Type.LayoutRequest):
+                seen.append((event.type().name, type(watched).__name__))
+            return False
+
+    watch = Watch()
+    for widget in (strip.labels["paused"], window.statusBar(), window):
+        widget.installEventFilter(watch)
+    for i in range(5):
+        strip.show_time(12.0 + i * 7, f"12:00:{i:02d}.1{i}0 and longer" * (i % 2 + 1))
+        settle(window)
+    assert ("StyleChange", "QLabel") not in seen
+    assert not [w for kind, w in seen if w in ("QStatusBar", "MainWindow")], seen
