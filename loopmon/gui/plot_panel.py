@@ -180,4 +180,8 @@ def label_y(plot: pg.PlotItem, top: float, fmt: Callable[[float], str]) -> None:
     """Round values 0 .. ``top`` on the y axis, no closer than a label's height apart: on a
     short plot pyqtgraph's own ticks overprint ("60000" over "20000")."""
     height = plot.getViewBox().height() or 100.0  # before the first layout: a guess
-    plot.getAxis("left").setTicks([value_ticks(top, height, fmt)])
+    ticks = value_ticks(top, height, fmt)
+    axis = plot.getAxis("left")
+    if getattr(axis, "_loopmon_ticks", None) != ticks:  # new ticks redraw the axis, in Python
+        axis._loopmon_ticks = ticks
+        axis.setTicks([ticks])

@@ -191,3 +191,21 @@ def test_a_cursor_move_restyles_nothing_and_lays_out_only_the_strip(
         settle(window)
     assert ("StyleChange", "QLabel") not in seen
     assert not [w for kind, w in seen if w in ("QStatusBar", "MainWindow")], seen
+
+
+def test_y_labels_are_set_again_only_when_they_change(qtbot: Any) -> None:
+    """New ticks make pyqtgraph redraw the axis in Python: a scrub must not pay that on each
+    of the four health plots when the labels stay the same."""
+    from loopmon.gui.plot_panel import label_y
+
+    plots = HealthPlots(HealthHistory())
+    qtbot.addWidget(plots)
+    axis = plots.events_plot.getAxis("left")
+    calls: list[object] = []
+    original = axis.setTicks
+    axis.setTicks = lambda ticks: (calls.append(ticks), original(ticks))  # type: ignore[method-assign]
+    label_y(plots.events_plot, 61234.0, str)
+    label_y(plots.events_plot, 61300.0, str)  # the same round values
+    assert len(calls) == 1
+    label_y(plots.events_plot, 261234.0, str)
+    assert len(calls) == 2
