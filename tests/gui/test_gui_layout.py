@@ -209,3 +209,22 @@ def test_y_labels_are_set_again_only_when_they_change(qtbot: Any) -> None:
     assert len(calls) == 1
     label_y(plots.events_plot, 261234.0, str)
     assert len(calls) == 2
+
+
+def test_the_table_count_never_widens_an_800_px_window(qtbot: Any, window: MainWindow) -> None:
+    from fakes import connection
+
+    from loopmon.gui.model.timeline import Ghost, State
+
+    window.resize(800, 600)
+    settle(window)
+    rows = tuple(connection(10 + i, id=i + 1) for i in range(1000))
+    ghosts = tuple(Ghost("s", 1.0, "peer closed", connection(5000 + i, id=5000 + i))
+                   for i in range(5000))  # fmt: skip
+    table = window.table
+    table.set_state(State(2.0, "s", rows, ghosts, None, 2.0, 2.0), ())
+    table.set_ghosts_not_shown(14_647)
+    settle(window)
+    assert table.count_label.text().endswith("listed)")
+    assert window.minimumSizeHint().width() <= 800
+    assert window.width() == 800
