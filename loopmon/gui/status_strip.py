@@ -36,7 +36,8 @@ _LINK_WORDS = {
     CONNECTED: ("connected", "color: #2e9d4f;"),
     RECONNECTING: ("reconnecting…", AMBER),
     LOST: ("link lost", RED),
-    RECORDING: ("recording", ""),
+    # Not "recording": beside the Record button that read as a recording being made.
+    RECORDING: ("from a recording", ""),
 }
 
 
