@@ -171,7 +171,7 @@ def run_replay(args: argparse.Namespace) -> int:
         return 1
     window = MainWindow(source, history_mb=getattr(args, "history_mb", None) or 300)
     window.setWindowTitle(f"loopmon replay: {args.file}")
-    bar = ReplayBar(source, window.timeline, window)
+    bar = ReplayBar(source, window.timeline, window, window.status)
     window.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
     window.replay_bar = bar  # type: ignore[attr-defined]
     source.start()

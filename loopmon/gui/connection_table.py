@@ -152,11 +152,19 @@ class ConnectionTable(QWidget):
             else f"{shown:,} of {plural(total, 'connection')}"
         )
         more = self._ghosts_not_shown
+        # Short: it shares a line with the filter, and at 800 px a longer one widened the
+        # window past the screen; the tooltip says the rest.
+        tip = "connections open at the time shown, and closed ones still in history"
         if more:
-            text = f"{text} · {closed + more:,} closed (the newest {closed:,} listed)"
+            text = f"{text} · {closed + more:,} closed ({closed:,} listed)"
+            tip = (
+                f"the table lists the newest {closed:,} closed connections; the mask raster "
+                "and the history keep the others"
+            )
         elif closed:
             text = f"{text} · {closed:,} closed"
         self.count_label.setText(text)
+        self.count_label.setToolTip(tip)
 
     # -- selection, kept by key (session, id) across resets --------------------------------
     # Never by fd: the kernel reuses one at once, and an open connection and a ghost may show

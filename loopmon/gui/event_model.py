@@ -73,6 +73,9 @@ class EventLogModel(QAbstractItemModel):
         self._shown_seqs: list[int] = []
         self._kinds: frozenset[str] = frozenset(KINDS)
         self._next_seq = 0
+        # wall = loop time + this, for a producer whose clock is not this process's (a
+        # recording); None: this process's clock (``units.clock_time``).
+        self.wall_offset: float | None = None
         # Per kind: let go before reaching the window (the loop's bounded log), and here.
         self.dropped: collections.Counter[str] = collections.Counter()
         self._mono = QFont("monospace")
@@ -158,7 +161,7 @@ class EventLogModel(QAbstractItemModel):
         event = entry.event
         if role == Qt.ItemDataRole.DisplayRole:
             if col == TIME:
-                return units.clock_time(event.at)
+                return units.clock_time(event.at, self.wall_offset)
             if col == KIND:
                 return event.kind
             if col == FD:

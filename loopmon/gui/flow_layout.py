@@ -1,5 +1,7 @@
 """A layout that places its items left to right and wraps them onto the next line when the width
-runs out, so a row of toggles never makes the window wider (Qt's "Flow Layout" example)."""
+runs out, so a row of toggles (or the status strip's figures) never makes the window wider (Qt's
+"Flow Layout" example). A hidden widget takes no room; one wider than the whole line is cut at
+its end."""
 
 from __future__ import annotations
 
@@ -56,7 +58,11 @@ class FlowLayout(QLayout):
         area = rect.adjusted(m.left(), m.top(), -m.right(), -m.bottom())
         x, y, line = area.x(), area.y(), 0
         for item in self._items:
+            if item.isEmpty():  # a hidden widget takes no room
+                continue
             hint = item.sizeHint()
+            if hint.width() > area.width():  # alone on its line, and cut there, not beyond
+                hint.setWidth(max(area.width(), 0))
             if x > area.x() and x + hint.width() > area.right() + 1:
                 x, y, line = area.x(), y + line + self._gap, 0
             if apply:

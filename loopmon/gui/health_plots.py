@@ -8,7 +8,8 @@ import pyqtgraph as pg
 from PySide6.QtWidgets import QWidget
 
 from loopmon.gui.history import HealthHistory
-from loopmon.gui.plot_panel import PlotPanel, fit_y
+from loopmon.gui.model import units
+from loopmon.gui.plot_panel import PlotPanel, fit_y, label_y
 from loopmon.gui.timeline_columns import loop_columns
 
 _EMPTY = np.zeros(0)
@@ -30,7 +31,13 @@ class HealthPlots(PlotPanel):
         )
         plots = (self.events_plot, self.iterations_plot, self.util_plot, self.lag_plot)
         for i, plot in enumerate(plots):
-            self.add_time_plot(plot, label=i == len(plots) - 1)
+            last = i == len(plots) - 1
+            self.add_time_plot(plot, label=last)
+            # Four plots share a tab: small titles, and the seconds under the last one only
+            # (the x axes are linked), so each keeps the height its y labels need.
+            plot.setTitle(plot.titleLabel.text, size="9pt")
+            if not last:
+                plot.getAxis("bottom").setStyle(showValues=False)
             if i:
                 plot.setXLink(self.events_plot)
         self.util_plot.setYRange(0, 100, padding=0.02)
@@ -67,6 +74,15 @@ class HealthPlots(PlotPanel):
         }
         for name, curve in self.curves.items():
             curve.setData(cols.x, columns[name])
-        fit_y(self.events_plot, columns["events"])
-        fit_y(self.iterations_plot, columns["iterations"])
-        fit_y(self.lag_plot, columns["lag_p50"], columns["lag_p99"], floor=0.1)
+        fit_y(self.events_plot, columns["events"], fmt=units.rate)
+        fit_y(self.iterations_plot, columns["iterations"], fmt=units.rate)
+        label_y(self.util_plot, 100.0, _percent)
+        fit_y(self.lag_plot, columns["lag_p50"], columns["lag_p99"], floor=0.1, fmt=_ms)
+
+
+def _percent(v: float) -> str:
+    return f"{v:.0f}"
+
+
+def _ms(v: float) -> str:
+    return f"{v:.3g}"

@@ -6,6 +6,10 @@ about once a second (elapsed_s, round_trips, round_trips_per_s, mb_per_s, errors
 open_connections) and one JSON summary line to stdout when it ends; it exits non-zero if any
 byte came back wrong or any connection failed. Throughput shows in MiB/s, as every size in the
 window is in IEC units.
+
+Past 400 lines and still one job, the load run's panel: choosing the target and the clients,
+starting and stopping the process, and reading what it says; greyed with the reason where
+nothing can be loaded (a replay).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from loopmon.gui.listener_panel import message_label, say
+from loopmon.gui.listener_panel import NOTE_STYLE, message_label, say
 from loopmon.gui.model import units
 from loopmon.gui.model.validation import MAX_CLIENTS, client_host, client_limit, local_ports
 from loopmon.gui.model.wording import plural
@@ -66,7 +70,9 @@ class LoadPanel(QGroupBox):
         self._stopping = False
         self.progress: dict[str, Any] = {}
         self.summary: dict[str, Any] | None = None
+        self.unavailable = ""  # why nothing can be loaded from this window ("" if it can)
 
+        self.unavailable_message = message_label("loadUnavailable", hide_empty=True)
         self.target_combo = QComboBox()
         # A listener of this window, or any HOST:PORT typed in (``load`` itself refuses
         # another machine, and says so).
@@ -128,26 +134,27 @@ class LoadPanel(QGroupBox):
         self.log_view.setPlaceholderText("messages from the load process")
 
         grid = QGridLayout(self)
-        grid.addWidget(QLabel("Target"), 0, 0)
-        grid.addWidget(self.target_combo, 0, 1, 1, 3)
-        grid.addWidget(self.target_message, 1, 1, 1, 3)
-        grid.addWidget(QLabel("Clients"), 2, 0)
-        grid.addWidget(self.clients_spin, 2, 1)
-        grid.addWidget(QLabel("Size"), 2, 2)
-        grid.addWidget(self.size_spin, 2, 3)
-        grid.addWidget(self.clients_message, 3, 0, 1, 4)
-        grid.addWidget(QLabel("Mode"), 4, 0)
-        grid.addWidget(self.mode_combo, 4, 1)
-        grid.addWidget(QLabel("Duration"), 4, 2)
-        grid.addWidget(self.duration_spin, 4, 3)
+        grid.addWidget(self.unavailable_message, 0, 0, 1, 4)
+        grid.addWidget(QLabel("Target"), 1, 0)
+        grid.addWidget(self.target_combo, 1, 1, 1, 3)
+        grid.addWidget(self.target_message, 2, 1, 1, 3)
+        grid.addWidget(QLabel("Clients"), 3, 0)
+        grid.addWidget(self.clients_spin, 3, 1)
+        grid.addWidget(QLabel("Size"), 3, 2)
+        grid.addWidget(self.size_spin, 3, 3)
+        grid.addWidget(self.clients_message, 4, 0, 1, 4)
+        grid.addWidget(QLabel("Mode"), 5, 0)
+        grid.addWidget(self.mode_combo, 5, 1)
+        grid.addWidget(QLabel("Duration"), 5, 2)
+        grid.addWidget(self.duration_spin, 5, 3)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.stop_button)
-        grid.addLayout(buttons, 5, 0, 1, 4)
-        grid.addWidget(self.progress_bar, 6, 0, 1, 4)
-        grid.addWidget(self.live_label, 7, 0, 1, 4)
-        grid.addWidget(self.result_label, 8, 0, 1, 4)
-        grid.addWidget(self.log_view, 9, 0, 1, 4)
+        grid.addLayout(buttons, 6, 0, 1, 4)
+        grid.addWidget(self.progress_bar, 7, 0, 1, 4)
+        grid.addWidget(self.live_label, 8, 0, 1, 4)
+        grid.addWidget(self.result_label, 9, 0, 1, 4)
+        grid.addWidget(self.log_view, 10, 0, 1, 4)
         self.target_combo.editTextChanged.connect(self._target_edited)
         self._update_run()
 
@@ -180,6 +187,22 @@ class LoadPanel(QGroupBox):
             self._lost = chosen
         self._update_run()
 
+    def set_unavailable(self, why: str) -> None:
+        """Grey the panel out, saying ``why`` above it ("" to enable it again): a replay has
+        no listener to load (the recorded one is gone), as commands are greyed for a source
+        that does not take them."""
+        if why == self.unavailable:
+            return
+        self.unavailable = why
+        say(self.unavailable_message, why)
+        if why:
+            self.unavailable_message.setStyleSheet(NOTE_STYLE)  # neither success nor failure
+        for widget in self.findChildren(QWidget):  # the fields and their names greyed alike
+            if widget is not self.unavailable_message:
+                widget.setEnabled(not why)
+        self.stop_button.setEnabled(self.running)
+        self._update_run()
+
     def _target_edited(self, _text: str) -> None:
         self._lost = ""  # a target is being chosen
         self._update_run()
@@ -208,7 +231,8 @@ class LoadPanel(QGroupBox):
             except ValueError as exc:
                 why = str(exc) if self.target_combo.currentText().strip() else ""
         ok = not why and not too_many and bool(self.target_combo.currentText().strip())
-        self.start_button.setEnabled(ok and not self.running)
+        self.start_button.setEnabled(ok and not self.running and not self.unavailable)
+        self.start_button.setToolTip(self.unavailable or "Run loopmon load against the target")
         say(self.target_message, why, error=bool(why))
         if ok and self._refused:  # "nothing to load" is no longer so
             self._refused = False
@@ -235,6 +259,9 @@ class LoadPanel(QGroupBox):
 
     def start(self) -> None:
         if self.running:
+            return
+        if self.unavailable:
+            say(self.result_label, f"nothing to load: {self.unavailable}", error=True)
             return
         try:
             self.target()

@@ -73,6 +73,9 @@ EVENT_LOG_SIZE = 5000
 # The table lists at most this many closed connections (the newest; the raster and the
 # timeline keep the rest): sorting and filtering stay quick under a churn of closes.
 TABLE_GHOSTS = 5000
+NO_LOAD_IN_REPLAY = (
+    "a replay has nothing to load: the listeners it shows were recorded, and are gone"
+)
 DEFAULT_SIZE = QSize(1400, 900)  # when nothing was saved, and the screen has room
 CONTROLS_WIDTH = 420  # the controls dock: the listeners table's columns fit
 # Views refresh at most this often. Histories and the status strip take every snapshot
@@ -131,6 +134,9 @@ class MainWindow(QMainWindow):
         self._fitted = False
         self.time_actions: dict[str, QAction] = {}
         self._log_scrubbed = False  # the event log shows the cursor's moment, not everything
+        # Per session of a recording: wall = loop time + offset, from its producer's start
+        # (its loop clock is another process's, maybe of another boot).
+        self._wall_offsets: dict[str, float] = {}
 
         self.setWindowTitle(window_title([], QApplication.applicationDisplayName()))
         icon = resources.icon_path()
@@ -316,6 +322,8 @@ class MainWindow(QMainWindow):
             self.show_source()  # a restarted producer: name the new one at once
             backend_changed = True  # and in the title
         self.latest = snapshot
+        if snapshot.session not in self._wall_offsets:
+            self._learn_wall_offset(snapshot)
         rates = self.health.record(snapshot)
         self.status.show_snapshot(snapshot, rates)
         self.status.show_history(self.timeline.nbytes, self.timeline.budget_bytes)
@@ -323,6 +331,17 @@ class MainWindow(QMainWindow):
         self.loop_panel.show_snapshot(snapshot)
         if backend_changed:  # the title names it
             self._show_title()
+
+    def _learn_wall_offset(self, snapshot: Snapshot) -> None:
+        """A recording's clock: its producer's wall start plus the snapshot's uptime."""
+        source = self.source
+        producer = source.producer if source is not None else None
+        if source is None or source.link != RECORDING or producer is None:
+            return
+        if producer.session == snapshot.session:
+            offset = producer.started_at + snapshot.uptime_s - snapshot.taken_at
+            self._wall_offsets[snapshot.session] = offset
+            self.event_log.model.wall_offset = offset
 
     def apply_views(
         self,
@@ -375,7 +394,11 @@ class MainWindow(QMainWindow):
             at = self.axis.at(tl.now)
             mark = tl.session_at(at)
             session = tl.sessions.index(mark) + 1 if mark is not None else 1
-            clock = units.clock_time(at - mark.offset) if mark is not None else ""
+            clock = (
+                units.clock_time(at - mark.offset, self._wall_offsets.get(mark.session))
+                if mark is not None
+                else ""
+            )
             self.status.show_time(tl.now - at, clock, session)
 
     def move_cursor(self, widths: float) -> None:
@@ -428,6 +451,7 @@ class MainWindow(QMainWindow):
         if source is None:
             return
         self.status.show_source(source.producer, source.link, source.link_error, source.where)
+        self.load_panel.set_unavailable(NO_LOAD_IN_REPLAY if source.link == RECORDING else "")
         allowed = (
             self._why_not(START_LISTENER),
             self._why_not(STOP_LISTENER),
@@ -605,6 +629,10 @@ class MainWindow(QMainWindow):
         if not self._fitted:  # the frame's size is known once the window is shown
             self._fitted = True
             self._fit_screen()
+            # The keys the time axis takes (Space, End, the arrows) work from the start: Qt
+            # would focus the first text field (the listener's host), which keeps them, and
+            # Space typed a blank into it instead of pausing.
+            self.table.view.setFocus(Qt.FocusReason.OtherFocusReason)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_settings()

@@ -6,6 +6,8 @@ axis, so every view follows), and restarted producers are marked with a line."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.exporters
@@ -14,6 +16,7 @@ from PySide6.QtGui import QMouseEvent, QShowEvent, QWheelEvent
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from loopmon.gui.history import WINDOW_S
+from loopmon.gui.model.ticks import value_ticks
 from loopmon.gui.model.time_axis import TimeAxis
 from loopmon.gui.model.timeline import State, Timeline
 
@@ -156,9 +159,29 @@ def time_axis(plot: pg.PlotItem, label: bool = True) -> None:
         plot.setLabel("bottom", "seconds before the time shown (live: now)")
 
 
-def fit_y(plot: pg.PlotItem, *series: np.ndarray, floor: float = 1.0) -> None:
-    """Show 0 .. a little above the largest value (at least ``floor``)."""
+def fit_y(
+    plot: pg.PlotItem,
+    *series: np.ndarray,
+    floor: float = 1.0,
+    fmt: Callable[[float], str] | None = None,
+) -> None:
+    """Show 0 .. a little above the largest value (at least ``floor``); with ``fmt``, label
+    the y axis with as many round values as its height has room for."""
     # NaN marks a gap (no lag sample in the window yet): it is no value to fit.
     finite = [s[np.isfinite(s)] for s in series]
     top = max((float(s.max()) for s in finite if len(s)), default=0.0)
-    plot.setYRange(0, max(top * 1.12, floor), padding=0)
+    shown = max(top * 1.12, floor)
+    plot.setYRange(0, shown, padding=0)
+    if fmt is not None:
+        label_y(plot, shown, fmt)
+
+
+def label_y(plot: pg.PlotItem, top: float, fmt: Callable[[float], str]) -> None:
+    """Round values 0 .. ``top`` on the y axis, no closer than a label's height apart: on a
+    short plot pyqtgraph's own ticks overprint ("60000" over "20000")."""
+    height = plot.getViewBox().height() or 100.0  # before the first layout: a guess
+    ticks = value_ticks(top, height, fmt)
+    axis = plot.getAxis("left")
+    if getattr(axis, "_loopmon_ticks", None) != ticks:  # new ticks redraw the axis, in Python
+        axis._loopmon_ticks = ticks
+        axis.setTicks([ticks])

@@ -20,13 +20,17 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF
+from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import QWidget
 
+from loopmon.gui.model.ticks import spaced_rows
 from loopmon.gui.plot_panel import PlotPanel
 from loopmon.gui.timeline_columns import ConnectionGrid, GridCache, busiest
 
 Key = tuple[str, int]  # (session, id)
 MAX_ROWS = 64
+LEGEND_SAMPLE_PX = 34  # a legend entry's colour sample and the spacing after it
+LEGEND_SPACING = 14
 RERANK_S = 1.0
 STRIPS = 3  # image rows per fd: READ, WRITE, gap
 
@@ -63,6 +67,15 @@ def mask_cells(read: np.ndarray, write: np.ndarray, known: np.ndarray) -> np.nda
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def legend_columns(widths: Sequence[float], room: float, spacing: float) -> int:
+    """The most columns (entries placed row by row) whose widest entries fit in ``room``."""
+    for columns in range(len(widths), 1, -1):
+        needed = sum(max(widths[c::columns]) for c in range(columns))
+        if needed + spacing * (columns - 1) <= room:
+            return columns
+    return 1
+
+
 class MaskRaster(PlotPanel):
     title = "Event masks"
 
@@ -79,7 +92,7 @@ class MaskRaster(PlotPanel):
         self.plot.setLabel("left", "fd")
         self.image = pg.ImageItem(axisOrder="col-major")
         self.plot.addItem(self.image)
-        self.legend = pg.LegendItem(colCount=len(LEGEND), horSpacing=14)
+        self.legend = pg.LegendItem(colCount=len(LEGEND), horSpacing=LEGEND_SPACING)
         self.graphics.addItem(self.legend, row=1, col=0)
         for name, rgb in LEGEND:
             sample = pg.PlotDataItem(
@@ -87,7 +100,11 @@ class MaskRaster(PlotPanel):
                 symbolBrush=pg.mkBrush(*rgb.astype(int).tolist()),
             )  # fmt: skip
             self.legend.addItem(sample, name)
+        self.legend_widths = [
+            LEGEND_SAMPLE_PX + label.boundingRect().width() for _, label in self.legend.items
+        ]
         self._selected: list[Key] = []
+        self._ticks: list[tuple[float, str]] = []
         self._busiest: list[Key] = []
         self._ranked: tuple[float, float] = (0.0, 0.0)
         self._ranked_at = -1e9
@@ -95,6 +112,17 @@ class MaskRaster(PlotPanel):
         self.keys: list[Key] = []  # (session, id) of each row
         self.ghost_rows: set[Key] = set()
         self._cache = GridCache()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self.fit_legend(event.size().width())
+
+    def fit_legend(self, width: float) -> None:
+        """The legend in as many columns as ``width`` has room for: in one row of five it
+        was 780 px wide, and at a 1,070 px window the scene grew past the view, which cut
+        the plot's right end (the time shown) off."""
+        columns = legend_columns(self.legend_widths, width - 24, LEGEND_SPACING)
+        self.legend.setColumnCount(columns)
 
     def set_selected(self, keys: Sequence[Key]) -> None:
         self._selected = list(keys)
@@ -136,6 +164,7 @@ class MaskRaster(PlotPanel):
         self.rows = [s.fd if s is not None else -1 for s in statics]
         if not keys:
             self.image.clear()
+            self._ticks = []
             self.plot.getAxis("left").setTicks([[]])
             return
         grid = ConnectionGrid(self.timeline, keys, t0, t1, self._cache)
@@ -144,11 +173,17 @@ class MaskRaster(PlotPanel):
         self.image.setImage(image, autoLevels=False)
         self.image.setRect(QRectF(grid.x0, 0, t1 - t0, len(keys)))
         self.plot.setYRange(0, len(keys), padding=0)
-        step = max(1, len(keys) // 24)
         selected = set(self._selected)
+        # As many labels as the height has room for: selected rows first, then ghosts, then
+        # evenly spaced ones (a label for every ghost overprinted its neighbours).
+        wanted = [i for i, k in enumerate(keys) if k in selected]
+        wanted += [i for i, k in enumerate(keys) if k in self.ghost_rows and k not in selected]
+        height = self.plot.getViewBox().height() or 300.0  # before the first layout: a guess
         ticks = []
-        for i, (key, fd) in enumerate(zip(keys, self.rows, strict=True)):
-            if i % step == 0 or key in selected or key in self.ghost_rows:
-                mark = "▸" if key in selected else ""
-                ticks.append((i + 0.5, f"{mark}{fd}{' ✕' if key in self.ghost_rows else ''}"))
-        self.plot.getAxis("left").setTicks([ticks])
+        for i in spaced_rows(len(keys), height, wanted):
+            key, fd = keys[i], self.rows[i]
+            mark = "▸" if key in selected else ""
+            ticks.append((i + 0.5, f"{mark}{fd}{' ✕' if key in self.ghost_rows else ''}"))
+        if ticks != self._ticks:  # new ticks redraw the axis (its labels, in Python)
+            self._ticks = ticks
+            self.plot.getAxis("left").setTicks([ticks])

@@ -3,7 +3,8 @@ the next stall, exception, listener event or close.
 
 It drives a ``RecordingSource`` (which posts into the mailbox the window already watches) and
 clears the window's Timeline on every seek, since the snapshots after a seek do not continue
-the ones before it.
+the ones before it. It tells the window's status strip (``status``) the recorded moment
+reached and whether it plays, which the strip says where a live source's snapshot age is.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QComboBox, QLabel, QMainWindow, QToolBar
 
+from loopmon.gui.model import units
 from loopmon.gui.model.timeline import Timeline
+from loopmon.gui.model.wording import replay_position
+from loopmon.gui.status_strip import StatusStrip
 from loopmon.sources.recording import JUMP_KINDS, RecordingSource
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0)
@@ -24,11 +28,18 @@ JUMP_NAMES = {
 
 
 class ReplayBar(QToolBar):
-    def __init__(self, source: RecordingSource, timeline: Timeline, parent: QMainWindow) -> None:
+    def __init__(
+        self,
+        source: RecordingSource,
+        timeline: Timeline,
+        parent: QMainWindow,
+        status: StatusStrip | None = None,
+    ) -> None:
         super().__init__("Replay", parent)
         self.setObjectName("replayBar")
         self.source = source
         self.timeline = timeline
+        self.status = status
         self.play_action = self.addAction("Play")
         self.play_action.setCheckable(True)
         self.play_action.toggled.connect(self._play)
@@ -56,9 +67,11 @@ class ReplayBar(QToolBar):
         else:
             self.source.pause()
         self.play_action.setText("Pause" if on else "Play")
+        self.show_status()
 
     def _speed(self, index: int) -> None:
         self.source.set_speed(float(self.speed.itemData(index)))
+        self.show_status()
 
     def jump(self, what: str) -> None:
         moment = self.source.jump(what)
@@ -67,10 +80,12 @@ class ReplayBar(QToolBar):
             return
         self.timeline.clear()
         self.position.setText(f"{self._where()}: {moment.kind}: {moment.text}")
+        self.show_status()
 
     def seek(self, at: float) -> None:
         self.source.seek(at)
         self.timeline.clear()
+        self.show_status()
 
     def _where(self) -> str:
         return f"{self.source.position:.1f} s of {self.source.duration:.1f} s"
@@ -80,3 +95,22 @@ class ReplayBar(QToolBar):
             self.play_action.setChecked(False)  # it reached the end
         if not self.position.text() or self.source.playing:
             self.position.setText(self._where())
+        self.show_status()
+
+    def show_status(self) -> None:
+        """The strip: the recorded moment reached (the recording's own wall clock: its header's
+        start plus the position), where in the file, playing or paused and at what speed."""
+        if self.status is None:
+            return
+        source = self.source
+        recorded = units.wall_time(source.reader.header.started_at + source.position)
+        self.status.show_replay(
+            replay_position(
+                recorded,
+                source.position,
+                source.duration,
+                source.playing,
+                source.finished,
+                source.speed,
+            )
+        )

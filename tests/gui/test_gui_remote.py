@@ -195,7 +195,7 @@ def test_a_recording_source_gets_no_controls_and_says_so(qtbot: Any, tmp_path: P
         fake.connections = [connection(7)]
         fake.publish()
         qtbot.waitUntil(lambda: win.latest is not None, timeout=2000)
-        assert win.status.labels["link"].text() == "recording"
+        assert win.status.labels["link"].text() == "from a recording"
         assert win.status.labels["producer"].text() == "loopmon serve · pid 42 · serve"
         why = "a recording takes no commands"
         assert why in win.listener_panel.start_button.toolTip()

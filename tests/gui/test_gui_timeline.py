@@ -215,7 +215,8 @@ def test_the_table_lists_the_newest_ghosts_under_a_churn(
         feed(window, frame(seq, [], [ClosedConnection(gone, 1000.0 + seq * SPAN, "churn")]))
     listed = sorted(r.id for r in window.table.model.rows)
     assert listed == [8, 9, 10]
-    assert window.table.count_label.text() == "0 connections · 10 closed (the newest 3 listed)"
+    assert window.table.count_label.text() == "0 connections · 10 closed (3 listed)"
+    assert "newest 3 closed" in window.table.count_label.toolTip()
 
 
 def test_the_grid_cache_answers_as_a_fresh_lookup_does() -> None:

@@ -282,27 +282,26 @@ class SliceBuilder:
         return [entry[4] for entry in self.acc.values()]  # type: ignore[misc]
 
     def finish(self) -> Slice:
+        """Packed column by column (each array built from one list in C): appending row by
+        row cost ~3 µs a row, the frame that finished a slice of 1,000 rows ~3 ms."""
         out = Slice(self.session, self.start, self.end)
         out.loop = self.loop
-        for conn_id in sorted(self.acc):
-            watched, read, write, qmax, row = self.acc[conn_id]
-            assert isinstance(row, ConnectionRow)
-            _append(out, conn_id, watched, read, write, qmax, row)  # type: ignore[arg-type]
+        acc = self.acc
+        ids = sorted(acc)
+        entries = [acc[i] for i in ids]
+        out.ids = array("q", ids)
+        out.watched = array("f", [e[0] for e in entries])  # type: ignore[misc]
+        out.read = array("f", [e[1] for e in entries])  # type: ignore[misc]
+        out.write = array("f", [e[2] for e in entries])  # type: ignore[misc]
+        out.qmax = array("f", [e[3] for e in entries])  # type: ignore[misc]
+        rows: list[ConnectionRow] = [e[4] for e in entries]  # type: ignore[misc]
+        out.mask = array("H", [r.mask & 0xFFFF for r in rows])
+        out.state = array("B", [_STATE_CODE.get(r.state, 0) for r in rows])
+        figs = [v for r in rows for v in _figures(r)]
+        if None in figs:  # a figure the producer does not measure
+            figs = [NONE if v is None else v for v in figs]
+        out.figs = array("q", figs)
         return out
-
-
-def _append(
-    out: Slice, conn_id: int, watched: float, read: float, write: float, qmax: float,
-    row: ConnectionRow,
-) -> None:  # fmt: skip
-    out.ids.append(conn_id)
-    out.watched.append(watched)
-    out.read.append(read)
-    out.write.append(write)
-    out.qmax.append(qmax)
-    out.mask.append(row.mask & 0xFFFF)
-    out.state.append(_STATE_CODE.get(row.state, 0))
-    out.figs.extend([NONE if v is None else v for v in _figures(row)])
 
 
 _figures = operator.itemgetter(*FIGURES)  # the row's FIGURES, ints or None
@@ -319,6 +318,13 @@ def merge(parts: Sequence[Slice]) -> Slice:
     for part in parts:
         loop.absorb(part.loop)
     out.loop = loop
+    if all(part.ids == first.ids for part in parts):
+        return _merge_same_ids(parts, out)
+    return _merge_by_id(parts, out)
+
+
+def _merge_by_id(parts: Sequence[Slice], out: Slice) -> Slice:
+    """``merge`` of slices holding different connections: per id, in order."""
     # Per id, in order: [watched, read, write, qmax, slice, column] (the end from the latest).
     acc: dict[int, list[object]] = {}
     for part in parts:
@@ -346,4 +352,21 @@ def merge(parts: Sequence[Slice]) -> Slice:
         out.mask.append(part.mask[j])
         out.state.append(part.state[j])
         out.figs.extend(part.figs[j * NFIG : (j + 1) * NFIG])
+    return out
+
+
+def _merge_same_ids(parts: Sequence[Slice], out: Slice) -> Slice:
+    """``merge`` when every part holds the same connections (the usual case: busy rows seen in
+    every frame): column by column, summed and maxed in C (``map`` over ``zip``), with the
+    end figures copied from the last part. The per-id path took ~5 ms to merge five slices of
+    1,000 rows, the frame that did it a p99 spike (benchmarks/bench_timeline.py)."""
+    last = parts[-1]
+    out.ids = array("q", last.ids)
+    out.watched = array("f", map(sum, zip(*(p.watched for p in parts), strict=True)))
+    out.read = array("f", map(sum, zip(*(p.read for p in parts), strict=True)))
+    out.write = array("f", map(sum, zip(*(p.write for p in parts), strict=True)))
+    out.qmax = array("f", map(max, zip(*(p.qmax for p in parts), strict=True)))
+    out.mask = array("H", last.mask)
+    out.state = array("B", last.state)
+    out.figs = array("q", last.figs)
     return out

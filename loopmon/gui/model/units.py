@@ -70,8 +70,14 @@ def lag(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
-def clock_time(loop_time: float) -> str:
-    """A loop-clock timestamp as local wall time 'HH:MM:SS.mmm'."""
-    wall = loop_time + _WALL_OFFSET
+def clock_time(loop_time: float, wall_offset: float | None = None) -> str:
+    """A loop-clock timestamp as local wall time 'HH:MM:SS.mmm'. ``wall_offset`` (wall =
+    loop time + offset) is the producer's when its clock is not this process's (a recording
+    made by another process, maybe before this boot); by default, this process's."""
+    return wall_time(loop_time + (_WALL_OFFSET if wall_offset is None else wall_offset))
+
+
+def wall_time(wall: float) -> str:
+    """A Unix time as local wall time 'HH:MM:SS.mmm'."""
     stamp = time.strftime("%H:%M:%S", time.localtime(wall))
     return f"{stamp}.{int((wall % 1) * 1000):03d}"

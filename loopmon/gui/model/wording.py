@@ -43,3 +43,20 @@ def shown_title(title: str, display_name: str) -> str:
     if not display_name or title == display_name:
         return title
     return f"{title} \u2014 {display_name}"
+
+
+def replay_position(
+    recorded: str, position_s: float, duration_s: float, playing: bool, finished: bool,
+    speed: float,
+) -> str:  # fmt: skip
+    """What the status strip says of a replay instead of a snapshot's age (a replayed snapshot
+    is always fresh, and never "live"): the recorded moment, where it is in the file, and
+    whether it plays: 'replay 14:02:13.120 · 12.3 s of 60.0 s · playing 4x'."""
+    where = f"{position_s:.1f} s of {duration_s:.1f} s"
+    if playing:
+        how = f"playing {speed:g}x"
+    elif finished:
+        how = "at the end"
+    else:
+        how = "paused"
+    return " · ".join(p for p in (f"replay {recorded}".strip(), where, how) if p)
