@@ -31,7 +31,12 @@ def instrument() -> Iterator[Instrument]:
 
 
 async def echo_once(inst: Instrument) -> tuple[Snapshot, set[str]]:
+    held: list[asyncio.StreamWriter] = []
+
     async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        # Held until the snapshot: from 3.13 a StreamWriter collected with its handler's
+        # end closes the transport (StreamWriter.__del__), and the row would be gone.
+        held.append(w)
         w.write(await r.read(10))
         await w.drain()
 
@@ -43,6 +48,8 @@ async def echo_once(inst: Instrument) -> tuple[Snapshot, set[str]]:
     local = w.get_extra_info("sockname")
     snapshot = inst.snapshot()
     w.close()
+    for server_side in held:
+        server_side.close()
     server.close()
     return snapshot, {f"{local[0]}:{local[1]}"}
 
