@@ -5,7 +5,8 @@ and the loop's lag.
 The stall watch. On asyncio's selector loop the heartbeat is set when ``select`` returns and
 cleared when it is called again, so "busy past the threshold" is exact, and a watchdog takes the
 loop thread's stack while it lasts. For a loop on the main thread the watchdog is a SIGALRM
-interval timer (threshold / 4) when nothing else in the process holds SIGALRM or ITIMER_REAL:
+interval timer (threshold / 4), armed while the loop runs, when nothing else in the process
+holds SIGALRM or ITIMER_REAL:
 a second thread, even asleep, puts every syscall of a single-threaded program on glibc's and
 CPython's multi-threaded paths, ~5 % of a small round trip (measured for loopmon serve), which
 alone would spend the whole 1.05 budget. The price is that the program's signals change: its
@@ -160,6 +161,12 @@ class AsyncioWatch:
         if self._probe is not None:
             self._probe.cancel()
             self._probe = None
+        watchdog = self._watchdog
+        if watchdog is not None and watchdog.mode == "signal":
+            # The SIGALRM timer is the program's signals changed: only while the loop runs
+            # (the next start arms it again). A loop left unclosed kept it firing after
+            # the program, until finalization reset SIGALRM to SIG_DFL and it killed Python.
+            self._stop_watchdog()
 
     def _closed(self) -> None:
         self.stopped()

@@ -85,3 +85,29 @@ def test_telemetry_before_the_stream_exists_says_so_and_runs(tmp_path: Path) -> 
     )
     assert watched.returncode == 0 and watched.stdout == b"ran\n"
     assert all(line.startswith(b"loopmon:") for line in watched.stderr.splitlines())
+
+
+UNCLOSED = """\
+import asyncio, atexit, signal
+loop = asyncio.new_event_loop()
+loop.run_until_complete(asyncio.sleep(0.01))
+# Never closed (Tornado's IOLoop.current().stop() leaves its loop so). Once the loop stops, the
+# program's signals are its own again: no interval timer left to fire while Python exits
+# (finalization puts SIGALRM back to SIG_DFL, and a timer still armed killed the process).
+def mine():
+    print(signal.getitimer(signal.ITIMER_REAL), signal.getsignal(signal.SIGALRM) == signal.SIG_DFL)
+atexit.register(mine)
+garbage = [list(range(1000)) for _ in range(3000)]  # an exit that takes a while
+"""
+
+
+def test_a_loop_left_unclosed_leaves_no_alarm_behind(tmp_path: Path) -> None:
+    script = tmp_path / "unclosed.py"
+    script.write_text(UNCLOSED)
+    plain = subprocess.run([sys.executable, str(script)], capture_output=True, env=env())
+    watched = subprocess.run(
+        [sys.executable, "-m", "loopmon.cli.run", str(script)], capture_output=True, env=env()
+    )
+    assert plain.returncode == 0
+    assert watched.returncode == plain.returncode, watched.stderr
+    assert watched.stdout == plain.stdout == b"(0.0, 0.0) True\n"
