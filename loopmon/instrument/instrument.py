@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from loopmon import __version__, histogram
-from loopmon.instrument import internals
+from loopmon.instrument import forks, internals
 from loopmon.instrument.ioloop_watch import IOLoopWatch
 from loopmon.instrument.watch import AsyncioWatch, Settings
 from loopmon.ioloop import IOLoop
@@ -186,6 +186,7 @@ class Instrument:
 
             self._undo.append(undo_policy)
         self._wrap_ioloop()
+        self._undo.append(forks.install())
         # The watchdog logs each stall with its stack on loopmon's logger; the instrument
         # reports stalls itself (one ``loopmon:`` line, the stack in the event), and the
         # program's stderr must not change. loopmon's other records (an IOLoop handler's

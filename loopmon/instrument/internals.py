@@ -14,6 +14,9 @@ sources were read (3.11 to 3.13; asyncio's internals move between them):
 - ``BaseEventLoop._ready``: the ready queue, whose length is the callbacks a pass will run, and
   ``BaseEventLoop._scheduled``, the timer heap (``TimerHandle.when()`` is public).
 
+Version facts that are not private names live here too: ``FORK_WARNS_OF_THREADS`` (3.12's
+``os.fork`` warning, see ``forks``).
+
 On any other version, or when a name is missing, ``available()`` says why, the instrument prints
 one ``loopmon:`` line and keeps to the public path (loop-level figures for loops it cannot see).
 """
@@ -27,6 +30,9 @@ from collections.abc import Callable
 from typing import Any
 
 SUPPORTED = ((3, 11), (3, 12), (3, 13))
+# From 3.12 os.fork and os.forkpty warn (DeprecationWarning, in the parent) when the process has
+# more than one thread: loopmon's own threads must not make them warn (``forks``).
+FORK_WARNS_OF_THREADS = sys.version_info >= (3, 12)
 
 
 def why_unavailable() -> str:
