@@ -1,7 +1,7 @@
 """Every private name of asyncio that the instrument touches, in this one module.
 
 The public surface (the event loop policy, ``SelectorEventLoop(selector)``, ``call_at``,
-``all_tasks``, ``set_task_factory``) covers the common path: a loop made through the policy
+``all_tasks``, ``loop.create_task``) covers the common path: a loop made through the policy
 (``asyncio.run``, ``asyncio.Runner``, ``new_event_loop``, Tornado 6) gets a watched selector at
 construction. Three things have no public door, and are used only here, on the versions whose
 sources were read (3.11 to 3.13; asyncio's internals move between them):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -123,6 +125,53 @@ def test_loopmon_adds_no_task_and_keeps_the_programs_task_factory(
     assert len(names) == 2 and "kid" in names  # main (its name counts process-wide) and kid
     assert names["kid"].coro.endswith("child") and "wait" in names["kid"].waiting_at
     assert names["kid"].age_s >= 0.2
+
+
+def test_tasks_keep_the_names_asyncio_gives_them(instrument: Instrument) -> None:
+    # 3.13.0's create_task renames a task made by any task factory (set_name(None): "None"),
+    # so loopmon dates tasks in create_task, not with a factory of its own.
+    async def child() -> None:
+        await asyncio.sleep(0)
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        tasks = [asyncio.create_task(child()), loop.create_task(child(), name="named")]
+        async with asyncio.TaskGroup() as group:
+            tasks.append(group.create_task(child()))
+        assert loop.get_task_factory() is None  # loopmon set none
+        current = asyncio.current_task()
+        assert current is not None
+        return [current.get_name(), *(t.get_name() for t in tasks)]
+
+    names = asyncio.run(main())
+    assert [re.sub(r"\d+", "N", name) for name in names] == ["Task-N", "Task-N", "named", "Task-N"]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="asyncio.eager_task_factory is new in 3.12")
+def test_the_programs_eager_task_factory_is_chained(instrument: Instrument) -> None:
+    async def quick() -> int:
+        return 1  # never suspends: an eager task is done once created
+
+    async def waits(go: asyncio.Event) -> None:
+        await go.wait()
+
+    async def main() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        eager = asyncio.eager_task_factory  # type: ignore[attr-defined, unused-ignore]
+        loop.set_task_factory(eager)
+        go = asyncio.Event()
+        done_at_once = asyncio.create_task(quick()).done()
+        waiting = asyncio.create_task(waits(go), name="waiter")
+        await asyncio.sleep(0.25)  # past the task rows' refresh interval
+        rows = instrument.snapshot().tasks
+        go.set()
+        await waiting
+        return {"kept": loop.get_task_factory() is eager, "done": done_at_once, "rows": rows}
+
+    out = asyncio.run(main())
+    assert out["kept"] and out["done"]
+    waiter = [row for row in out["rows"] if row.name == "waiter"]
+    assert len(waiter) == 1 and waiter[0].coro.endswith("waits") and waiter[0].age_s >= 0.2
 
 
 def test_a_stall_on_another_thread_names_the_function_that_blocked(
