@@ -24,7 +24,6 @@ CHUNK = 100
 WAITING_FRAMES = 3
 
 
-
 def waiting_at(task: asyncio.Task[Any], depth: int = WAITING_FRAMES) -> str:
     """Where a task waits: the innermost ``depth`` frames of its await chain, innermost last."""
     frames: list[str] = []

@@ -111,3 +111,42 @@ def test_a_loop_left_unclosed_leaves_no_alarm_behind(tmp_path: Path) -> None:
     assert plain.returncode == 0
     assert watched.returncode == plain.returncode, watched.stderr
     assert watched.stdout == plain.stdout == b"(0.0, 0.0) True\n"
+
+
+TAKES_SIGALRM = """\
+import asyncio, signal
+calls = []
+async def main():
+    signal.signal(signal.SIGALRM, lambda signum, frame: calls.append(signum))
+    await asyncio.sleep(0.3)
+    print("handler calls:", len(calls))
+    loop = asyncio.get_running_loop()
+    got = []
+    loop.add_signal_handler(signal.SIGALRM, lambda: got.append(1))
+    await asyncio.sleep(0.3)
+    print("loop handler calls:", len(got))
+asyncio.run(main())
+"""
+ALARM_KILLS = """\
+import asyncio, signal
+async def main():
+    signal.setitimer(signal.ITIMER_REAL, 0.05)  # SIGALRM's default action ends the program
+    await asyncio.sleep(0.5)
+    print("still alive")
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("program", [TAKES_SIGALRM, ALARM_KILLS], ids=["handler", "default"])
+def test_sigalrm_is_the_programs_once_it_asks(tmp_path: Path, program: str) -> None:
+    # The stall watch held SIGALRM: the program's handler got its ticks until a lag probe
+    # noticed (4 calls in 0.3 s), and an alarm meant to end the program was swallowed.
+    script = tmp_path / "alarm.py"
+    script.write_text(program)
+    plain = subprocess.run([sys.executable, str(script)], capture_output=True, env=env())
+    watched = subprocess.run(
+        [sys.executable, "-m", "loopmon.cli.run", str(script)], capture_output=True, env=env()
+    )
+    assert (watched.returncode, watched.stdout) == (plain.returncode, plain.stdout)
+    assert program_stderr(watched.stderr) == plain.stderr
+    assert b"stall watch is a thread now" in watched.stderr
