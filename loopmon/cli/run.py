@@ -243,14 +243,23 @@ def run_program(script: str | None, module: str | None, args: list[str]) -> int:
     except SystemExit as exc:
         return _exit_status(exc.code)
     except KeyboardInterrupt as exc:
-        exc = exc.with_traceback(_program_traceback(exc.__traceback__))
-        sys.excepthook(type(exc), exc, exc.__traceback__)
+        _uncaught(exc)
         return -signal.SIGINT
     except BaseException as exc:
-        exc = exc.with_traceback(_program_traceback(exc.__traceback__))
-        sys.excepthook(type(exc), exc, exc.__traceback__)
+        _uncaught(exc)
         return 1
     return 0
+
+
+def _uncaught(exc: BaseException) -> None:
+    """Print the program's uncaught exception as Python does, and keep it as Python does, in
+    ``sys.last_*`` until exit: what its frames hold goes at finalization, as it would (an
+    unawaited coroutine's warning was printed at once, from run.py, with a tracemalloc hint)."""
+    exc = exc.with_traceback(_program_traceback(exc.__traceback__))
+    sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, exc.__traceback__
+    if sys.version_info >= (3, 12):
+        sys.last_exc = exc  # new in 3.12, set beside the three above
+    sys.excepthook(type(exc), exc, exc.__traceback__)
 
 
 def _dump_sink(target: str, instrument: Instrument) -> tuple[Callable[[Snapshot], None], IO[str]]:

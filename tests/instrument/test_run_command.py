@@ -29,6 +29,13 @@ if how == "raise":
     inner()
 if how == "interrupt":
     raise KeyboardInterrupt
+if how == "unawaited":  # the warning comes when the exception goes: at exit, as "sys:1"
+    async def never():
+        pass
+    def fails():
+        pending = never()
+        raise ValueError("boom")
+    fails()
 """
 
 
@@ -50,7 +57,7 @@ def program_stderr(err: bytes) -> bytes:
     )
 
 
-@pytest.mark.parametrize("how", ["", "exit5", "exitmsg", "raise", "interrupt"])
+@pytest.mark.parametrize("how", ["", "exit5", "exitmsg", "raise", "interrupt", "unawaited"])
 def test_the_program_runs_as_under_python(tmp_path: Path, how: str) -> None:
     plain, watched = both(tmp_path, *([how, "--flag", "x y"] if how else []))
     assert watched.returncode == plain.returncode
