@@ -215,6 +215,8 @@ def test_a_loop_it_cannot_see_into_runs_with_loop_level_figures(
     assert snapshot.connections == ()
 
 
+# From 3.12 os.fork warns in a process with threads, and pytest's has some (earlier tests').
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_its_own_sockets_are_no_rows_and_a_forked_child_does_not_keep_them(
     instrument: Instrument,
 ) -> None:
