@@ -14,6 +14,14 @@ sources were read (3.11 to 3.13; asyncio's internals move between them):
 - ``BaseEventLoop._ready``: the ready queue, whose length is the callbacks a pass will run, and
   ``BaseEventLoop._scheduled``, the timer heap (``TimerHandle.when()`` is public).
 
+Read against the sources of 3.11.7, 3.12.1 and 3.13.0, each name is there and used the same
+way. What moved around them: 3.13 splits ``run_forever`` into ``_run_forever_setup`` and
+``_run_forever_cleanup``, which still call ``events._set_running_loop`` through the module;
+from 3.12 asyncio's own fork handler calls it with None in a forked child (the hook sees a loop
+stop there); 3.13's selector loop finds a key with ``get_map().get(fd)``, not ``get_key``
+(the watched selectors pass ``get_map`` through); ``EpollSelector.select`` is the same text in
+all three (``epoll_selector`` copies it).
+
 Version facts that are not private names live here too: ``FORK_WARNS_OF_THREADS`` (3.12's
 ``os.fork`` warning, see ``forks``).
 
