@@ -227,6 +227,8 @@ class Instrument:
 
     def _give_back_alarm(self, restore: bool) -> Any:
         """The program asks for SIGALRM (``alarm``): the watch that holds it lets go."""
+        if not self.enabled:
+            return None  # a forked child: the parent's watches start nothing here
         for watch in list(self._watches):
             give_back = getattr(watch, "give_back_alarm", None)
             earlier = give_back(restore) if give_back is not None else None

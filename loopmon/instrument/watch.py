@@ -332,8 +332,7 @@ class AsyncioWatch:
 
     def after_fork(self) -> None:
         """In a forked child: the parent's watch threads and timers are not ours."""
-        watchdog = self._watchdog
+        watchdog, self._watchdog = self._watchdog, None  # first: signal.signal is wrapped
         if watchdog is not None and watchdog.mode == "signal":
             previous = watchdog._previous_handler
             signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
-        self._watchdog = None

@@ -155,3 +155,32 @@ def test_forking_warns_as_it_would_without_loopmon(tmp_path: Path, threads: int)
     )
     assert program_stderr(watched.stderr) == program_stderr(plain.stderr)
     assert ("multi-threaded" in plain.stderr) == (threads > 0 and sys.version_info >= (3, 12))
+
+
+FORK_IN_THE_LOOP = """
+import asyncio, os, threading
+async def main():
+    await asyncio.sleep(0.05)
+    pid = os.fork()  # while the loop runs, its SIGALRM stall watch armed
+    if pid == 0:
+        print("child threads:", threading.active_count(), flush=True)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print("parent threads:", threading.active_count() - 1, flush=True)  # less loopmon's one
+asyncio.run(main())
+"""
+
+
+def test_a_child_forked_in_the_loop_starts_no_watch(tmp_path: Path) -> None:
+    # The child put the parent's SIGALRM handler back through signal.signal, which the
+    # instrument wraps: it took that for the program taking SIGALRM, said so on the shared
+    # stderr and started a watch thread in the child.
+    program = tmp_path / "forks.py"
+    program.write_text(FORK_IN_THE_LOOP)
+    watched = subprocess.run(
+        command("run", "--telemetry", "127.0.0.1:0", str(program)),
+        cwd=ROOT, capture_output=True, text=True, env=env(), timeout=60,
+    )  # fmt: skip
+    assert watched.returncode == 0, watched.stderr
+    assert watched.stdout == "child threads: 1\nparent threads: 1\n"
+    assert "SIGALRM" not in watched.stderr
