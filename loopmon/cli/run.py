@@ -239,7 +239,7 @@ def run_program(script: str | None, module: str | None, args: list[str]) -> int:
             assert script is not None
             sys.argv = [script, *args]
             sys.path[0] = os.path.dirname(os.path.realpath(script))
-            runpy.run_path(os.path.abspath(script), run_name="__main__")
+            run_script(script)
     except SystemExit as exc:
         return _exit_status(exc.code)
     except KeyboardInterrupt as exc:
@@ -249,6 +249,36 @@ def run_program(script: str | None, module: str | None, args: list[str]) -> int:
         _uncaught(exc)
         return 1
     return 0
+
+
+def run_script(script: str) -> None:
+    """Run a script file as ``python script.py`` does: ``sys.argv[0]`` as given, ``__file__``
+    (and the code's file name, so tracebacks) the path made absolute by joining the working
+    directory, not normalized (``../app.py`` is ``/cwd/../app.py``), a ``SourceFileLoader``.
+    ``runpy.run_path`` sets ``sys.argv[0]`` to the path it is given, so it is left to what is
+    not a plain file (a directory or a zip with ``__main__.py``) and to compiled files."""
+    import importlib.machinery
+    import pkgutil
+    import types
+
+    path = script if os.path.isabs(script) else os.path.join(os.getcwd(), script)
+    if pkgutil.get_importer(path) is not None or path.endswith((".pyc", ".pyo")):
+        runpy.run_path(path, run_name="__main__")
+        sys.argv[0] = script
+        return
+    with open(path, "rb") as source:
+        code = compile(source.read(), path, "exec", dont_inherit=True)
+    main = types.ModuleType("__main__")
+    main.__file__ = path
+    main.__cached__ = None  # type: ignore[attr-defined]
+    main.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = main
+    try:
+        exec(code, main.__dict__)
+    finally:
+        if saved is not None:
+            sys.modules["__main__"] = saved
 
 
 def _uncaught(exc: BaseException) -> None:

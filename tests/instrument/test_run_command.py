@@ -157,3 +157,23 @@ def test_sigalrm_is_the_programs_once_it_asks(tmp_path: Path, program: str) -> N
     assert (watched.returncode, watched.stdout) == (plain.returncode, plain.stdout)
     assert program_stderr(watched.stderr) == plain.stderr
     assert b"stall watch is a thread now" in watched.stderr
+
+
+def test_a_relative_script_path_is_kept_as_given(tmp_path: Path) -> None:
+    # Python keeps sys.argv[0] as typed and makes __file__ absolute without normalizing it;
+    # run once gave both as the normalized absolute path (runpy.run_path's argv[0]).
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "prog.py").write_text(PROGRAM + "print(__file__)\n")
+    for given in ("prog.py", "./sub/../prog.py"):
+        plain = subprocess.run(
+            [sys.executable, given, "raise"], capture_output=True, env=env(), cwd=tmp_path
+        )
+        watched = subprocess.run(
+            [sys.executable, "-m", "loopmon.cli.run", given, "raise"],
+            capture_output=True,
+            env=env(),
+            cwd=tmp_path,
+        )
+        assert watched.stdout == plain.stdout
+        assert given.encode() in plain.stdout
+        assert program_stderr(watched.stderr) == plain.stderr  # the traceback's file names
