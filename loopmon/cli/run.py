@@ -4,7 +4,7 @@
 The same process, so the same ``sys.argv``, ``sys.path[0]``, ``__main__``, signals and exit
 status; loopmon writes nothing to stdout, and to stderr only lines that begin with
 ``loopmon:``. An exception the program does not catch is printed by ``sys.excepthook`` without
-loopmon's frames, as Python would print it.
+loopmon's frames, as Python would print it (``run_program`` runs it).
 
 The ``loopmon`` command routes ``run`` here through ``add_arguments`` and ``run``;
 ``python -m loopmon.cli.run`` is the same command on its own (the tests use it).
@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import runpy
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from types import TracebackType
 from typing import IO, TYPE_CHECKING
 
 import loopmon.instrument
+from loopmon.cli.run_program import run_program
 from loopmon.instrument import Instrument
 from loopmon.instrument.dump import to_json
 from loopmon.metrics import options as metrics_options
@@ -199,97 +198,6 @@ def open_window(instrument: Instrument, address: str, token: bytes) -> None:
         instrument.say(f"loopmon: --window: cannot start the window: {exc}")
         return
     instrument.say(f"loopmon: the window is pid {proc.pid}")
-
-
-# -- running the program ---------------------------------------------------------------------
-
-
-def _program_traceback(tb: TracebackType | None) -> TracebackType | None:
-    """The traceback from the program's first frame on, without loopmon's and runpy's."""
-    skip = {os.path.abspath(__file__), os.path.abspath(runpy.__file__), "<frozen runpy>"}
-    while tb is not None and (
-        os.path.abspath(tb.tb_frame.f_code.co_filename) in skip
-        or tb.tb_frame.f_code.co_filename == "<frozen runpy>"
-    ):
-        tb = tb.tb_next
-    return tb
-
-
-def _exit_status(code: object) -> int:
-    """What Python makes of ``SystemExit(code)``."""
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code & 0xFF  # as the OS reports it
-    try:
-        print(code, file=sys.stderr)
-    except (OSError, ValueError):
-        pass
-    return 1
-
-
-def run_program(script: str | None, module: str | None, args: list[str]) -> int:
-    """Run a script or module as __main__ with ``args``; its exit status."""
-    try:
-        if module is not None:
-            sys.argv = ["-m", *args]
-            sys.path[0] = os.getcwd()
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
-        else:
-            assert script is not None
-            sys.argv = [script, *args]
-            sys.path[0] = os.path.dirname(os.path.realpath(script))
-            run_script(script)
-    except SystemExit as exc:
-        return _exit_status(exc.code)
-    except KeyboardInterrupt as exc:
-        _uncaught(exc)
-        return -signal.SIGINT
-    except BaseException as exc:
-        _uncaught(exc)
-        return 1
-    return 0
-
-
-def run_script(script: str) -> None:
-    """Run a script file as ``python script.py`` does: ``sys.argv[0]`` as given, ``__file__``
-    (and the code's file name, so tracebacks) the path made absolute by joining the working
-    directory, not normalized (``../app.py`` is ``/cwd/../app.py``), a ``SourceFileLoader``.
-    ``runpy.run_path`` sets ``sys.argv[0]`` to the path it is given, so it is left to what is
-    not a plain file (a directory or a zip with ``__main__.py``) and to compiled files."""
-    import importlib.machinery
-    import pkgutil
-    import types
-
-    path = script if os.path.isabs(script) else os.path.join(os.getcwd(), script)
-    if pkgutil.get_importer(path) is not None or path.endswith((".pyc", ".pyo")):
-        runpy.run_path(path, run_name="__main__")
-        sys.argv[0] = script
-        return
-    with open(path, "rb") as source:
-        code = compile(source.read(), path, "exec", dont_inherit=True)
-    main = types.ModuleType("__main__")
-    main.__file__ = path
-    main.__cached__ = None  # type: ignore[attr-defined]
-    main.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
-    saved = sys.modules.get("__main__")
-    sys.modules["__main__"] = main
-    try:
-        exec(code, main.__dict__)
-    finally:
-        if saved is not None:
-            sys.modules["__main__"] = saved
-
-
-def _uncaught(exc: BaseException) -> None:
-    """Print the program's uncaught exception as Python does, and keep it as Python does, in
-    ``sys.last_*`` until exit: what its frames hold goes at finalization, as it would (an
-    unawaited coroutine's warning was printed at once, from run.py, with a tracemalloc hint)."""
-    exc = exc.with_traceback(_program_traceback(exc.__traceback__))
-    sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, exc.__traceback__
-    if sys.version_info >= (3, 12):
-        sys.last_exc = exc  # new in 3.12, set beside the three above
-    sys.excepthook(type(exc), exc, exc.__traceback__)
 
 
 def _dump_sink(target: str, instrument: Instrument) -> tuple[Callable[[Snapshot], None], IO[str]]:
