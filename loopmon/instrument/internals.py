@@ -3,7 +3,7 @@
 The public surface (the event loop policy, ``SelectorEventLoop(selector)``, ``call_at``,
 ``all_tasks``, ``loop.create_task``) covers the common path: a loop made through the policy
 (``asyncio.run``, ``asyncio.Runner``, ``new_event_loop``, Tornado 6) gets a watched selector at
-construction. Three things have no public door, and are used only here, on the versions whose
+construction. These have no public door, and are used only here, on the versions whose
 sources were read (3.11 to 3.13; asyncio's internals move between them):
 
 - ``asyncio.events._set_running_loop``: every ``BaseEventLoop.run_forever`` calls it through
@@ -11,6 +11,8 @@ sources were read (3.11 to 3.13; asyncio's internals move between them):
   ``SelectorEventLoop()``, ``Runner(loop_factory=...)``) are found, and how a loop that stopped
   running is told apart from one that stalls;
 - ``BaseSelectorEventLoop._selector``: to wrap the selector of such a loop after the fact;
+- ``Future._source_traceback`` (debug mode only): where a task was made, from which the frame
+  of loopmon's ``create_task`` is dropped, as asyncio drops its own;
 - ``BaseEventLoop._ready``: the ready queue, whose length is the callbacks a pass will run, and
   ``BaseEventLoop._scheduled``, the timer heap (``TimerHandle.when()`` is public).
 
@@ -112,3 +114,13 @@ def epoll_selector_ok() -> bool:
         )
     finally:
         probe.close()
+
+
+def drop_own_frame(task: Any, filename: str) -> None:
+    """In debug mode, a task's ``_source_traceback`` (a list of ``FrameSummary``; None
+    otherwise) ends at the call that made it: asyncio drops its own ``create_task``'s frame,
+    and this drops the frame of loopmon's wrapper in ``filename`` beneath it, so "created at"
+    names what it names without loopmon."""
+    frames = getattr(task, "_source_traceback", None)
+    if frames and frames[-1].filename == filename:
+        del frames[-1]

@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from loopmon.instrument.internals import drop_own_frame
 from loopmon.snapshot import TaskRow
 
 MIN_REFRESH_S = 0.2
@@ -95,6 +96,7 @@ class TaskTable:
 
         def create_task(coro: Any, **kwargs: Any) -> Any:
             task = make(loop, coro, **kwargs)
+            drop_own_frame(task, __file__)
             try:
                 known[task] = (next(ids), clock())
             except TypeError:

@@ -147,6 +147,23 @@ def test_tasks_keep_the_names_asyncio_gives_them(instrument: Instrument) -> None
     assert [re.sub(r"\d+", "N", name) for name in names] == ["Task-N", "Task-N", "named", "Task-N"]
 
 
+def test_in_debug_mode_a_task_was_created_where_the_program_made_it(
+    instrument: Instrument,
+) -> None:
+    # asyncio's debug mode says where a task was made ("created at"): it named loopmon's
+    # create_task wrapper instead of the program's call.
+    async def child() -> None:
+        await asyncio.sleep(0)
+
+    async def main() -> Any:
+        task = asyncio.get_running_loop().create_task(child())  # the line to name
+        await task
+        return task._source_traceback[-1]  # type: ignore[attr-defined]
+
+    made_at = asyncio.run(main(), debug=True)
+    assert (made_at.filename, made_at.name) == (__file__, "main")
+
+
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="asyncio.eager_task_factory is new in 3.12")
 def test_the_programs_eager_task_factory_is_chained(instrument: Instrument) -> None:
     async def quick() -> int:
