@@ -4,7 +4,7 @@
 The same process, so the same ``sys.argv``, ``sys.path[0]``, ``__main__``, signals and exit
 status; loopmon writes nothing to stdout, and to stderr only lines that begin with
 ``loopmon:``. An exception the program does not catch is printed by ``sys.excepthook`` without
-loopmon's frames, as Python would print it.
+loopmon's frames, as Python would print it (``run_program`` runs it).
 
 The ``loopmon`` command routes ``run`` here through ``add_arguments`` and ``run``;
 ``python -m loopmon.cli.run`` is the same command on its own (the tests use it).
@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import runpy
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from types import TracebackType
 from typing import IO, TYPE_CHECKING
 
 import loopmon.instrument
+from loopmon.cli.run_program import run_program
 from loopmon.instrument import Instrument
 from loopmon.instrument.dump import to_json
 from loopmon.metrics import options as metrics_options
@@ -199,58 +198,6 @@ def open_window(instrument: Instrument, address: str, token: bytes) -> None:
         instrument.say(f"loopmon: --window: cannot start the window: {exc}")
         return
     instrument.say(f"loopmon: the window is pid {proc.pid}")
-
-
-# -- running the program ---------------------------------------------------------------------
-
-
-def _program_traceback(tb: TracebackType | None) -> TracebackType | None:
-    """The traceback from the program's first frame on, without loopmon's and runpy's."""
-    skip = {os.path.abspath(__file__), os.path.abspath(runpy.__file__), "<frozen runpy>"}
-    while tb is not None and (
-        os.path.abspath(tb.tb_frame.f_code.co_filename) in skip
-        or tb.tb_frame.f_code.co_filename == "<frozen runpy>"
-    ):
-        tb = tb.tb_next
-    return tb
-
-
-def _exit_status(code: object) -> int:
-    """What Python makes of ``SystemExit(code)``."""
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code & 0xFF  # as the OS reports it
-    try:
-        print(code, file=sys.stderr)
-    except (OSError, ValueError):
-        pass
-    return 1
-
-
-def run_program(script: str | None, module: str | None, args: list[str]) -> int:
-    """Run a script or module as __main__ with ``args``; its exit status."""
-    try:
-        if module is not None:
-            sys.argv = ["-m", *args]
-            sys.path[0] = os.getcwd()
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
-        else:
-            assert script is not None
-            sys.argv = [script, *args]
-            sys.path[0] = os.path.dirname(os.path.realpath(script))
-            runpy.run_path(os.path.abspath(script), run_name="__main__")
-    except SystemExit as exc:
-        return _exit_status(exc.code)
-    except KeyboardInterrupt as exc:
-        exc = exc.with_traceback(_program_traceback(exc.__traceback__))
-        sys.excepthook(type(exc), exc, exc.__traceback__)
-        return -signal.SIGINT
-    except BaseException as exc:
-        exc = exc.with_traceback(_program_traceback(exc.__traceback__))
-        sys.excepthook(type(exc), exc, exc.__traceback__)
-        return 1
-    return 0
 
 
 def _dump_sink(target: str, instrument: Instrument) -> tuple[Callable[[Snapshot], None], IO[str]]:

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from loopmon import __version__, histogram
-from loopmon.instrument import internals
+from loopmon.instrument import alarm, forks, internals
 from loopmon.instrument.ioloop_watch import IOLoopWatch
 from loopmon.instrument.watch import AsyncioWatch, Settings
 from loopmon.ioloop import IOLoop
@@ -195,6 +195,8 @@ class Instrument:
 
             self._undo.append(undo_policy)
         self._wrap_ioloop()
+        self._undo.append(forks.install())
+        self._undo.append(alarm.install(self._give_back_alarm))
         # The watchdog logs each stall with its stack on loopmon's logger; the instrument
         # reports stalls itself (one ``loopmon:`` line, the stack in the event), and the
         # program's stderr must not change. loopmon's other records (an IOLoop handler's
@@ -231,6 +233,17 @@ class Instrument:
             IOLoop.start = original  # type: ignore[method-assign]
 
         self._undo.append(undo)
+
+    def _give_back_alarm(self, restore: bool) -> Any:
+        """The program asks for SIGALRM (``alarm``): the watch that holds it lets go."""
+        if not self.enabled:
+            return None  # a forked child: the parent's watches start nothing here
+        for watch in list(self._watches):
+            give_back = getattr(watch, "give_back_alarm", None)
+            earlier = give_back(restore) if give_back is not None else None
+            if earlier is not None:
+                return earlier
+        return None
 
     def own(self, sock: Any) -> None:
         """A socket (or fd) of loopmon's: never a row, and closed in a forked child."""

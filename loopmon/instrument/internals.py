@@ -1,9 +1,9 @@
 """Every private name of asyncio that the instrument touches, in this one module.
 
 The public surface (the event loop policy, ``SelectorEventLoop(selector)``, ``call_at``,
-``all_tasks``, ``set_task_factory``) covers the common path: a loop made through the policy
+``all_tasks``, ``loop.create_task``) covers the common path: a loop made through the policy
 (``asyncio.run``, ``asyncio.Runner``, ``new_event_loop``, Tornado 6) gets a watched selector at
-construction. Three things have no public door, and are used only here, on the versions whose
+construction. These have no public door, and are used only here, on the versions whose
 sources were read (3.11 to 3.13; asyncio's internals move between them):
 
 - ``asyncio.events._set_running_loop``: every ``BaseEventLoop.run_forever`` calls it through
@@ -11,8 +11,21 @@ sources were read (3.11 to 3.13; asyncio's internals move between them):
   ``SelectorEventLoop()``, ``Runner(loop_factory=...)``) are found, and how a loop that stopped
   running is told apart from one that stalls;
 - ``BaseSelectorEventLoop._selector``: to wrap the selector of such a loop after the fact;
+- ``Future._source_traceback`` (debug mode only): where a task was made, from which the frame
+  of loopmon's ``create_task`` is dropped, as asyncio drops its own;
 - ``BaseEventLoop._ready``: the ready queue, whose length is the callbacks a pass will run, and
   ``BaseEventLoop._scheduled``, the timer heap (``TimerHandle.when()`` is public).
+
+Read against the sources of 3.11.7, 3.12.1 and 3.13.0, each name is there and used the same
+way. What moved around them: 3.13 splits ``run_forever`` into ``_run_forever_setup`` and
+``_run_forever_cleanup``, which still call ``events._set_running_loop`` through the module;
+from 3.12 asyncio's own fork handler calls it with None in a forked child (the hook sees a loop
+stop there); 3.13's selector loop finds a key with ``get_map().get(fd)``, not ``get_key``
+(the watched selectors pass ``get_map`` through); ``EpollSelector.select`` is the same text in
+all three (``epoll_selector`` copies it).
+
+Version facts that are not private names live here too: ``FORK_WARNS_OF_THREADS`` (3.12's
+``os.fork`` warning, see ``forks``).
 
 On any other version, or when a name is missing, ``available()`` says why, the instrument prints
 one ``loopmon:`` line and keeps to the public path (loop-level figures for loops it cannot see).
@@ -27,6 +40,9 @@ from collections.abc import Callable
 from typing import Any
 
 SUPPORTED = ((3, 11), (3, 12), (3, 13))
+# From 3.12 os.fork and os.forkpty warn (DeprecationWarning, in the parent) when the process has
+# more than one thread: loopmon's own threads must not make them warn (``forks``).
+FORK_WARNS_OF_THREADS = sys.version_info >= (3, 12)
 
 
 def why_unavailable() -> str:
@@ -98,3 +114,13 @@ def epoll_selector_ok() -> bool:
         )
     finally:
         probe.close()
+
+
+def drop_own_frame(task: Any, filename: str) -> None:
+    """In debug mode, a task's ``_source_traceback`` (a list of ``FrameSummary``; None
+    otherwise) ends at the call that made it: asyncio drops its own ``create_task``'s frame,
+    and this drops the frame of loopmon's wrapper in ``filename`` beneath it, so "created at"
+    names what it names without loopmon."""
+    frames = getattr(task, "_source_traceback", None)
+    if frames and frames[-1].filename == filename:
+        del frames[-1]

@@ -35,7 +35,11 @@ def trim(stack: str) -> str:
     start = 0
     for index, match in enumerate(frames):
         if match["file"] == "<frozen runpy>" or match["file"].endswith(
-            (os.sep + "runpy.py", os.path.join("", "loopmon", "cli", "run.py"))
+            (
+                os.sep + "runpy.py",
+                os.path.join("", "loopmon", "cli", "run.py"),
+                os.path.join("", "loopmon", "cli", "run_program.py"),
+            )
         ):
             start = index + 1
     if start == 0 or start >= len(frames):

@@ -1,7 +1,8 @@
 """A loop's tasks as rows, and the task factory that dates them.
 
-The factory is chained: a factory the program sets (before or after loopmon came) makes the
-tasks, and ``get_task_factory`` returns it, so the program sees its own. Rows are rebuilt at
+Tasks are dated as ``loop.create_task`` makes them (``TaskTable.chain``): a factory the
+program sets (before or after loopmon came) makes the tasks, and is the program's own to get
+and set. Rows are rebuilt at
 most 5 times a second, and less often when that would cost more than ``max_share`` of the loop
 (walking a task's await chain and building its row costs a few microseconds: 1,000 tasks at
 5 Hz would be ~2 % of the loop).
@@ -16,13 +17,12 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from loopmon.instrument.internals import drop_own_frame
 from loopmon.snapshot import TaskRow
 
 MIN_REFRESH_S = 0.2
 CHUNK = 100
 WAITING_FRAMES = 3
-
-TaskFactory = Callable[..., "asyncio.Future[Any]"]
 
 
 def waiting_at(task: asyncio.Task[Any], depth: int = WAITING_FRAMES) -> str:
@@ -66,7 +66,6 @@ class TaskTable:
         self._clock = clock
         self.max_share = max_share
         self._known: weakref.WeakKeyDictionary[Any, tuple[int, float]] = weakref.WeakKeyDictionary()
-        self.program_factory: TaskFactory | None = None
         self.rows: tuple[TaskRow, ...] = ()
         self._rows: dict[int, TaskRow] = {}  # by task id
         self._pending: list[asyncio.Task[Any]] = []  # this pass's tasks not yet refreshed
@@ -80,42 +79,34 @@ class TaskTable:
     # -- the factory -----------------------------------------------------------------------
 
     def chain(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """Put loopmon's factory on ``loop`` in front of the program's; False when the loop
-        will not have it (a loop class without instance attributes: tasks are then dated
-        when first seen)."""
+        """Date every task ``loop.create_task`` makes (``asyncio.create_task``,
+        ``ensure_future``, ``TaskGroup``, streams' handlers: every public path goes through it)
+        by an instance attribute over the class's method, which makes the task as it would:
+        with the program's task factory, if it set one (3.12's ``eager_task_factory`` too), so
+        the factory is chained and ``get_task_factory`` is the program's, untouched. False when
+        the loop takes no instance attribute (tasks are then dated when first seen).
+
+        Not a task factory of loopmon's, as it once was: with any factory set, 3.13.0's
+        ``create_task`` calls ``task.set_name(name)`` even when no name was given, so under
+        loopmon every task of a program without a factory of its own was named "None"."""
         known = self._known
         ids = self._ids
         clock = self._clock
-        table = self
+        make = type(loop).create_task
 
-        def factory(loop: Any, coro: Any, **kwargs: Any) -> Any:
-            inner = table.program_factory
-            if inner is not None:
-                task = inner(loop, coro, **kwargs)
-            else:
-                task = asyncio.Task(coro, loop=loop, **kwargs)
+        def create_task(coro: Any, **kwargs: Any) -> Any:
+            task = make(loop, coro, **kwargs)
+            drop_own_frame(task, __file__)
             try:
                 known[task] = (next(ids), clock())
             except TypeError:
                 pass  # a factory's future that takes no weak reference
             return task
 
-        def set_task_factory(f: TaskFactory | None) -> None:
-            if f is not None and not callable(f):
-                raise TypeError("task factory must be a callable or None")
-            table.program_factory = f
-
-        def get_task_factory() -> TaskFactory | None:
-            return table.program_factory
-
         try:
-            self.program_factory = loop.get_task_factory()
-            cls_set = type(loop).set_task_factory
-            loop.set_task_factory = set_task_factory  # type: ignore[method-assign, assignment]
-            loop.get_task_factory = get_task_factory  # type: ignore[method-assign]
+            loop.create_task = create_task  # type: ignore[method-assign]
         except (AttributeError, TypeError):
             return False
-        cls_set(loop, factory)
         self.chained = True
         return True
 

@@ -5,14 +5,16 @@ and the loop's lag.
 The stall watch. On asyncio's selector loop the heartbeat is set when ``select`` returns and
 cleared when it is called again, so "busy past the threshold" is exact, and a watchdog takes the
 loop thread's stack while it lasts. For a loop on the main thread the watchdog is a SIGALRM
-interval timer (threshold / 4) when nothing else in the process holds SIGALRM or ITIMER_REAL:
+interval timer (threshold / 4), armed while the loop runs, when nothing else in the process
+holds SIGALRM or ITIMER_REAL:
 a second thread, even asleep, puts every syscall of a single-threaded program on glibc's and
 CPython's multi-threaded paths, ~5 % of a small round trip (measured for loopmon serve), which
 alone would spend the whole 1.05 budget. The price is that the program's signals change: its
 ``signal.getsignal(SIGALRM)`` sees loopmon's handler, and a syscall is interrupted (and retried,
-PEP 475) 40 times a second. If the program takes SIGALRM later, the watch notices at its next
-probe, stops its timer and moves to a thread, with a ``loopmon:`` line. Loops on other threads
-(signals reach only the main thread) and ``--stall-watch thread`` use the thread.
+PEP 475) 40 times a second. If the program takes SIGALRM later, the watch stops its timer,
+puts back the handler it found and moves to a thread, with a ``loopmon:`` line, before the
+program's call (``alarm`` wraps the calls; past them, the next probe notices). Loops on other
+threads (signals reach only the main thread) and ``--stall-watch thread`` use the thread.
 On a loop it cannot see into, a stall is a lag probe later than the threshold: counted, with no
 stack.
 """
@@ -206,24 +208,37 @@ class AsyncioWatch:
             self._watchdog = None
 
     def _check_alarm(self) -> None:
-        """The program took SIGALRM since the watch began: give it back, watch by thread."""
+        """The program took SIGALRM since the watch began (past ``alarm``'s wrappers)."""
         watchdog = self._watchdog
         if watchdog is None or watchdog.mode != "signal":
             return
         if signal.getsignal(signal.SIGALRM) == watchdog._on_alarm:
             return
-        interval = signal.getitimer(signal.ITIMER_REAL)[1]
-        if abs(interval - watchdog.interval) < 1e-6:
-            signal.setitimer(signal.ITIMER_REAL, 0.0, 0.0)  # ours, not theirs: stop it
-        watchdog._previous_handler = signal.getsignal(signal.SIGALRM)  # theirs stays
+        self.give_back_alarm(restore=False)
+
+    def give_back_alarm(self, restore: bool) -> Any:
+        """Stop the SIGALRM watch (its timer; with ``restore``, its handler too) and watch by
+        thread; the handler found before it, or None when this watch held no SIGALRM."""
+        watchdog = self._watchdog
+        if watchdog is None or watchdog.mode != "signal" or watchdog._stopped.is_set():
+            return None  # none held, or loopmon's own stop calling through the wrappers
         watchdog.mode = "stopped"
         watchdog._stopped.set()
         self._watchdog = None
+        interval = signal.getitimer(signal.ITIMER_REAL)[1]
+        if abs(interval - watchdog.interval) < 1e-6:
+            signal.setitimer(signal.ITIMER_REAL, 0.0, 0.0)  # ours, not theirs: stop it
+        previous = (
+            signal.SIG_DFL if watchdog._previous_handler is None else watchdog._previous_handler
+        )
+        if restore:
+            signal.signal(signal.SIGALRM, previous)
         self.settings.stall_watch = "thread"
         self.settings.say(
             f"loopmon: the program took SIGALRM: loop {self.id}'s stall watch is a thread now"
         )
         self._start_watchdog()
+        return previous
 
     def _arm_probe(self) -> None:
         loop = self.loop
@@ -319,8 +334,7 @@ class AsyncioWatch:
 
     def after_fork(self) -> None:
         """In a forked child: the parent's watch threads and timers are not ours."""
-        watchdog = self._watchdog
+        watchdog, self._watchdog = self._watchdog, None  # first: signal.signal is wrapped
         if watchdog is not None and watchdog.mode == "signal":
             previous = watchdog._previous_handler
             signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
-        self._watchdog = None

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -31,7 +33,12 @@ def instrument() -> Iterator[Instrument]:
 
 
 async def echo_once(inst: Instrument) -> tuple[Snapshot, set[str]]:
+    held: list[asyncio.StreamWriter] = []
+
     async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        # Held until the snapshot: from 3.13 a StreamWriter collected with its handler's
+        # end closes the transport (StreamWriter.__del__), and the row would be gone.
+        held.append(w)
         w.write(await r.read(10))
         await w.drain()
 
@@ -43,6 +50,8 @@ async def echo_once(inst: Instrument) -> tuple[Snapshot, set[str]]:
     local = w.get_extra_info("sockname")
     snapshot = inst.snapshot()
     w.close()
+    for server_side in held:
+        server_side.close()
     server.close()
     return snapshot, {f"{local[0]}:{local[1]}"}
 
@@ -118,6 +127,70 @@ def test_loopmon_adds_no_task_and_keeps_the_programs_task_factory(
     assert names["kid"].age_s >= 0.2
 
 
+def test_tasks_keep_the_names_asyncio_gives_them(instrument: Instrument) -> None:
+    # 3.13.0's create_task renames a task made by any task factory (set_name(None): "None"),
+    # so loopmon dates tasks in create_task, not with a factory of its own.
+    async def child() -> None:
+        await asyncio.sleep(0)
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        tasks = [asyncio.create_task(child()), loop.create_task(child(), name="named")]
+        async with asyncio.TaskGroup() as group:
+            tasks.append(group.create_task(child()))
+        assert loop.get_task_factory() is None  # loopmon set none
+        current = asyncio.current_task()
+        assert current is not None
+        return [current.get_name(), *(t.get_name() for t in tasks)]
+
+    names = asyncio.run(main())
+    assert [re.sub(r"\d+", "N", name) for name in names] == ["Task-N", "Task-N", "named", "Task-N"]
+
+
+def test_in_debug_mode_a_task_was_created_where_the_program_made_it(
+    instrument: Instrument,
+) -> None:
+    # asyncio's debug mode says where a task was made ("created at"): it named loopmon's
+    # create_task wrapper instead of the program's call.
+    async def child() -> None:
+        await asyncio.sleep(0)
+
+    async def main() -> Any:
+        task = asyncio.get_running_loop().create_task(child())  # the line to name
+        await task
+        return task._source_traceback[-1]  # type: ignore[attr-defined]
+
+    made_at = asyncio.run(main(), debug=True)
+    assert (made_at.filename, made_at.name) == (__file__, "main")
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="asyncio.eager_task_factory is new in 3.12")
+def test_the_programs_eager_task_factory_is_chained(instrument: Instrument) -> None:
+    async def quick() -> int:
+        return 1  # never suspends: an eager task is done once created
+
+    async def waits(go: asyncio.Event) -> None:
+        await go.wait()
+
+    async def main() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        eager = asyncio.eager_task_factory  # type: ignore[attr-defined, unused-ignore]
+        loop.set_task_factory(eager)
+        go = asyncio.Event()
+        done_at_once = asyncio.create_task(quick()).done()
+        waiting = asyncio.create_task(waits(go), name="waiter")
+        await asyncio.sleep(0.25)  # past the task rows' refresh interval
+        rows = instrument.snapshot().tasks
+        go.set()
+        await waiting
+        return {"kept": loop.get_task_factory() is eager, "done": done_at_once, "rows": rows}
+
+    out = asyncio.run(main())
+    assert out["kept"] and out["done"]
+    waiter = [row for row in out["rows"] if row.name == "waiter"]
+    assert len(waiter) == 1 and waiter[0].coro.endswith("waits") and waiter[0].age_s >= 0.2
+
+
 def test_a_stall_on_another_thread_names_the_function_that_blocked(
     instrument: Instrument,
 ) -> None:
@@ -159,6 +232,8 @@ def test_a_loop_it_cannot_see_into_runs_with_loop_level_figures(
     assert snapshot.connections == ()
 
 
+# From 3.12 os.fork warns in a process with threads, and pytest's has some (earlier tests').
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_its_own_sockets_are_no_rows_and_a_forked_child_does_not_keep_them(
     instrument: Instrument,
 ) -> None:

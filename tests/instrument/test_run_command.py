@@ -29,6 +29,13 @@ if how == "raise":
     inner()
 if how == "interrupt":
     raise KeyboardInterrupt
+if how == "unawaited":  # the warning comes when the exception goes: at exit, as "sys:1"
+    async def never():
+        pass
+    def fails():
+        pending = never()
+        raise ValueError("boom")
+    fails()
 """
 
 
@@ -50,7 +57,7 @@ def program_stderr(err: bytes) -> bytes:
     )
 
 
-@pytest.mark.parametrize("how", ["", "exit5", "exitmsg", "raise", "interrupt"])
+@pytest.mark.parametrize("how", ["", "exit5", "exitmsg", "raise", "interrupt", "unawaited"])
 def test_the_program_runs_as_under_python(tmp_path: Path, how: str) -> None:
     plain, watched = both(tmp_path, *([how, "--flag", "x y"] if how else []))
     assert watched.returncode == plain.returncode
@@ -88,23 +95,85 @@ def test_telemetry_before_the_stream_exists_says_so_and_runs(tmp_path: Path) -> 
 
 
 UNCLOSED = """\
-import asyncio, signal
+import asyncio, atexit, signal
 loop = asyncio.new_event_loop()
-loop.call_later(0.3, loop.stop)  # long enough for the stall watch's timer to fire
-loop.run_forever()
-print(signal.getsignal(signal.SIGALRM) == signal.SIG_DFL, signal.getitimer(signal.ITIMER_REAL))
+loop.run_until_complete(asyncio.sleep(0.01))
+# Never closed (Tornado's IOLoop.current().stop() leaves its loop so). Once the loop stops, the
+# program's signals are its own again: no interval timer left to fire while Python exits
+# (finalization puts SIGALRM back to SIG_DFL, and a timer still armed killed the process).
+def mine():
+    print(signal.getitimer(signal.ITIMER_REAL), signal.getsignal(signal.SIGALRM) == signal.SIG_DFL)
+atexit.register(mine)
+garbage = [list(range(1000)) for _ in range(3000)]  # an exit that takes a while
 """
 
 
 def test_a_loop_left_unclosed_leaves_no_alarm_behind(tmp_path: Path) -> None:
-    # The SIGALRM stall watch once kept its interval timer armed after the loop stopped: a
-    # program that exits without closing its loop (common: run_forever, then exit) died of
-    # SIGALRM (status 142) once Python reset the handler during finalization.
     script = tmp_path / "unclosed.py"
     script.write_text(UNCLOSED)
     plain = subprocess.run([sys.executable, str(script)], capture_output=True, env=env())
     watched = subprocess.run(
         [sys.executable, "-m", "loopmon.cli.run", str(script)], capture_output=True, env=env()
     )
-    assert watched.returncode == plain.returncode == 0, watched.stderr
-    assert watched.stdout == plain.stdout == b"True (0.0, 0.0)\n"
+    assert plain.returncode == 0
+    assert watched.returncode == plain.returncode, watched.stderr
+    assert watched.stdout == plain.stdout == b"(0.0, 0.0) True\n"
+
+
+TAKES_SIGALRM = """\
+import asyncio, signal
+calls = []
+async def main():
+    signal.signal(signal.SIGALRM, lambda signum, frame: calls.append(signum))
+    await asyncio.sleep(0.3)
+    print("handler calls:", len(calls))
+    loop = asyncio.get_running_loop()
+    got = []
+    loop.add_signal_handler(signal.SIGALRM, lambda: got.append(1))
+    await asyncio.sleep(0.3)
+    print("loop handler calls:", len(got))
+asyncio.run(main())
+"""
+ALARM_KILLS = """\
+import asyncio, signal
+async def main():
+    signal.setitimer(signal.ITIMER_REAL, 0.05)  # SIGALRM's default action ends the program
+    await asyncio.sleep(0.5)
+    print("still alive")
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("program", [TAKES_SIGALRM, ALARM_KILLS], ids=["handler", "default"])
+def test_sigalrm_is_the_programs_once_it_asks(tmp_path: Path, program: str) -> None:
+    # The stall watch held SIGALRM: the program's handler got its ticks until a lag probe
+    # noticed (4 calls in 0.3 s), and an alarm meant to end the program was swallowed.
+    script = tmp_path / "alarm.py"
+    script.write_text(program)
+    plain = subprocess.run([sys.executable, str(script)], capture_output=True, env=env())
+    watched = subprocess.run(
+        [sys.executable, "-m", "loopmon.cli.run", str(script)], capture_output=True, env=env()
+    )
+    assert (watched.returncode, watched.stdout) == (plain.returncode, plain.stdout)
+    assert program_stderr(watched.stderr) == plain.stderr
+    assert b"stall watch is a thread now" in watched.stderr
+
+
+def test_a_relative_script_path_is_kept_as_given(tmp_path: Path) -> None:
+    # Python keeps sys.argv[0] as typed and makes __file__ absolute without normalizing it;
+    # run once gave both as the normalized absolute path (runpy.run_path's argv[0]).
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "prog.py").write_text(PROGRAM + "print(__file__)\n")
+    for given in ("prog.py", "./sub/../prog.py"):
+        plain = subprocess.run(
+            [sys.executable, given, "raise"], capture_output=True, env=env(), cwd=tmp_path
+        )
+        watched = subprocess.run(
+            [sys.executable, "-m", "loopmon.cli.run", given, "raise"],
+            capture_output=True,
+            env=env(),
+            cwd=tmp_path,
+        )
+        assert watched.stdout == plain.stdout
+        assert given.encode() in plain.stdout
+        assert program_stderr(watched.stderr) == plain.stderr  # the traceback's file names

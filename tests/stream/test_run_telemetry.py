@@ -4,11 +4,14 @@ run takes no commands, and the program's output and exit status are its own."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import pytest
 from processes import ROOT, TELEMETRY, TOKEN_FILE, Attach, Lines, command, echo_round, env
 
 from loopmon.netaddr import format_address, split_address
@@ -113,6 +116,61 @@ def test_a_forked_child_leaves_its_parents_token_file(tmp_path: Path) -> None:
     assert [line for line in result.stderr.splitlines() if not line.startswith("loopmon:")] == []
 
 
+FORK_WITH_THREADS = """
+import os, sys, threading
+held = threading.Event()
+for _ in range(int(sys.argv[1])):  # threads of the program's own
+    threading.Thread(target=held.wait, daemon=True).start()
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+held.set()
+print("forked")
+"""
+
+
+@pytest.mark.parametrize("threads", [0, 1])
+def test_forking_warns_as_it_would_without_loopmon(tmp_path: Path, threads: int) -> None:
+    # From 3.12 os.fork warns of a multi-threaded process: the publisher's thread must not
+    # make a single-threaded program warn, nor hide the warning from one with threads of its
+    # own (the same on every version: 3.11 never warns, plainly or under loopmon).
+    program = tmp_path / "forks.py"
+    program.write_text(FORK_WITH_THREADS)
+    argv = [str(program), str(threads)]
+    plain = subprocess.run(
+        [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, env=env(), timeout=60
+    )
+    watched = subprocess.run(
+        command("run", "--telemetry", "127.0.0.1:0", *argv),
+        cwd=ROOT, capture_output=True, text=True, env=env(), timeout=60,
+    )  # fmt: skip
+
+    def program_stderr(text: str) -> str:
+        kept = [line for line in text.splitlines() if not line.startswith("loopmon:")]
+        return re.sub(r"pid=\d+", "pid=N", "\n".join(kept))
+
+    assert (
+        (watched.returncode, watched.stdout) == (plain.returncode, plain.stdout) == (0, "forked\n")
+    )
+    assert program_stderr(watched.stderr) == program_stderr(plain.stderr)
+    assert ("multi-threaded" in plain.stderr) == (threads > 0 and sys.version_info >= (3, 12))
+
+
+FORK_IN_THE_LOOP = """
+import asyncio, os, threading
+async def main():
+    await asyncio.sleep(0.05)
+    pid = os.fork()  # while the loop runs, its SIGALRM stall watch armed
+    if pid == 0:
+        print("child threads:", threading.active_count(), flush=True)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print("parent threads:", threading.active_count(), flush=True)  # the stream has no thread
+asyncio.run(main())
+"""
+
+
 THREADS = """
 import asyncio, threading
 async def main():
@@ -120,6 +178,21 @@ async def main():
     print(threading.active_count(), [t.name for t in threading.enumerate()])
 asyncio.run(main())
 """
+
+
+def test_a_child_forked_in_the_loop_starts_no_watch(tmp_path: Path) -> None:
+    # The child put the parent's SIGALRM handler back through signal.signal, which the
+    # instrument wraps: it took that for the program taking SIGALRM, said so on the shared
+    # stderr and started a watch thread in the child.
+    program = tmp_path / "forks.py"
+    program.write_text(FORK_IN_THE_LOOP)
+    watched = subprocess.run(
+        command("run", "--telemetry", "127.0.0.1:0", str(program)),
+        cwd=ROOT, capture_output=True, text=True, env=env(), timeout=60,
+    )  # fmt: skip
+    assert watched.returncode == 0, watched.stderr
+    assert watched.stdout == "child threads: 1\nparent threads: 1\n"
+    assert "SIGALRM" not in watched.stderr
 
 
 def test_the_stream_makes_no_thread(tmp_path: Path) -> None:
