@@ -41,7 +41,7 @@ from loopmon.netaddr import format_address, is_loopback, split_address
 from loopmon.snapshot import ProducerInfo, Snapshot
 from loopmon.stream import tokens
 from loopmon.stream.client import FAILED, Client, TokenSource
-from loopmon.wire.recording import FILE_MODE, Recorder, RecordingError
+from loopmon.wire.recording import Recorder, RecordingError, create_file
 
 __all__ = ["add_arguments", "run"]
 
@@ -127,18 +127,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def reserve(path: str, force: bool) -> None:
-    """Take the name now, as the recorder would (0600, no symlink followed, no overwrite
-    without ``force``): the header that the recorder writes needs the producer's hello."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-    flags |= os.O_TRUNC if force else os.O_EXCL
-    try:
-        os.close(os.open(path, flags, FILE_MODE))
-    except FileExistsError:
-        raise RecordingError(
-            f"{path} exists: choose another name, or --force to replace it"
-        ) from None
-    except OSError as exc:
-        raise RecordingError(f"cannot create {path}: {exc.strerror or exc}") from None
+    """Take the name now, as the recorder would: the header that the recorder writes needs
+    the producer's hello."""
+    os.close(create_file(path, force))
 
 
 class AttachRecording:

@@ -49,7 +49,7 @@ from loopmon.wire.recformat import (
 )
 from loopmon.wire.snapshots import Encoded, SnapshotEncoder
 
-__all__ = ["Moment", "Recorder", "RecordingError", "RecordingReader", "SnapshotAt"]
+__all__ = ["Moment", "Recorder", "RecordingError", "RecordingReader", "SnapshotAt", "create_file"]
 
 BLOCK_S: Final = 1.0  # a block is written out at least this often: a crash loses about this
 BLOCK_BYTES: Final = 4 << 20  # or once it holds this much (uncompressed)
@@ -60,6 +60,24 @@ FILE_MODE: Final = 0o600
 
 Writer = Callable[[int, memoryview], int]
 _AT = struct.Struct("<d")
+
+
+def create_file(path: str, force: bool) -> int:
+    """A recording's file, opened for writing: mode 0600, no symlink followed, and no
+    overwrite without ``force``; the reason in the user's words when it cannot be."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    flags |= os.O_TRUNC if force else os.O_EXCL
+    try:
+        fd = os.open(path, flags, FILE_MODE)
+    except FileExistsError:
+        raise RecordingError(
+            f"{path} exists: choose another name, or --force to replace it"
+        ) from None
+    except OSError as exc:
+        raise RecordingError(f"cannot create {path}: {describe_error(exc)}") from None
+    if force:
+        os.fchmod(fd, FILE_MODE)  # a replaced file keeps its old mode otherwise
+    return fd
 
 
 def _write_all(fd: int, data: bytes, write: Writer) -> None:
@@ -98,18 +116,7 @@ class Recorder:
         self.keyframes = 0
         self.written = 0  # bytes in the file
         self.slowest_write_s = 0.0
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        flags |= os.O_TRUNC if force else os.O_EXCL
-        try:
-            self._fd = os.open(self.path, flags, FILE_MODE)
-        except FileExistsError:
-            raise RecordingError(
-                f"{self.path} exists: choose another name, or --force to replace it"
-            ) from None
-        except OSError as exc:
-            raise RecordingError(f"cannot create {self.path}: {describe_error(exc)}") from None
-        if force:
-            os.fchmod(self._fd, FILE_MODE)  # a replaced file keeps its old mode otherwise
+        self._fd = create_file(self.path, force)
         self._encoder = SnapshotEncoder()
         self._start = clock()
         self._blocks: list[BlockInfo] = []
