@@ -19,24 +19,17 @@ from __future__ import annotations
 import argparse
 import gc
 import random
-import socket
 import statistics
 import time
 
+from bench_snapshot_idle import hold_connections, run_briefly  # beside this script
+
 from loopmon import telemetry as telemetry_module
-from loopmon.echo.server import EchoServer
-from loopmon.fdlimit import raise_fd_limit
-from loopmon.ioloop import IOLoop
 from loopmon.mailbox import Mailbox
 from loopmon.telemetry import Telemetry
 from loopmon.wire.snapshots import SnapshotEncoder
 
 MESSAGE = b"x" * 128
-
-
-def run_briefly(loop: IOLoop, seconds: float = 0.002) -> None:
-    loop.call_later(seconds, loop.stop)
-    loop.start()
 
 
 def main() -> None:
@@ -46,19 +39,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--gc", action="store_true", help="also time the collector")
     args = parser.parse_args()
-    raise_fd_limit()
     rng = random.Random(17)
-    loop = IOLoop(make_current=False)
-    server = EchoServer(loop, max_connections=args.connections + 10, strategy="direct")
-    listener = server.start_listener("127.0.0.1", 0)
-    clients = []
-    for _ in range(args.connections):
-        clients.append(socket.create_connection(("127.0.0.1", listener.port)))
-        if len(clients) % 50 == 0:
-            run_briefly(loop)  # accept them before the backlog fills
-    deadline = time.monotonic() + 60
-    while len(server.connections) < args.connections and time.monotonic() < deadline:
-        run_briefly(loop)
+    loop, server, clients = hold_connections(args.connections)  # strategy "direct"
     for client in clients:
         client.setblocking(False)
     mailbox = Mailbox()

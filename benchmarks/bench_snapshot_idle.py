@@ -26,9 +26,27 @@ from loopmon.mailbox import Mailbox
 from loopmon.telemetry import Telemetry
 
 
-def run_briefly(loop: IOLoop) -> None:
-    loop.call_later(0.002, loop.stop)
+def run_briefly(loop: IOLoop, seconds: float = 0.002) -> None:
+    loop.call_later(seconds, loop.stop)
     loop.start()
+
+
+def hold_connections(count: int) -> tuple[IOLoop, EchoServer, list[socket.socket]]:
+    """An echo server on a loop of its own holding ``count`` loopback clients, all accepted
+    (the benchmarks beside this one import it)."""
+    raise_fd_limit()
+    loop = IOLoop(make_current=False)
+    server = EchoServer(loop, max_connections=count + 10)
+    listener = server.start_listener("127.0.0.1", 0)
+    clients = []
+    for _ in range(count):
+        clients.append(socket.create_connection(("127.0.0.1", listener.port)))
+        if len(clients) % 50 == 0:
+            run_briefly(loop)  # accept them before the backlog fills
+    deadline = time.monotonic() + 60
+    while len(server.connections) < count and time.monotonic() < deadline:
+        run_briefly(loop)
+    return loop, server, clients
 
 
 def main() -> None:
@@ -36,18 +54,7 @@ def main() -> None:
     parser.add_argument("connections", type=int)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    raise_fd_limit()
-    loop = IOLoop(make_current=False)
-    server = EchoServer(loop, max_connections=args.connections + 10)
-    listener = server.start_listener("127.0.0.1", 0)
-    clients = []
-    for _ in range(args.connections):
-        clients.append(socket.create_connection(("127.0.0.1", listener.port)))
-        if len(clients) % 50 == 0:
-            run_briefly(loop)  # accept them before the backlog fills
-    deadline = time.monotonic() + 60
-    while len(server.connections) < args.connections and time.monotonic() < deadline:
-        run_briefly(loop)
+    loop, server, clients = hold_connections(args.connections)
     mailbox = Mailbox()
     telemetry = Telemetry(loop, server, mailbox, 25.0)
     for _ in range(5):
