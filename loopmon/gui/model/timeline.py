@@ -324,15 +324,7 @@ class Timeline:
             bucket_end = (bucket + 1) * width
             if bucket_end > before:
                 return False  # not old enough yet
-            j = i + 1
-            if part.width < width - 1e-9:
-                while (
-                    j < n
-                    and slices[j].session == part.session
-                    and _bucket(slices[j].start, width) == bucket
-                    and slices[j].end <= bucket_end + 1e-9
-                ):
-                    j += 1
+            j = _bucket_run(slices, i, width) if part.width < width - 1e-9 else i + 1
             self._thinned[k] = max(bucket_end, part.end) - 1e-9
             if j - i > 1:
                 out: list[Slice] = []
@@ -378,15 +370,7 @@ class Timeline:
             bucket_end = (bucket + 1) * width
             if bucket_end > before:
                 break  # this bucket and all after it are not old enough yet
-            k = i + 1
-            if part.width < width:
-                while (
-                    k < n
-                    and slices[k].session == part.session
-                    and _bucket(slices[k].start, width) == bucket
-                    and slices[k].end <= bucket_end + 1e-9
-                ):
-                    k += 1
+            k = _bucket_run(slices, i, width) if part.width < width else i + 1
             merged |= self._join(slices[i:k], out)
             i = k
         if merged:
@@ -522,6 +506,23 @@ class Timeline:
                 out.append(part.row(j, info))
         return State(t, session, tuple(out), tuple(self.ghosts_until(t)), part.loop,
                      part.start, part.end)  # fmt: skip
+
+
+def _bucket_run(slices: list[Slice], i: int, width: float) -> int:
+    """The end of the run from ``slices[i]`` of one session inside its ``width``-aligned
+    bucket: the slices that merge with it."""
+    part = slices[i]
+    bucket = _bucket(part.start, width)
+    bucket_end = (bucket + 1) * width
+    j, n = i + 1, len(slices)
+    while (
+        j < n
+        and slices[j].session == part.session
+        and _bucket(slices[j].start, width) == bucket
+        and slices[j].end <= bucket_end + 1e-9
+    ):
+        j += 1
+    return j
 
 
 def _bucket(t: float, width: float) -> int:
