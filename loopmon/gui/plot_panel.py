@@ -16,7 +16,7 @@ from PySide6.QtGui import QMouseEvent, QShowEvent, QWheelEvent
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from loopmon.gui.history import WINDOW_S
-from loopmon.gui.model.ticks import value_ticks
+from loopmon.gui.model.ticks import LABEL_PX, value_ticks
 from loopmon.gui.model.time_axis import TimeAxis
 from loopmon.gui.model.timeline import State, Timeline
 
@@ -171,15 +171,22 @@ def fit_y(
     finite = [s[np.isfinite(s)] for s in series]
     top = max((float(s.max()) for s in finite if len(s)), default=0.0)
     shown = max(top * 1.12, floor)
-    plot.setYRange(0, shown, padding=0)
-    if fmt is not None:
+    if fmt is None:
+        plot.setYRange(0, shown, padding=0)
+    else:
         label_y(plot, shown, fmt)
 
 
 def label_y(plot: pg.PlotItem, top: float, fmt: Callable[[float], str]) -> None:
-    """Round values 0 .. ``top`` on the y axis, no closer than a label's height apart: on a
-    short plot pyqtgraph's own ticks overprint ("60000" over "20000")."""
+    """Show 0 .. ``top`` and label it with round values no closer than a label's height
+    apart: on a short plot pyqtgraph's own ticks overprint ("60000" over "20000"). The range
+    reaches half a label past both ends, so that the labels at 0 and at the top fit inside:
+    with the grid on, pyqtgraph drops a label that sticks out of the plot at all, and at
+    ``padding=0`` those are the two (a 44 px health plot showed no label)."""
     height = plot.getViewBox().height() or 100.0  # before the first layout: a guess
+    half = LABEL_PX / 2
+    margin = top * half / max(height - 2 * half, 1.0) if top > 0 else 0.0
+    plot.setYRange(-margin, top + margin, padding=0)
     ticks = value_ticks(top, height, fmt)
     axis = plot.getAxis("left")
     if getattr(axis, "_loopmon_ticks", None) != ticks:  # new ticks redraw the axis, in Python

@@ -148,6 +148,33 @@ def test_short_health_plots_label_their_y_axis_without_crowding(qtbot: Any) -> N
     assert all(b - a >= 1 for a, b in itertools.pairwise(values))
 
 
+def test_short_health_plots_draw_their_labels_at_zero_and_the_top(qtbot: Any) -> None:
+    """Ticks set are not labels drawn: with the grid on, pyqtgraph drops a label that sticks
+    out of the plot at all, and at a range of exactly 0 .. top the labels at both ends did,
+    so the 44 px health plots showed no label, or only the top one."""
+    from PySide6.QtGui import QImage, QPainter
+
+    from loopmon.gui.plot_panel import fit_y, label_y
+
+    plots = HealthPlots(HealthHistory())
+    qtbot.addWidget(plots)
+    plots.resize(640, 300)
+    plots.show()
+    qtbot.waitExposed(plots)
+    settle(plots)
+    fit_y(plots.events_plot, np.array([0.0, 11000.0]), fmt=lambda v: f"{v:g}")
+    label_y(plots.util_plot, 100.0, lambda v: f"{v:g}")
+    settle(plots)
+    for plot in (plots.events_plot, plots.util_plot):
+        axis = plot.getAxis("left")
+        image = QImage(100, 100, QImage.Format.Format_ARGB32)
+        painter = QPainter(image)
+        drawn = [text for _, _, text in axis.generateDrawSpecs(painter)[2]]
+        painter.end()
+        set_ticks = [text for _, text in axis._tickLevels[0]]
+        assert len(set_ticks) >= 2 and drawn == set_ticks, (drawn, set_ticks)
+
+
 def test_the_time_keys_work_as_soon_as_the_window_opens(qtbot: Any, window: MainWindow) -> None:
     from PySide6.QtCore import Qt
     from PySide6.QtTest import QTest
