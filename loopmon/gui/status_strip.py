@@ -7,7 +7,9 @@ shrinking back and forth while a figure's text changes length, and takes its hei
 the window is resized.
 
 The age is checked by a timer, not on arrival: a hung loop sends nothing, and the strip has to
-say so by itself. It turns red once the last snapshot is older than ``STALE_AFTER_S``.
+say so by itself. It turns red once the last snapshot is older than ``STALE_AFTER_S``. While the
+views are paused it never says "live" (beside "PAUSED at ..." that read as the views being live):
+it says how old the newest snapshot is, which still tells a stream that stopped.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class StatusStrip(QWidget):
         self._clock = clock
         self._received_at: float | None = None
         self._replay = ""  # a replay's position, said where a live source's age is
+        self.paused = False  # the views show a past moment: the age never says "live"
         self.stale = False
         self.labels: dict[str, QLabel] = {}
         # The labels sit on a child the strip places itself, with no layout of the strip's
@@ -159,6 +162,9 @@ class StatusStrip(QWidget):
         label = self.labels["paused"]
         label.setText("PAUSED" if paused else "")
         self._style(label, PAUSED_STYLE if paused else "")
+        if paused != self.paused:
+            self.paused = paused
+            self.check_age()
 
     @staticmethod
     def _style(label: QLabel, style: str) -> None:
@@ -176,6 +182,9 @@ class StatusStrip(QWidget):
         where = f"session {session}, " if session > 1 else ""
         label.setText(f"PAUSED at {clock} ({where}{units.duration(behind_s)} ago)")
         self._style(label, PAUSED_STYLE)
+        if not self.paused:
+            self.paused = True
+            self.check_age()
 
     def show_history(self, used: int, budget: int) -> None:
         self.labels["history"].setText(
@@ -231,18 +240,25 @@ class StatusStrip(QWidget):
             label.setToolTip("the recorded moment the replay has reached, and whether it plays")
             self.stale = False
             return
+        who = "the loop" if self.link == IN_PROCESS else "the producer"
         if age is None:
             label.setText("no snapshot yet")
             stale = True
+        elif self.paused:
+            label.setText(f"paused · newest snapshot {units.duration(age)} old")
+            stale = age > STALE_AFTER_S
         else:
             label.setText(f"snapshot {units.duration(age)} old" if age >= 0.1 else "live")
             stale = age > STALE_AFTER_S
+        if stale:
+            label.setToolTip(f"{who} has sent nothing for a while: it may be blocked or dead")
+        elif self.paused:
+            label.setToolTip(
+                f"the views show the time cursor's moment, not now; {who} goes on sending, "
+                "and this is how old its newest snapshot is (End: back to live)"
+            )
+        else:
+            label.setToolTip(f"how old the last snapshot from {who} is")
         if stale != self.stale:
             label.setStyleSheet(RED if stale else "")
-            who = "the loop" if self.link == IN_PROCESS else "the producer"
-            label.setToolTip(
-                f"{who} has sent nothing for a while: it may be blocked or dead"
-                if stale
-                else f"how old the last snapshot from {who} is"
-            )
         self.stale = stale

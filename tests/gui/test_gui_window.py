@@ -563,6 +563,32 @@ def test_status_age_turns_red_when_snapshots_stop(qtbot, runner: FakeRunner, tmp
     assert not win.status.stale
 
 
+def test_the_age_never_says_live_while_the_views_are_paused(
+    qtbot, runner: FakeRunner, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    now = [500.0]
+    win = MainWindow(
+        runner, settings=open_settings(tmp_path / "s.ini"), clock=lambda: now[0], view_interval_s=0
+    )
+    qtbot.addWidget(win)
+    age = win.status.labels["age"]
+    feed(win, snapshot())
+    assert age.text() == "live"
+    win.pause_action.trigger()
+    feed(win, snapshot(seq=2, taken_at=1001.0))  # fresh data while the views show the past
+    assert "PAUSED at" in win.status.labels["paused"].text()
+    assert "live" not in age.text()
+    assert age.text() == "paused · newest snapshot 0.0 s old"
+    assert "not now" in age.toolTip()
+    now[0] += 1.6  # a stream that stops still shows while paused
+    win.status.check_age()
+    assert win.status.stale and "c62828" in age.styleSheet()
+    assert age.text() == "paused · newest snapshot 1.6 s old"
+    win.live_action.trigger()
+    feed(win, snapshot(seq=3, taken_at=1002.0))
+    assert age.text() == "live" and not win.status.stale
+
+
 def test_status_strip_shows_rates_between_received_snapshots(window: MainWindow) -> None:
     feed(window, snapshot(seq=1, taken_at=1000.0, totals=figures(span_s=100.0, events=1000)))
     later = figures(span_s=102.0, events=21000, iterations=400_000)  # 20k events in 2 s
