@@ -383,7 +383,8 @@ class MainWindow(QMainWindow):
         if not self.axis.live:  # the log as of the cursor: what had happened by then
             self._log_scrubbed = True
             at = self.axis.at(self.timeline.now)
-            self.event_log.show_events([e.event for e in self.timeline.events_until(at)])
+            events_until = self.timeline.events_until
+            self.event_log.show_at(lambda: [e.event for e in events_until(at)])
 
     def show_time(self) -> None:
         """The status strip says what moment the views show (and how far behind now)."""

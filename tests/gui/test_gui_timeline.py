@@ -144,11 +144,18 @@ def test_the_event_log_shows_what_had_happened_by_the_cursor(qtbot, window: Main
     window.zoom(10)  # 10 s wide: each arrow a second
     for _ in range(5):
         qtbot.keyClick(window, Qt.Key.Key_Left)
+
     # the cursor at 1007: c50 .. c150 (at 1002, 1004, 1006) had happened
-    texts = [
-        window.event_log.model.event_at(r).text for r in range(window.event_log.model.rowCount())
-    ]
-    assert texts == ["c50", "c100", "c150"]
+    def texts() -> list[str]:
+        model = window.event_log.model
+        return [model.event_at(r).text for r in range(model.rowCount())]
+
+    assert len(texts()) == 6  # hidden behind the plots: not rebuilt at each move
+    window.tabs.setCurrentWidget(window.event_log)  # shown: as of the cursor
+    assert texts() == ["c50", "c100", "c150"]
+    qtbot.keyClick(window, Qt.Key.Key_Right)  # shown, it follows each move at once
+    assert texts() == ["c50", "c100", "c150", "c200"]
+    window.tabs.setCurrentIndex(0)
     qtbot.keyClick(window, Qt.Key.Key_End)
     assert window.event_log.model.rowCount() == 6
 
