@@ -95,8 +95,8 @@ def main() -> None:
             except BlockingIOError:
                 pass
 
-    periodic = telemetry._periodic  # noqa: SLF001 - the callback the loop's timer runs
-    periodic._running = True  # noqa: SLF001 - as start() leaves it, without arming a timer
+    periodic = telemetry._periodic
+    periodic._running = True
 
     def counted(fn: Any, *fn_args: Any) -> None:
         sys.call_tracing(fn, fn_args)
@@ -106,10 +106,10 @@ def main() -> None:
         drain()
         if args.what == "tick":
             t0 = time.perf_counter()
-            run(periodic._run)  # noqa: SLF001
+            run(periodic._run)
             t1 = time.perf_counter()
-            if periodic._timeout is not None:  # noqa: SLF001 - not to run in stir's passes
-                loop.remove_timeout(periodic._timeout)  # noqa: SLF001
+            if periodic._timeout is not None:
+                loop.remove_timeout(periodic._timeout)
             return t1 - t0
         if args.what == "build":
             t0 = time.perf_counter()
