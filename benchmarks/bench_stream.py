@@ -139,6 +139,7 @@ def main() -> int:
                         server, idle_fds=open_fds(server.proc.pid) or 0
                     )
                 us: dict[str, list[float]] = {n: [] for n in specs}
+                rts: dict[str, list[float]] = {n: [] for n in specs}
                 rates: list[float] = []
                 for i in range(args.rounds):
                     for n in list(specs) if i % 2 == 0 else list(reversed(specs)):
@@ -149,11 +150,19 @@ def main() -> int:
                         if not r.ok or r.server_cpu_us_per_rt is None:
                             raise SystemExit(f"{w.name} round {i} {n}: {r.problem}")
                         us[n].append(r.server_cpu_us_per_rt)
+                        rts[n].append(r.round_trips_per_s or 0.0)
                         if n == b and args.consumer != "window":
                             rates.append(
                                 (count_objects(consumer_out) - before) / (time.monotonic() - t0)
                             )
-                    print(w.name, i, {n: round(v[-1], 3) for n, v in us.items()}, file=sys.stderr)
+                    print(
+                        w.name,
+                        i,
+                        {n: round(v[-1], 3) for n, v in us.items()},
+                        "rt/s",
+                        {n: round(v[-1]) for n, v in rts.items()},
+                        file=sys.stderr,
+                    )
                 for consumer, _out in consumers.values():
                     children.stop(consumer)  # type: ignore[arg-type]
                 for server in running.values():
@@ -162,6 +171,8 @@ def main() -> int:
                 results[w.name] = {
                     f"{a}_us_per_rt": round(statistics.median(us[a]), 3),
                     f"{b}_us_per_rt": round(statistics.median(us[b]), 3),
+                    f"{a}_rt_per_s": round(statistics.median(rts[a])),
+                    f"{b}_rt_per_s": round(statistics.median(rts[b])),
                     "paired_ratio_median": round(statistics.median(ratios), 4),
                     "ratios": [round(x, 4) for x in ratios],
                     "consumer": args.consumer,
