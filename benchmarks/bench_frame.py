@@ -22,7 +22,7 @@ import random
 import statistics
 import time
 
-from bench_snapshot_idle import hold_connections, run_briefly  # beside this script
+from bench_snapshot_idle import hold_connections, release, round_trip  # beside this script
 
 from loopmon import telemetry as telemetry_module
 from loopmon.mailbox import Mailbox
@@ -48,15 +48,7 @@ def main() -> None:
     encoder = SnapshotEncoder()
 
     def stir() -> None:
-        busy = [c for c in clients if rng.random() < args.busy_share]
-        for client in busy:
-            client.send(MESSAGE)
-        run_briefly(loop, 0.005)
-        for client in busy:
-            try:
-                client.recv(65536)
-            except BlockingIOError:
-                pass
+        round_trip(loop, clients, rng, args.busy_share, MESSAGE, 0.005)
 
     gc_time = [0.0, 0.0]
 
@@ -99,10 +91,7 @@ def main() -> None:
             f"collector a frame: {gc_default * 1e3:.3f} ms at the default threshold, "
             f"{gc_headroom * 1e3:.3f} ms with give_gc_headroom()"
         )
-    for client in clients:
-        client.close()
-    loop.close(all_fds=True)
-    mailbox.close()
+    release(loop, clients, mailbox)
 
 
 if __name__ == "__main__":

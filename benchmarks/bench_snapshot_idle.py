@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import random
 import socket
 import statistics
 import time
@@ -47,6 +48,35 @@ def hold_connections(count: int) -> tuple[IOLoop, EchoServer, list[socket.socket
     while len(server.connections) < count and time.monotonic() < deadline:
         run_briefly(loop)
     return loop, server, clients
+
+
+def round_trip(
+    loop: IOLoop,
+    clients: list[socket.socket],
+    rng: random.Random,
+    share: float,
+    message: bytes,
+    settle: float,
+) -> None:
+    """One round trip on a seeded ``share`` of the (non-blocking) clients: send, let the loop
+    echo for ``settle`` seconds, read what came back."""
+    busy = [c for c in clients if rng.random() < share]
+    for client in busy:
+        client.send(message)
+    run_briefly(loop, settle)
+    for client in busy:
+        try:
+            client.recv(65536)
+        except BlockingIOError:
+            pass
+
+
+def release(loop: IOLoop, clients: list[socket.socket], mailbox: Mailbox) -> None:
+    """Close what ``hold_connections`` opened, and the mailbox."""
+    for client in clients:
+        client.close()
+    loop.close(all_fds=True)
+    mailbox.close()
 
 
 def main() -> None:

@@ -34,7 +34,12 @@ import sys
 import time
 from typing import Any
 
-from bench_snapshot_idle import hold_connections, run_briefly  # beside this script
+from bench_snapshot_idle import (  # beside this script
+    hold_connections,
+    release,
+    round_trip,
+    run_briefly,
+)
 
 from loopmon import telemetry as telemetry_module
 from loopmon.mailbox import Mailbox
@@ -85,15 +90,7 @@ def main() -> None:
                 return
 
     def stir() -> None:
-        busy = [c for c in clients if rng.random() < args.busy_share]
-        for client in busy:
-            client.send(message)
-        run_briefly(loop, 0.002)
-        for client in busy:
-            try:
-                client.recv(65536)
-            except BlockingIOError:
-                pass
+        round_trip(loop, clients, rng, args.busy_share, message, 0.002)
 
     periodic = telemetry._periodic
     periodic._running = True
@@ -141,10 +138,7 @@ def main() -> None:
     )
     consumer.close()
     publisher.close()
-    for client in clients:
-        client.close()
-    loop.close(all_fds=True)
-    mailbox.close()
+    release(loop, clients, mailbox)
 
 
 if __name__ == "__main__":
